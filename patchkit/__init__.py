@@ -1,0 +1,3 @@
+"""patchkit: Forget-Me-Not concept patches for Stable Diffusion, as a release workflow."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from patchkit.cli.app import main
+
+main()

@@ -1,0 +1,86 @@
+"""The `patchkit` command: one Typer app, one error boundary."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from patchkit import __version__
+from patchkit.cli.console import Output
+from patchkit.errors import PatchkitError
+
+
+class PatchkitGroup(TyperGroup):
+    """Turns every PatchkitError into one line, a hint and the error's exit code.
+
+    Set PATCHKIT_DEBUG=1 to see the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PatchkitError as error:
+            if os.environ.get("PATCHKIT_DEBUG") == "1":
+                raise
+            output = ctx.find_object(Output) or Output()
+            output.err.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+            if error.hint:
+                output.err.print(f"[dim]hint:[/] {error.hint}", highlight=False, soft_wrap=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            output = ctx.find_object(Output) or Output()
+            output.err.print("[bold red]interrupted[/]: nothing was written")
+            ctx.exit(130)
+
+
+app = typer.Typer(
+    name="patchkit",
+    cls=PatchkitGroup,
+    help=(
+        "Forget-Me-Not concept patches for Stable Diffusion, as a release workflow.\n\n"
+        "Models are named by a diffusers folder, a single-file .safetensors checkpoint (with --config), "
+        "a cached Hub id, or 'testbed' for the tiny Stable Diffusion shipped with patchkit."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"patchkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Root options shared by every command."""
+    ctx.obj = Output(quiet=quiet)
+
+
+def _register() -> None:
+    from patchkit.cli import demo, models, testbed
+
+    models.register(app)
+    app.add_typer(testbed.app, name="testbed")
+    demo.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    sys.exit(app(standalone_mode=True))

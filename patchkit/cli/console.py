@@ -1,0 +1,56 @@
+"""Consoles and progress: tables and bars go to stderr, data to stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@dataclass
+class Output:
+    """What every command renders to; tests inject consoles of fixed width."""
+
+    err: Console = field(default_factory=lambda: Console(stderr=True))
+    out: Console = field(default_factory=lambda: Console(soft_wrap=True))
+    quiet: bool = False
+
+    def json(self, payload: Any) -> None:
+        self.out.print_json(json.dumps(payload, sort_keys=True, default=str), highlight=False)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message)
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[Callable[[str, int, int, dict[str, float]], None]]:
+        """A callback `(stage, done, total, metrics)` drawing one transient bar per stage.
+
+        Silent under --quiet or when stderr is not a terminal, so logs stay clean.
+        """
+        if self.quiet or not self.err.is_terminal:
+            yield lambda *_args: None
+            return
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        tasks: dict[str, Any] = {}
+        with Progress(*columns, console=self.err, transient=True) as bar:
+
+            def update(stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total, metrics="")
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                bar.update(tasks[stage], completed=done, total=total, metrics=shown)
+
+            yield update

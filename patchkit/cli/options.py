@@ -1,0 +1,26 @@
+"""Options that several commands share, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A diffusers folder, a single-file .safetensors (needs --config), a cached Hub id, or 'testbed'.",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Local diffusers pipeline folder whose configs describe a single-file checkpoint."),
+]
+AllowPickleOpt = Annotated[
+    bool,
+    typer.Option("--allow-pickle", help="Read .ckpt/.bin/.pt pickles with torch.load(weights_only=True)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite the output if it exists.")]

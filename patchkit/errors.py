@@ -1,0 +1,57 @@
+"""The patchkit exception hierarchy. The CLI turns each into one line, a hint and an exit code.
+
+PatchkitError                 exit 1   anything patchkit refuses to do
+├── UsageError                exit 2   arguments that cannot work together
+├── InputError                exit 3   a file or folder that is missing or unreadable
+│   ├── NotAPipelineError              a folder that is not a Stable Diffusion pipeline
+│   ├── CorruptFileError               truncated or malformed safetensors
+│   ├── PickleRefusedError             a pickle where safetensors is expected
+│   └── NotCachedError                 a Hub id that is not in the local cache while offline
+├── OutputError               exit 4   an output that cannot be written safely
+└── ModelMismatchError        exit 5   a patch or checkpoint for another base or architecture
+"""
+
+from __future__ import annotations
+
+
+class PatchkitError(Exception):
+    """Base class: `message` is one line; `hint` says what to do about it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(PatchkitError):
+    exit_code = 2
+
+
+class InputError(PatchkitError):
+    exit_code = 3
+
+
+class NotAPipelineError(InputError):
+    pass
+
+
+class CorruptFileError(InputError):
+    pass
+
+
+class PickleRefusedError(InputError):
+    pass
+
+
+class NotCachedError(InputError):
+    pass
+
+
+class OutputError(PatchkitError):
+    exit_code = 4
+
+
+class ModelMismatchError(PatchkitError):
+    exit_code = 5

@@ -1,0 +1,74 @@
+"""Atomic writes: a temporary sibling, fsync, then os.replace, so readers never see half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from patchkit.errors import OutputError
+
+
+def check_output_path(path: Path, *, force: bool = False) -> None:
+    """Refuse an output whose folder is missing, or that exists without `force`."""
+    if not path.parent.exists():
+        raise OutputError(
+            f"output folder {path.parent} does not exist", hint=f"create it first: mkdir -p {path.parent}"
+        )
+    if path.exists() and not force:
+        raise OutputError(f"{path} already exists", hint="pass --force to overwrite it, or choose another path")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    Works for files and folders. On any exception, including KeyboardInterrupt, the
+    temporary is removed and `path` is left as it was.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        yield tmp
+        _fsync(tmp)
+        if path.is_dir() and not path.is_symlink():
+            # A folder cannot be replaced in one rename: park the old one first, so that a
+            # crash leaves either the old or the new folder in place, never neither.
+            parked = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, parked)
+            os.replace(tmp, path)
+            shutil.rmtree(parked, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _fsync(path: Path) -> None:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for file in files:
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,88 @@
+"""Read a diffusers pipeline folder's configs and weights without building any model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchkit.errors import NotAPipelineError
+from patchkit.io.safetensors_io import PICKLE_SUFFIXES, LazyTensors, refuse_pickle
+
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
+MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NotAPipelineError(
+            f"{path} is not readable JSON ({exc.__class__.__name__})", hint="restore the file"
+        ) from exc
+    if not isinstance(data, dict):
+        raise NotAPipelineError(f"{path} is not a JSON object", hint="restore the file")
+    return data
+
+
+def check_pipeline_folder(folder: Path) -> dict[str, Any]:
+    """Return model_index.json of `folder`, or explain why it is not an SD pipeline."""
+    hint = (
+        "point at a folder written by save_pretrained (model_index.json, unet/, text_encoder/, vae/), "
+        "or at a single-file .safetensors checkpoint with --config"
+    )
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise NotAPipelineError(f"{folder} is not a Stable Diffusion pipeline folder: no model_index.json", hint=hint)
+    index = read_json(index_path)
+    for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if component not in index or not (folder / component).is_dir():
+            raise NotAPipelineError(f"{folder} is not a Stable Diffusion pipeline folder: no {component}/", hint=hint)
+    return index
+
+
+def component_config(folder: Path, component: str) -> dict[str, Any]:
+    return read_json(folder / component / "config.json")
+
+
+def present_components(folder: Path) -> list[str]:
+    return [c for c in MODEL_COMPONENTS if (folder / c / "config.json").is_file()]
+
+
+def weight_files(folder: Path, component: str) -> list[Path]:
+    """The safetensors files holding `component`'s weights (several when sharded)."""
+    directory = folder / component
+    for stem in WEIGHT_NAMES:
+        single = directory / f"{stem}.safetensors"
+        if single.is_file():
+            return [single]
+        index = directory / f"{stem}.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+            return [directory / shard for shard in shards]
+    pickles = [p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES] if directory.is_dir() else []
+    if pickles:
+        refuse_pickle(pickles[0])
+    raise NotAPipelineError(
+        f"{directory} holds no .safetensors weights", hint="re-save the pipeline with safe_serialization=True"
+    )
+
+
+class ComponentTensors(Mapping[str, torch.Tensor]):
+    """All tensors of one component, across its shards, loaded lazily."""
+
+    def __init__(self, folder: Path, component: str) -> None:
+        self._shards = [LazyTensors(p) for p in weight_files(folder, component)]
+        self._where = {key: shard for shard in self._shards for key in shard}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._where[key][key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)

@@ -1,0 +1,101 @@
+"""Reading safetensors files defensively: validate the header before trusting any offset."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from patchkit.errors import CorruptFileError, InputError, PickleRefusedError
+
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own cap on header size
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class Header:
+    tensors: dict[str, dict[str, object]]
+    metadata: dict[str, str]
+    data_start: int
+
+
+def looks_like_pickle(path: Path) -> bool:
+    """True for torch pickles by suffix, or by content (zip archive or pickle protocol byte)."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80"
+
+
+def refuse_pickle(path: Path) -> None:
+    raise PickleRefusedError(
+        f"{path} is a pickle, which can run code when loaded: refused without --allow-pickle",
+        hint="convert it to .safetensors, or pass --allow-pickle to load it with torch.load(weights_only=True)",
+    )
+
+
+def read_header(path: Path) -> Header:
+    """Parse and check a safetensors header; raise CorruptFileError naming what is wrong."""
+    if not path.is_file():
+        raise InputError(f"{path} does not exist", hint="check the path")
+    size = path.stat().st_size
+    fix = "the file is damaged or incomplete: download or export it again"
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            if looks_like_pickle(path):
+                refuse_pickle(path)
+            raise CorruptFileError(f"{path} is too short to be safetensors ({size} bytes)", hint=fix)
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(_MAX_HEADER, size - 8):
+            if looks_like_pickle(path):
+                refuse_pickle(path)
+            raise CorruptFileError(f"{path}: header length {length} exceeds the file size {size}", hint=fix)
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(f"{path}: header is not valid JSON ({exc.__class__.__name__})", hint=fix) from exc
+    if not isinstance(header, dict):
+        raise CorruptFileError(f"{path}: header is not a JSON object", hint=fix)
+    metadata = header.pop("__metadata__", None) or {}
+    data_size = size - 8 - length
+    end = 0
+    for name, info in header.items():
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
+            raise CorruptFileError(f"{path}: tensor {name!r} has no valid data_offsets", hint=fix)
+        end = max(end, offsets[1])
+    if end > data_size:
+        raise CorruptFileError(
+            f"{path} is truncated: tensors need {end} data bytes but only {data_size} are present", hint=fix
+        )
+    return Header(tensors=header, metadata=dict(metadata), data_start=8 + length)
+
+
+class LazyTensors(Mapping[str, torch.Tensor]):
+    """A read-only mapping over one safetensors file that loads a tensor only when asked."""
+
+    def __init__(self, path: Path) -> None:
+        read_header(path)
+        self._path = path
+        self._handle = safe_open(str(path), framework="pt")
+        self._keys = list(self._handle.keys())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._handle.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)

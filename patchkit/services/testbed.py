@@ -1,0 +1,108 @@
+"""Use cases for the bundled testbed: build it, and check it meets its quality bars."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchkit.backend import loading
+from patchkit.backend.sampling import SamplerSettings, generate
+from patchkit.errors import UsageError
+from patchkit.io.atomic import atomic_path, check_output_path
+from patchkit.testbed import world
+from patchkit.testbed.judging import TestbedJudges
+from patchkit.testbed.paths import TESTBED_JUDGES, TESTBED_MODEL
+
+Progress = Callable[[str, int, int, dict[str, float]], None]
+
+JUDGE_BAR = 0.98
+GENERATION_BAR = 0.80
+DEFAULT_SAMPLER = SamplerSettings(steps=25, guidance=5.0, batch_size=32)
+
+
+def build(out: Path, *, seed: int, quick: bool, force: bool, progress: Progress) -> dict[str, object]:
+    """Train a testbed from scratch into `out` (a new folder, written atomically)."""
+    from patchkit.testbed.build import BuildSettings, build_testbed
+
+    check_output_path(out, force=force)
+    settings = BuildSettings(seed=seed)
+    if quick:  # a smoke build for tests: every stage runs, nothing is learnt well
+        settings = BuildSettings(seed=seed, dataset_size=256, judge_steps=5, vae_steps=3, unet_steps=3, unet_batch=8)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        report = build_testbed(tmp, settings, progress)
+    return report.to_json()
+
+
+@dataclass(frozen=True)
+class ConceptRate:
+    concept: str
+    category: str
+    rate: float
+    images: int
+
+
+@dataclass(frozen=True)
+class TestbedCheck:
+    judge_accuracy: dict[str, float]
+    generation: list[ConceptRate]
+    sampler: SamplerSettings
+
+    @property
+    def passed(self) -> bool:
+        return all(a >= JUDGE_BAR for a in self.judge_accuracy.values()) and all(
+            r.rate >= GENERATION_BAR for r in self.generation
+        )
+
+    def failures(self) -> list[str]:
+        bad = [f"judge {c} {a:.3f} < {JUDGE_BAR}" for c, a in self.judge_accuracy.items() if a < JUDGE_BAR]
+        bad += [f"{r.concept} {r.rate:.3f} < {GENERATION_BAR}" for r in self.generation if r.rate < GENERATION_BAR]
+        return bad
+
+
+def judge_accuracy(judges: TestbedJudges, per_category: int, seed: int) -> dict[str, float]:
+    """Accuracy of each judge on freshly rendered ground-truth images it never saw."""
+    rng = random.Random(f"check-{seed}")
+    scores = {}
+    for category in world.CATEGORIES:
+        scenes = [world.judge_scene(category, rng) for _ in range(per_category)]
+        images = [world.render(s, rng) for s in scenes]
+        verdicts = judges.classify(category, images)
+        truth = [s.label(category) or "none" for s in scenes]
+        scores[category] = sum(v == t for v, t in zip(verdicts, truth, strict=True)) / per_category
+    return scores
+
+
+def check(
+    model: str = "testbed",
+    *,
+    images_per_concept: int = 32,
+    judges_folder: Path = TESTBED_JUDGES,
+    sampler: SamplerSettings = DEFAULT_SAMPLER,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> TestbedCheck:
+    """Measure the testbed's quality bars: judge accuracy and per-concept generation rate."""
+    if images_per_concept < 1:
+        raise UsageError("-n must be at least 1", hint="the README's bars use 32 images per concept")
+    judges = TestbedJudges.load(judges_folder)
+    accuracy = judge_accuracy(judges, 1000, seed)
+    pipe = loading.load_pipeline(loading.resolve(model))
+    rates = []
+    concepts = world.all_concepts()
+    for index, (name, category) in enumerate(concepts):
+        prompts = world.bench_prompts(name, category)
+        asked = [prompts[i % len(prompts)] for i in range(images_per_concept)]
+        seeds = [seed + i for i in range(images_per_concept)]
+        images = generate(pipe, asked, seeds, sampler)
+        verdicts = judges.classify(category, images)
+        rates.append(ConceptRate(name, category, sum(v == name for v in verdicts) / len(verdicts), len(verdicts)))
+        if progress:
+            progress("generating", index + 1, len(concepts), {})
+    return TestbedCheck(accuracy, rates, sampler)
+
+
+def shipped_paths() -> tuple[Path, Path]:
+    return TESTBED_MODEL, TESTBED_JUDGES

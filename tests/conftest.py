@@ -1,0 +1,34 @@
+"""Shared fixtures. Every test runs offline, with home and cache paths inside tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("PATCHKIT_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.delenv("PATCHKIT_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """For each SD family: (diffusers folder, single-file checkpoint) of a tiny random model."""
+    from patchkit.services.fixtures import build_random_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    built = {}
+    for name in ("sd15", "sd21", "sdxl"):
+        result = build_random_model(name, root / name, tiny=True, single_file=root / f"{name}.safetensors")
+        assert result.single_file is not None
+        built[name] = (result.folder, result.single_file)
+    return built
