@@ -55,3 +55,7 @@ class OutputError(PatchkitError):
 
 class ModelMismatchError(PatchkitError):
     exit_code = 5
+
+
+class GateFailedError(PatchkitError):
+    exit_code = 6

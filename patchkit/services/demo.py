@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from patchkit.backend import loading
 from patchkit.backend.sampling import generate
 from patchkit.core.grid import labelled_grid, stack_vertically
+from patchkit.core.progress import Progress
 from patchkit.io.images import save_png
 from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
-from patchkit.testbed.judging import TestbedJudges
+from patchkit.testbed.judging import JudgePanel
 
-Progress = Callable[[str, int, int, dict[str, float]], None]
 DEMO_CONCEPTS: tuple[tuple[str, world.Category], ...] = (
     ("alice", "id"),
     ("john doe", "id"),
@@ -51,7 +50,7 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
     ref = loading.resolve("testbed")
     info = loading.describe(ref)
     pipe = loading.load_pipeline(ref)
-    judges = TestbedJudges.load()
+    judges = JudgePanel.load()
     rows, concepts = [], []
     for index, (name, category) in enumerate(DEMO_CONCEPTS):
         prompt = world.bench_prompts(name, category)[0]

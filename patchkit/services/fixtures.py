@@ -27,7 +27,7 @@ from patchkit.testbed.world import vocabulary_words
 ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
 FAMILIES = {"sd15": "sd1", "sd21": "sd2", "sdxl": "sdxl"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-Progress = Callable[[str], None]
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def build_random_model(
     single_file: Path | None = None,
     seed: int = 0,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: Say | None = None,
 ) -> FixtureResult:
     """Write a diffusers folder at `out` (and optionally a single file) with random weights."""
     from patchkit.backend.components import build_component, save_component

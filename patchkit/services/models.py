@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,11 @@ import torch
 
 from patchkit.backend import loading
 from patchkit.backend.sampling import SamplerSettings
-from patchkit.core.grid import labelled_grid
+from patchkit.core.grid import labelled_grid, stack_vertically
+from patchkit.core.progress import Progress
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.images import save_png
-
-Progress = Callable[[str, int, int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ def generate_grid(
     import time
 
     from patchkit.backend.sampling import generate
-    from patchkit.testbed.judging import TestbedJudges
+    from patchkit.testbed.judging import JudgePanel
 
     if per_prompt < 1:
         raise UsageError("-n must be at least 1", hint="ask for one image or more per prompt")
@@ -85,12 +83,10 @@ def generate_grid(
     images = generate(pipe, all_prompts, seeds, sampler, on_batch)
     verdicts: list[dict[str, str]] = [{} for _ in images]
     if ref.source == "testbed":
-        verdicts = TestbedJudges.load().verdicts(images)
+        verdicts = JudgePanel.load().verdicts(images)
     captions = [_caption(s, v) for s, v in zip(seeds, verdicts, strict=True)]
     rows = [labelled_grid(images[i : i + per_prompt], captions[i : i + per_prompt], title=f'"{p}"', columns=8)
             for i, p in zip(range(0, len(images), per_prompt), prompts, strict=True)]  # fmt: skip
-    from patchkit.core.grid import stack_vertically
-
     save_png(stack_vertically(rows), output)
     return GenerateResult(output, all_prompts, seeds, verdicts, time.perf_counter() - started)
 

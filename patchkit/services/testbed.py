@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from patchkit.backend import loading
 from patchkit.backend.sampling import SamplerSettings, generate
+from patchkit.core.progress import Progress
 from patchkit.errors import UsageError
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.testbed import world
-from patchkit.testbed.judging import TestbedJudges
-from patchkit.testbed.paths import TESTBED_JUDGES, TESTBED_MODEL
-
-Progress = Callable[[str, int, int, dict[str, float]], None]
+from patchkit.testbed.judging import JudgePanel
+from patchkit.testbed.paths import TESTBED_JUDGES
 
 JUDGE_BAR = 0.98
 GENERATION_BAR = 0.80
@@ -45,7 +43,7 @@ class ConceptRate:
 
 
 @dataclass(frozen=True)
-class TestbedCheck:
+class QualityCheck:
     judge_accuracy: dict[str, float]
     generation: list[ConceptRate]
     sampler: SamplerSettings
@@ -62,7 +60,7 @@ class TestbedCheck:
         return bad
 
 
-def judge_accuracy(judges: TestbedJudges, per_category: int, seed: int) -> dict[str, float]:
+def judge_accuracy(judges: JudgePanel, per_category: int, seed: int) -> dict[str, float]:
     """Accuracy of each judge on freshly rendered ground-truth images it never saw."""
     rng = random.Random(f"check-{seed}")
     scores = {}
@@ -83,11 +81,11 @@ def check(
     sampler: SamplerSettings = DEFAULT_SAMPLER,
     seed: int = 0,
     progress: Progress | None = None,
-) -> TestbedCheck:
+) -> QualityCheck:
     """Measure the testbed's quality bars: judge accuracy and per-concept generation rate."""
     if images_per_concept < 1:
         raise UsageError("-n must be at least 1", hint="the README's bars use 32 images per concept")
-    judges = TestbedJudges.load(judges_folder)
+    judges = JudgePanel.load(judges_folder)
     accuracy = judge_accuracy(judges, 1000, seed)
     pipe = loading.load_pipeline(loading.resolve(model))
     rates = []
@@ -101,8 +99,4 @@ def check(
         rates.append(ConceptRate(name, category, sum(v == name for v in verdicts) / len(verdicts), len(verdicts)))
         if progress:
             progress("generating", index + 1, len(concepts), {})
-    return TestbedCheck(accuracy, rates, sampler)
-
-
-def shipped_paths() -> tuple[Path, Path]:
-    return TESTBED_MODEL, TESTBED_JUDGES
+    return QualityCheck(accuracy, rates, sampler)

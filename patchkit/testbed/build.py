@@ -10,7 +10,6 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,11 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from patchkit.backend import components
+from patchkit.core.progress import Progress
 from patchkit.testbed import world
 from patchkit.testbed.judge_net import NONE_LABEL, Judge, JudgeNet, save_judge
 from patchkit.testbed.tokenizer import write_tokenizer_files
-
-Progress = Callable[[str, int, int, dict[str, float]], None]
 
 MAX_TOKENS = 16
 TEXT_ENCODER_CONFIG = {
@@ -74,7 +72,7 @@ SCHEDULER_CONFIG = {  # SD 1.x's noise schedule
 class BuildSettings:
     seed: int = 0
     dataset_size: int = 40_000
-    judge_steps: int = 800
+    judge_steps: int = 2000
     vae_steps: int = 1000
     vae_batch: int = 32
     unet_steps: int = 4000

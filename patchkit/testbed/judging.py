@@ -24,11 +24,11 @@ def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class TestbedJudges:
+class JudgePanel:
     judges: dict[str, Judge]
 
     @classmethod
-    def load(cls, folder: Path = TESTBED_JUDGES) -> TestbedJudges:
+    def load(cls, folder: Path = TESTBED_JUDGES) -> JudgePanel:
         missing = [c for c in world.CATEGORIES if not (folder / f"{c}.safetensors").is_file()]
         if missing:
             raise InputError(
