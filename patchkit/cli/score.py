@@ -1,0 +1,121 @@
+"""`patchkit score`: M-Scores over a ConceptBench, with an optional release gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from patchkit.backend.distributed import is_main_process
+from patchkit.cli.console import Output
+from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.errors import GateFailedError
+from patchkit.services import score as score_service
+from patchkit.services.models import ModelSource
+
+
+def score(
+    ctx: typer.Context,
+    model: ModelArg,
+    patch: Annotated[
+        list[Path] | None, typer.Option("--patch", "-p", help="LoRA patch to load; repeat to stack.")
+    ] = None,
+    bench: Annotated[Path | None, typer.Option(help="ConceptBench JSON file (default: the testbed's bench).")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", help="Concept the patches forget; repeat for several.")
+    ] = None,
+    max_target: Annotated[float | None, typer.Option(help="Gate: fail if a target still scores above this.")] = None,
+    max_collateral: Annotated[
+        float | None, typer.Option(help="Gate: fail if a category's other concepts lose more than this on average.")
+    ] = None,
+    capacity: Annotated[
+        bool, typer.Option(help="Also run the capacity probe: textual inversion on each concept's reference images.")
+    ] = False,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for report.json and one PNG per concept.")
+    ] = None,
+    config: ConfigOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Measure how well a model still produces each bench concept (M-Score, docs/mscore.md).
+
+    With --capacity, each concept is also probed by textual inversion on its reference
+    images with the model under test: a patch that leaves capacity high has only hidden
+    the concept behind its name.
+
+    With --patch, the base and the patched model are scored side by side in one run, on
+    the same seeds. The score of a concept is the fraction of its images that the bench's
+    judge attributes to it, with a 95% Wilson interval.
+
+    Release gate: with --max-target and/or --max-collateral (or a "gate" in the bench), the
+    command exits 6 with a one-line reason when a target still scores too high or a
+    category of retained concepts loses too much.
+
+    Distributed: `accelerate launch --num_processes 2 -m patchkit score ...` splits the
+    generation across processes (gloo on CPU) and gathers it; the scores equal a
+    single-process run.
+
+    Examples:
+
+      patchkit score testbed -o report/
+
+      patchkit score testbed --patch no-circle.safetensors --target circle --max-target 0.1 --max-collateral 0.1
+    """
+    output: Output = ctx.obj
+    with output.progress() as progress:
+        report = score_service.score(
+            ModelSource(model, config, allow_pickle),
+            patches=patch or [],
+            bench_path=bench,
+            targets=target or [],
+            max_target=max_target,
+            max_collateral=max_collateral,
+            capacity=capacity,
+            output=output_dir,
+            force=force,
+            progress=progress,
+        )
+    if not is_main_process():  # under `accelerate launch`, one process speaks
+        return
+    if json:
+        output.json(report.to_json())
+    else:
+        patched = bool(report.patches)
+        table = Table(title=f"M-Score ({report.definition}) over bench {report.bench!r}")
+        columns = ["concept", "category", "before", *(("after", "delta") if patched else ()), "95% CI"]
+        if capacity:
+            columns += ["capacity before", *(("capacity after",) if patched else ())]
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("concept", "category") else "right")
+        for c in report.concepts:
+            shown = c.after or c.before
+            interval = f"{shown.interval.low:.2f}–{shown.interval.high:.2f}"
+            name = f"[bold]{c.concept}[/] (target)" if c.target else c.concept
+            cells = [name, c.category, f"{c.before.score:.3f}"]
+            if patched and c.after is not None:
+                cells += [f"{c.after.score:.3f}", f"{c.after.score - c.before.score:+.3f}"]
+            cells.append(interval)
+            for probe in (c.capacity_before, c.capacity_after):
+                if probe is not None:
+                    cells.append(f"{probe.score:.3f}")
+            table.add_row(*cells)
+        output.err.print(table)
+        if report.collateral:
+            shown_collateral = ", ".join(f"{k} {v:+.3f}" for k, v in report.collateral.items())
+            output.err.print(f"mean change of other concepts per category: {shown_collateral}")
+        if report.output:
+            output.err.print(f"wrote {report.output}/report.json and {len(report.grids)} grids")
+    if report.gate is not None and not report.gate.passed:
+        raise GateFailedError(
+            "release gate failed: " + "; ".join(report.gate.reasons), hint="the patch does not meet the bars"
+        )
+    if report.gate is not None:
+        output.say("[green]release gate passed[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(score)

@@ -1,0 +1,296 @@
+"""`patchkit score`: M-Scores of a model over a ConceptBench, before and after patches."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from patchkit import __version__
+from patchkit.backend import loading
+from patchkit.backend.distributed import is_main_process, map_split
+from patchkit.backend.sampling import SamplerSettings, generate
+from patchkit.core.bench import Bench, BenchConcept, parse_bench
+from patchkit.core.grid import labelled_grid, stack_vertically
+from patchkit.core.mscore import (
+    MSCORE_DEFINITION,
+    GateResult,
+    PromptScore,
+    collateral_by_category,
+    evaluate_gate,
+    prompt_score,
+)
+from patchkit.core.progress import Progress
+from patchkit.errors import InputError, UsageError
+from patchkit.evaluation.judges import Judge, load_judge
+from patchkit.io.atomic import atomic_path, check_output_path
+from patchkit.io.images import save_png
+from patchkit.services.models import ModelSource
+from patchkit.testbed.paths import TESTBED_BENCH
+
+
+@dataclass(frozen=True)
+class ConceptResult:
+    concept: str
+    category: str
+    before: PromptScore
+    after: PromptScore | None
+    target: bool
+    capacity_before: PromptScore | None = None
+    capacity_after: PromptScore | None = None
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"concept": self.concept, "category": self.category, "target": self.target}
+        for side in ("before", "after", "capacity_before", "capacity_after"):
+            score: PromptScore | None = getattr(self, side)
+            if score is not None:
+                interval = score.interval
+                out[side] = {
+                    "score": score.score,
+                    "hits": score.hits,
+                    "n": score.n,
+                    "ci95": [interval.low, interval.high],
+                }
+        if self.after is not None:
+            out["delta"] = self.after.score - self.before.score
+        return out
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    bench: str
+    definition: str
+    model: dict[str, Any]
+    patches: list[str]
+    sampler: dict[str, Any]
+    concepts: list[ConceptResult]
+    collateral: dict[str, float]
+    gate: GateResult | None
+    seconds: float
+    output: Path | None
+    grids: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tool": f"patchkit {__version__}",
+            "definition": self.definition,
+            "bench": self.bench,
+            "model": self.model,
+            "patches": self.patches,
+            "sampler": self.sampler,
+            "concepts": [c.row() for c in self.concepts],
+            "collateral": self.collateral,
+            "gate": None if self.gate is None else {"passed": self.gate.passed, "reasons": list(self.gate.reasons)},
+            "seconds": self.seconds,
+        }
+
+
+def load_bench(path: Path | None) -> tuple[Bench, Path]:
+    bench_path = path or TESTBED_BENCH
+    try:
+        data = json.loads(bench_path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(
+            f"{bench_path}: no such bench file", hint="pass --bench FILE, or leave it out for the testbed's bench"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{bench_path}: not valid JSON ({exc.msg} at line {exc.lineno})", hint="fix the JSON") from exc
+    return parse_bench(data, str(bench_path)), bench_path.parent
+
+
+def _score_all(
+    pipe: Any,
+    bench: Bench,
+    judges: dict[str, Judge],
+    label: str,
+    progress: Progress | None,
+) -> tuple[dict[str, PromptScore], dict[str, list[tuple[Image.Image, str]]]]:
+    """Generate every bench image in large batches (split across processes under accelerate), then judge."""
+    jobs = [(prompt, seed) for c in bench.concepts for prompt, seed in c.jobs()]
+    sampler = SamplerSettings(steps=bench.steps, guidance=bench.guidance, batch_size=bench.batch_size)
+    done = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(f"generating ({label})", done, len(jobs), {})
+
+    def work(part: list[tuple[str, int]]) -> list[Image.Image]:
+        return generate(pipe, [p for p, _ in part], [s for _, s in part], sampler, on_batch)
+
+    images = map_split(jobs, work)
+    scores: dict[str, PromptScore] = {}
+    shown: dict[str, list[tuple[Image.Image, str]]] = {}
+    start = 0
+    for concept in bench.concepts:
+        count = len(concept.jobs())
+        mine = images[start : start + count]
+        start += count
+        verdicts = judges[concept.category].classify(mine)
+        scores[concept.name] = prompt_score(concept.name, concept.category, verdicts)
+        shown[concept.name] = list(zip(mine, verdicts, strict=True))
+    return scores, shown
+
+
+CAPACITY_TEMPLATES = {
+    "id": "a photo of {}",
+    "object": "a photo of a {}",
+    "style": "a painting in the style of {}",
+    "nsfw": "a photo of {}",
+}
+
+
+def _reference_images(concept: BenchConcept, bench_dir: Path) -> list[Image.Image]:
+    if not concept.reference_images:
+        raise UsageError(
+            f"concept {concept.name!r} has no reference_images, which the capacity score needs",
+            hint="add a reference_images folder to the concept in the bench, or score without --capacity",
+        )
+    folder = bench_dir / concept.reference_images
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if not files:
+        raise InputError(f"{folder}: no reference images (png, jpg, webp)", hint="put the concept's images there")
+    return [Image.open(p).convert("RGB") for p in files]
+
+
+def _capacity_all(
+    pipe: Any, bench: Bench, judges: dict[str, Judge], bench_dir: Path, label: str, progress: Progress | None
+) -> dict[str, PromptScore]:
+    """mscore/1 capacity: learn a fresh token on the references with this model, then prompt-score it."""
+    from patchkit.backend.inversion import InversionBudget, invert_token
+
+    budget = InversionBudget()
+    sampler = SamplerSettings(steps=bench.steps, guidance=bench.guidance, batch_size=bench.batch_size)
+    done = 0
+
+    def probe(concepts: list[BenchConcept]) -> list[PromptScore]:
+        nonlocal done
+        scores = []
+        for concept in concepts:
+            template = CAPACITY_TEMPLATES[concept.category]
+            references = _reference_images(concept, bench_dir)
+            inverted = invert_token(pipe, references, template, budget=budget, seed=concept.seed)
+            seeds = [seed for _, seed in concept.jobs()]
+            images = generate(inverted, [template.format(budget.placeholder)] * len(seeds), seeds, sampler)
+            scores.append(prompt_score(concept.name, concept.category, judges[concept.category].classify(images)))
+            done += 1
+            if progress:
+                progress(f"capacity ({label})", done, len(concepts), {})
+        return scores
+
+    return {s.concept: s for s in map_split(list(bench.concepts), probe)}
+
+
+def _grid(
+    concept: BenchConcept, before: list[tuple[Image.Image, str]], after: list[tuple[Image.Image, str]] | None
+) -> Image.Image:
+    rows = []
+    for title, pairs in (("before", before), ("after", after)):
+        if pairs is None:
+            continue
+        chosen = pairs[:8]
+        rows.append(
+            labelled_grid([im for im, _ in chosen], [v for _, v in chosen], title=f"{title}: {concept.name}", cell=96)
+        )
+    return stack_vertically(rows)
+
+
+def score(
+    source: ModelSource,
+    *,
+    patches: Sequence[Path] = (),
+    bench_path: Path | None = None,
+    targets: Sequence[str] = (),
+    max_target: float | None = None,
+    max_collateral: float | None = None,
+    capacity: bool = False,
+    output: Path | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ScoreReport:
+    """Score the model, and the model with `patches` loaded, over the bench, side by side."""
+    from patchkit.backend.lora import load_patch, unload_patches
+
+    started = time.perf_counter()
+    bench, bench_dir = load_bench(bench_path)
+    unknown = sorted(set(targets) - {c.name for c in bench.concepts})
+    if unknown:
+        raise UsageError(
+            f"target {unknown[0]!r} is not a concept of bench {bench.name!r}",
+            hint="patchkit score --help lists how targets are named",
+        )
+    if output is not None:
+        check_output_path(output, force=force)
+    for patch in patches:
+        if not patch.is_file():
+            raise InputError(f"{patch}: no such patch file", hint="check the path")
+    judges = {cat: load_judge(spec, cat, bench.names(cat), base_dir=bench_dir) for cat, spec in bench.judges.items()}
+    ref = source.resolve()
+    info = loading.describe(ref)
+    pipe = loading.load_pipeline(ref)
+    if capacity:  # fail on missing references before any long work
+        for concept in bench.concepts:
+            _reference_images(concept, bench_dir)
+    before, shown_before = _score_all(pipe, bench, judges, "base", progress)
+    capacity_before = _capacity_all(pipe, bench, judges, bench_dir, "base", progress) if capacity else {}
+    after: dict[str, PromptScore] = {}
+    capacity_after: dict[str, PromptScore] = {}
+    shown_after: dict[str, list[tuple[Image.Image, str]]] = {}
+    if patches:
+        for index, patch in enumerate(patches):
+            load_patch(pipe, patch, adapter_name=f"patch{index}")
+        pipe.set_adapters([f"patch{i}" for i in range(len(patches))])
+        after, shown_after = _score_all(pipe, bench, judges, "patched", progress)
+        if capacity:
+            capacity_after = _capacity_all(pipe, bench, judges, bench_dir, "patched", progress)
+        unload_patches(pipe)
+    collateral = collateral_by_category(before, after, targets) if after else {}
+    gate_target = max_target if max_target is not None else bench.gate.max_target
+    gate_collateral = max_collateral if max_collateral is not None else bench.gate.max_collateral
+    gate = None
+    if gate_target is not None or gate_collateral is not None:
+        gate = evaluate_gate(
+            after or before, collateral, targets, max_target=gate_target, max_collateral=gate_collateral
+        )
+    results = [
+        ConceptResult(
+            c.name,
+            c.category,
+            before[c.name],
+            after.get(c.name),
+            c.name in targets,
+            capacity_before.get(c.name),
+            capacity_after.get(c.name),
+        )
+        for c in bench.concepts
+    ]
+    report = ScoreReport(
+        bench=bench.name,
+        definition=MSCORE_DEFINITION,
+        model=info.summary(),
+        patches=[str(p) for p in patches],
+        sampler={"steps": bench.steps, "guidance": bench.guidance, "batch_size": bench.batch_size},
+        concepts=results,
+        collateral=collateral,
+        gate=gate,
+        seconds=time.perf_counter() - started,
+        output=output,
+    )
+    if output is not None and is_main_process():
+        grids = []
+        with atomic_path(output) as tmp:
+            tmp.mkdir()
+            (tmp / "report.json").write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+            for concept in bench.concepts:
+                picture = _grid(concept, shown_before[concept.name], shown_after.get(concept.name))
+                name = concept.name.replace(" ", "_") + ".png"
+                save_png(picture, tmp / name)
+                grids.append(output / name)
+        report = replace(report, grids=grids)
+    return report
