@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from patchkit.core.pixels import to_tensor
 from patchkit.errors import UsageError
 
 
@@ -27,11 +27,6 @@ class InversionBudget:
     learning_rate: float = 5e-3
     batch_size: int = 4
     placeholder: str = "<concept>"
-
-
-def _pixels(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    array = np.stack([np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) for im in images])
-    return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def invert_token(
@@ -65,7 +60,7 @@ def invert_token(
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     with torch.no_grad():
-        latents = pipe.vae.encode(_pixels(images, size)).latent_dist.mean * pipe.vae.config.scaling_factor
+        latents = pipe.vae.encode(to_tensor(images, size)).latent_dist.mean * pipe.vae.config.scaling_factor
     ids = tokenizer(
         template.format(budget.placeholder),
         padding="max_length",

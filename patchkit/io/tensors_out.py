@@ -1,17 +1,50 @@
-"""Writing safetensors files atomically."""
+"""Writing safetensors files: deterministic bytes, streamed, atomic.
+
+The safetensors library writes its metadata in hash-map order, which differs from run to
+run; patches must be byte-identical for the same inputs and seed, so we write the format
+ourselves: a JSON header with sorted keys (padded with spaces to 8 bytes, as the format
+allows), then each tensor's bytes in key order. Readers see an ordinary safetensors file.
+"""
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from patchkit.core.fingerprint import dtype_name, tensor_bytes
 from patchkit.io.atomic import atomic_path
 
 
+def header_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {k: str(metadata[k]) for k in sorted(metadata)}
+    offset = 0
+    for key in sorted(tensors):
+        tensor = tensors[key]
+        size = tensor.numel() * tensor.element_size()
+        header[key] = {
+            "dtype": dtype_name(tensor.dtype),
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    return header_bytes(tensors, metadata) + b"".join(tensor_bytes(tensors[k]) for k in sorted(tensors))
+
+
 def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
-    """Save `tensors` to `path` via a temporary sibling, so a crash never leaves half a file."""
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata or {}))
+    """Write `tensors` to `path` one tensor at a time via a temporary sibling: never half a file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(header_bytes(tensors, metadata))
+        for key in sorted(tensors):
+            handle.write(tensor_bytes(tensors[key]))

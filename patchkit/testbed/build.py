@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from patchkit.backend import components
+from patchkit.core.pixels import to_tensor
 from patchkit.core.progress import Progress
 from patchkit.testbed import world
 from patchkit.testbed.judge_net import NONE_LABEL, Judge, JudgeNet, save_judge
@@ -92,11 +93,6 @@ class BuildReport:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-def to_tensor(images: list) -> torch.Tensor:
-    array = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def _degrade(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
+from patchkit.core.pixels import to_tensor
 from patchkit.errors import InputError
 from patchkit.testbed import world
 from patchkit.testbed.judge_net import Judge, load_judge
@@ -17,10 +17,7 @@ from patchkit.testbed.paths import TESTBED_JUDGES
 
 
 def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    array = np.stack(
-        [np.asarray(im.convert("RGB").resize((world.IMAGE_SIZE, world.IMAGE_SIZE)), dtype=np.uint8) for im in images]
-    )
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return to_tensor(images, world.IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
