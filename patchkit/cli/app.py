@@ -72,9 +72,10 @@ def root(
 
 
 def _register() -> None:
-    from patchkit.cli import demo, models, score, testbed
+    from patchkit.cli import demo, forget, models, score, testbed
 
     models.register(app)
+    forget.register(app)
     score.register(app)
     app.add_typer(testbed.app, name="testbed")
     demo.register(app)

@@ -1,0 +1,65 @@
+import pytest
+import torch
+from torch import nn
+
+from patchkit.backend import lora_layers
+from patchkit.errors import UsageError
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn2 = nn.Module()
+        self.attn2.to_k = nn.Linear(8, 6, bias=False)
+        self.attn2.to_v = nn.Linear(8, 6, bias=False)
+        self.attn1 = nn.Module()
+        self.attn1.to_k = nn.Linear(8, 6, bias=False)
+
+
+def test_fresh_adapters_change_nothing_and_export_peft_keys():
+    block = Block()
+    x = torch.randn(3, 8)
+    before = block.attn2.to_k(x)
+    adapters = lora_layers.inject(block, ("attn2.to_k", "attn2.to_v"), rank=2, seed=0)
+    assert set(adapters) == {"attn2.to_k", "attn2.to_v"}
+    assert torch.equal(block.attn2.to_k(x), before)
+    state = lora_layers.peft_state(adapters)
+    assert sorted(state) == [
+        "unet.attn2.to_k.lora_A.weight",
+        "unet.attn2.to_k.lora_B.weight",
+        "unet.attn2.to_v.lora_A.weight",
+        "unet.attn2.to_v.lora_B.weight",
+    ]
+    assert state["unet.attn2.to_k.lora_A.weight"].shape == (2, 8)
+    assert state["unet.attn2.to_k.lora_B.weight"].shape == (6, 2)
+
+
+def test_training_changes_output_and_disabled_restores_it():
+    block = Block()
+    x = torch.randn(3, 8)
+    base = block.attn2.to_v(x).detach()
+    adapters = lora_layers.inject(block, ("attn2.to_v",), rank=2, seed=0)
+    with torch.no_grad():
+        adapters["attn2.to_v"].lora_B.fill_(0.5)
+    assert not torch.allclose(block.attn2.to_v(x), base)
+    with lora_layers.disabled(adapters):
+        assert torch.equal(block.attn2.to_v(x), base)
+    lora_layers.remove(block, adapters)
+    assert isinstance(block.attn2.to_v, nn.Linear)
+
+
+def test_same_seed_same_init():
+    a = lora_layers.peft_state(lora_layers.inject(Block(), ("attn2.to_k",), rank=2, seed=7))
+    b = lora_layers.peft_state(lora_layers.inject(Block(), ("attn2.to_k",), rank=2, seed=7))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("rank", [0, -1, 7])
+def test_rank_out_of_range(rank):
+    with pytest.raises(UsageError, match=r"outside 1\.\.6"):
+        lora_layers.inject(Block(), ("attn2.to_k",), rank=rank, seed=0)
+
+
+def test_no_matching_layer():
+    with pytest.raises(UsageError, match="no layer ends with"):
+        lora_layers.inject(Block(), ("attn3.to_q",), rank=1, seed=0)

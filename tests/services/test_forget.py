@@ -1,0 +1,120 @@
+"""`patchkit forget` end to end: a real patch file that diffusers loads, deterministic bytes, clean refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from patchkit.backend import loading
+from patchkit.backend.lora import load_patch
+from patchkit.cli.app import app
+from patchkit.core.patch_metadata import MANIFEST_KEY, data_section_sha256
+from patchkit.errors import OutputError, UsageError
+from patchkit.services.forget import forget
+from patchkit.services.models import ModelSource
+from patchkit.training.fmn import Concept, ForgetSettings
+
+QUICK = ForgetSettings(steps=3, images_per_concept=2, batch_size=2)
+runner = CliRunner()
+
+
+def _run(folder: Path, out: Path, **kwargs) -> Path:
+    forget(
+        ModelSource(str(folder)), [Concept("circle", "object")], out, settings=kwargs.pop("settings", QUICK), **kwargs
+    )
+    return out
+
+
+@pytest.mark.parametrize("name", ["sd15", "sd21"])
+def test_patch_loads_in_diffusers_and_changes_the_output(tiny_models, tmp_path, name):
+    folder, _ = tiny_models[name]
+    patch = _run(folder, tmp_path / "p.safetensors", retain_prompts=["a photo of alice"])
+    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+
+    def image():
+        generator = torch.Generator().manual_seed(0)
+        return pipe("a photo of a circle", num_inference_steps=2, generator=generator, output_type="np").images
+
+    before = image()
+    load_patch(pipe, patch, adapter_name="forget")
+    assert not (image() == before).all()
+    with safe_open(str(patch), "pt") as handle:
+        keys = list(handle.keys())
+        meta = handle.metadata()
+    assert keys and all(k.startswith("unet.") and ".attn2.to_" in k and ".lora_" in k for k in keys)
+    manifest = json.loads(meta[MANIFEST_KEY])
+    assert manifest["concepts"] == [{"name": "circle", "category": "object", "action": "forget"}]
+    assert manifest["base"]["fingerprint"] == loading.describe(loading.resolve(str(folder))).fingerprint
+    assert meta["modelspec.sai_model_spec"] == "1.0.1"
+    assert meta["modelspec.hash_sha256"] == data_section_sha256(patch.read_bytes())
+    assert meta["ss_base_model_version"] == {"sd15": "sd_v1", "sd21": "sd_v2"}[name]
+    assert meta["ss_network_dim"] == "4"
+
+
+def test_same_seed_same_bytes(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    folder, _ = tiny_models["sd15"]
+    first = _run(folder, tmp_path / "a.safetensors").read_bytes()
+    second = _run(folder, tmp_path / "b.safetensors").read_bytes()
+    assert first == second
+    other = _run(
+        folder, tmp_path / "c.safetensors", settings=ForgetSettings(steps=3, images_per_concept=2, batch_size=2, seed=1)
+    )
+    assert other.read_bytes() != first
+
+
+TINY = ForgetSettings(steps=1, images_per_concept=1)
+CIRCLE = [Concept("circle", "object")]
+BAD_INPUTS = {
+    "category": ([Concept("circle", "texture")], QUICK, None, UsageError, "unknown category"),
+    "rank-zero": (CIRCLE, ForgetSettings(rank=0, steps=1, images_per_concept=1), None, UsageError, r"outside 1\.\."),
+    "rank-too-large": (
+        CIRCLE,
+        ForgetSettings(rank=999, steps=1, images_per_concept=1),
+        None,
+        UsageError,
+        r"outside 1\.\.",
+    ),
+    "not-in-prompt": ([Concept(" ".join(["circle"] * 90), "object")], TINY, None, UsageError, "does not occur"),
+    "missing-folder": (CIRCLE, TINY, "missing/p.safetensors", OutputError, "does not exist"),
+    "no-concept": ([], TINY, None, UsageError, "no concept"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_writes_nothing(tiny_models, tmp_path, case):
+    concepts, settings, relative, error, needle = BAD_INPUTS[case]
+    folder, _ = tiny_models["sd15"]
+    out = tmp_path / (relative or "p.safetensors")
+    with pytest.raises(error, match=needle):
+        forget(ModelSource(str(folder)), concepts, out, settings=settings)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_existing_output_needs_force(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    out = tmp_path / "p.safetensors"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputError, match="already exists"):
+        _run(folder, out)
+    assert out.read_bytes() == b"keep me"
+
+
+def test_cli_summary_and_category_count(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    out = tmp_path / "p.safetensors"
+    args = ["forget", str(folder), "--concept", "circle", "--concept", "ring", "--category", "object"]
+    result = runner.invoke(app, [*args, "--steps", "2", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (
+        summary["concepts"] == ["circle", "ring"] and summary["steps"] == 2 and summary["bytes"] == out.stat().st_size
+    )
+    bad = runner.invoke(app, [*args, "--category", "id", "--category", "style", "-o", str(tmp_path / "q.safetensors")])
+    assert bad.exit_code == 2 and "one --category" in bad.output
