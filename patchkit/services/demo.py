@@ -71,5 +71,8 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
         grid=grid,
         concepts=concepts,
         seconds=time.perf_counter() - started,
-        still_to_come="forgetting (patchkit forget) and M-Scores (patchkit score) join this demo as they land",
+        still_to_come=(
+            "next: `patchkit score testbed` for every concept's M-Score; forgetting with before/after "
+            "M-Scores joins this demo once `patchkit forget` meets its quality bars (issue 3)"
+        ),
     )
