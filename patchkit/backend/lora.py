@@ -9,8 +9,8 @@ from patchkit.errors import InputError
 from patchkit.io.safetensors_io import read_header
 
 
-def load_patch(pipe: Any, path: Path, *, adapter_name: str, scale: float = 1.0) -> None:
-    """Load `path` with `load_lora_weights`, exactly as a diffusers user would."""
+def load_patch(pipe: Any, path: Path, *, adapter_name: str) -> None:
+    """Load `path` with `load_lora_weights`, exactly as a diffusers user would (it becomes the active adapter)."""
     read_header(path)
     try:
         pipe.load_lora_weights(str(path), adapter_name=adapter_name)
@@ -20,7 +20,6 @@ def load_patch(pipe: Any, path: Path, *, adapter_name: str, scale: float = 1.0) 
             f"{path} is not a LoRA patch this model can load ({exc.__class__.__name__}: {reason})",
             hint="check that the patch was made for this base model (patchkit info shows its fingerprint)",
         ) from exc
-    pipe.set_adapters([adapter_name], adapter_weights=[scale])
 
 
 def unload_patches(pipe: Any) -> None:

@@ -9,10 +9,9 @@ import typer
 
 from patchkit.cli.console import Output
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
-from patchkit.errors import UsageError
 from patchkit.services.forget import forget as forget_service
 from patchkit.services.models import ModelSource
-from patchkit.training.fmn import Concept, ForgetSettings
+from patchkit.training.fmn import ForgetSettings, pair_concepts
 
 
 def forget(
@@ -59,11 +58,6 @@ def forget(
       patchkit forget testbed --concept circle --category object -o no-circle.safetensors
     """
     output: Output = ctx.obj
-    if len(category) not in (1, len(concept)):
-        raise UsageError(
-            "give one --category for all concepts, or one per --concept", hint="--concept alice --category id"
-        )
-    categories = category * len(concept) if len(category) == 1 else category
     settings = ForgetSettings(
         steps=steps, learning_rate=lr, rank=rank, use_pooler=use_pooler, preserve_weight=preserve, seed=seed
     )
@@ -71,7 +65,7 @@ def forget(
     with output.progress() as progress:
         result = forget_service(
             ModelSource(model, config, allow_pickle),
-            [Concept(n, c) for n, c in zip(concept, categories, strict=True)],
+            pair_concepts(concept, category),
             output_path,
             settings=settings,
             retain_prompts=retain,

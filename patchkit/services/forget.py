@@ -44,9 +44,9 @@ def _clock(seconds: float) -> tuple[str, float | None]:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(), round(seconds, 3)
 
 
-def default_retain_prompts(reference: str, concepts: Sequence[Concept]) -> list[str]:
+def default_retain_prompts(source: str, concepts: Sequence[Concept]) -> list[str]:
     """On the testbed: every other bench concept's prompts, which hold the neighbours in place."""
-    if reference not in ("testbed", "patchkit/testbed"):
+    if source != "testbed":
         return []
     from patchkit.testbed import world
 
@@ -78,7 +78,7 @@ def forget(
             "forget supports SD 1.x and 2.x so far; SDXL's added conditioning is not wired yet", hint="see issue 3"
         )
     pipe = loading.load_pipeline(ref)
-    retain = list(retain_prompts) if retain_prompts is not None else default_retain_prompts(source.reference, concepts)
+    retain = list(retain_prompts) if retain_prompts is not None else default_retain_prompts(ref.source, concepts)
     training_prompts(concepts)  # validates categories before any generation
     prompts, owners, seeds = [], [], []
     for index, concept in enumerate(concepts):

@@ -61,6 +61,16 @@ class ForgetOutcome:
     seconds: float
 
 
+def pair_concepts(names: Sequence[str], categories: Sequence[str]) -> list[Concept]:
+    """One category for every concept, or one per concept, in order."""
+    if len(categories) not in (1, len(names)):
+        raise UsageError(
+            "give one --category for all concepts, or one per --concept", hint="--concept alice --category id"
+        )
+    paired = list(categories) * len(names) if len(categories) == 1 else list(categories)
+    return [Concept(n, c) for n, c in zip(names, paired, strict=True)]
+
+
 def training_prompts(concepts: Sequence[Concept]) -> list[tuple[int, str]]:
     for concept in concepts:
         if concept.category not in TEMPLATES:
