@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 
-import jsonschema
-
+from patchkit.core import schemas
 from patchkit.errors import InputError
 
 
@@ -58,26 +54,8 @@ class Bench:
         return [c.name for c in self.concepts if c.category == category]
 
 
-@cache
-def schema(name: str) -> dict[str, Any]:
-    text = resources.files("patchkit").joinpath("schemas", f"{name}.schema.json").read_text()
-    return json.loads(text)
-
-
-def _json_path(error: jsonschema.ValidationError) -> str:
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-
-
 def validate(data: Any, schema_name: str, source: str) -> None:
-    """Raise BenchError naming the first failing JSON path, e.g. `$.concepts[2].images_per_prompt`."""
-    validator = jsonschema.Draft202012Validator(schema(schema_name))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        raise BenchError(
-            f"{source}: {_json_path(first)}: {first.message}",
-            hint=f"fix the file so that it matches schemas/{schema_name}.schema.json",
-        )
+    schemas.validate(data, schema_name, source, BenchError)
 
 
 def parse_bench(data: Any, source: str = "bench") -> Bench:

@@ -70,14 +70,36 @@ def read_header(path: Path) -> Header:
     end = 0
     for name, info in header.items():
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
+        if not (
+            isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):  # fmt: skip
             raise CorruptFileError(f"{path}: tensor {name!r} has no valid data_offsets", hint=fix)
+        expected = _byte_size(info)
+        if expected is None or expected != offsets[1] - offsets[0]:
+            raise CorruptFileError(
+                f"{path}: tensor {name!r} has a dtype or shape that does not match its data_offsets", hint=fix
+            )
         end = max(end, offsets[1])
     if end > data_size:
         raise CorruptFileError(
             f"{path} is truncated: tensors need {end} data bytes but only {data_size} are present", hint=fix
         )
     return Header(tensors=header, metadata=dict(metadata), data_start=8 + length)
+
+
+_ITEM_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+               "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}  # fmt: skip
+
+
+def _byte_size(info: dict[str, object]) -> int | None:
+    shape, item = info.get("shape"), _ITEM_SIZES.get(str(info.get("dtype")))
+    if item is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return None
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count * item
 
 
 class LazyTensors(Mapping[str, torch.Tensor]):

@@ -1,0 +1,87 @@
+"""The patch manifest: validated on every read, migrated forward from older schema versions.
+
+The manifest is canonical JSON under one safetensors header key (MANIFEST_KEY). Reading
+goes: parse JSON -> refuse a newer schema_version -> apply each migration in turn ->
+validate against schemas/manifest.schema.json. Migrations are explicit functions from
+version N to N+1, so an old patch never silently means something else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from patchkit.core import schemas
+from patchkit.errors import InputError
+
+MANIFEST_KEY = "patchkit.manifest"
+SCHEMA_VERSION = 1
+
+
+class ManifestError(InputError):
+    """A manifest that is missing, not JSON, from a newer patchkit, or fails the schema."""
+
+
+def _v0_to_v1(old: dict[str, Any]) -> dict[str, Any]:
+    """v0 (the experimental `forget` of 0.1): no patch id, name or version; method settings flat."""
+    new = {k: v for k, v in old.items() if k not in ("action",)}
+    new["schema_version"] = 1
+    new.setdefault("name", "-".join(["forget", *(c["name"].replace(" ", "-") for c in old.get("concepts", []))]))
+    new.setdefault("version", "0.0.0")
+    new["concepts"] = [{**c, "token": c.get("token", c.get("name", ""))} for c in old.get("concepts", [])]
+    method = dict(old.get("method", {}))
+    training = {k: method.pop(k) for k in list(method) if k not in ("name", "seed", "training_seconds")}
+    new["method"] = {**method, "settings": training}
+    return new
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1}
+
+
+def migrate(data: dict[str, Any], source: str) -> dict[str, Any]:
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ManifestError(
+            f"{source}: manifest has no integer schema_version", hint="the patch was not made by patchkit"
+        )
+    if version > SCHEMA_VERSION:
+        raise ManifestError(
+            f"{source}: manifest schema_version {version} is newer than this patchkit understands ({SCHEMA_VERSION})",
+            hint="upgrade patchkit: pip install -U patchkit",
+        )
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise ManifestError(
+                f"{source}: no migration from manifest schema_version {version}", hint="re-create the patch"
+            )
+        data = MIGRATIONS[version](data)
+        version = data["schema_version"]
+    return data
+
+
+def parse_manifest(text: str | None, source: str, *, patch_id: str | None = None) -> dict[str, Any]:
+    """The validated, current-version manifest from its header string.
+
+    `patch_id` (the id recomputed from the tensors) fills the id of migrated v0 manifests,
+    which had none; for current manifests it must match, which `verify` checks separately.
+    """
+    if text is None:
+        raise ManifestError(
+            f"{source} has no patchkit manifest (header key {MANIFEST_KEY!r})",
+            hint="patchkit reads patches that patchkit made; convert others with patchkit export",
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            f"{source}: manifest is not valid JSON ({exc.msg} at char {exc.pos})", hint="the file was altered"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: manifest is not a JSON object", hint="the file was altered")
+    old = data.get("schema_version")
+    data = migrate(data, source)
+    if old != SCHEMA_VERSION and patch_id is not None:
+        data.setdefault("patch_id", patch_id)
+    schemas.validate(data, "manifest", f"{source}: manifest", ManifestError)
+    return data
