@@ -53,6 +53,20 @@ class ModelInfo:
     fingerprint: str
     configs: dict[str, dict[str, Any]] = field(repr=False)
 
+    @property
+    def resolution(self) -> int:
+        """Native image size in pixels: the UNet's latent size times the VAE's downsampling."""
+        vae_levels = len(self.configs.get("vae", {}).get("block_out_channels", [0, 0, 0, 0]))
+        return int(self.configs["unet"]["sample_size"]) * 2 ** (vae_levels - 1)
+
+    @property
+    def revision(self) -> str | None:
+        """The Hub commit of a cached model (its snapshot folder), else None."""
+        if self.source != "hub":
+            return None
+        parts = self.weights.parts
+        return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+
     def summary(self) -> dict[str, Any]:
         unet = self.configs["unet"]
         return {

@@ -14,6 +14,7 @@ from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, M
 from patchkit.errors import GateFailedError
 from patchkit.services import score as score_service
 from patchkit.services.models import ModelSource
+from patchkit.services.score import ScoreReport
 
 
 def score(
@@ -84,29 +85,7 @@ def score(
     if json:
         output.json(report.to_json())
     else:
-        patched = bool(report.patches)
-        table = Table(title=f"M-Score ({report.definition}) over bench {report.bench!r}")
-        columns = ["concept", "category", "before", *(("after", "delta") if patched else ()), "95% CI"]
-        if capacity:
-            columns += ["capacity before", *(("capacity after",) if patched else ())]
-        for column in columns:
-            table.add_column(column, justify="left" if column in ("concept", "category") else "right")
-        for c in report.concepts:
-            shown = c.after or c.before
-            interval = f"{shown.interval.low:.2f}–{shown.interval.high:.2f}"
-            name = f"[bold]{c.concept}[/] (target)" if c.target else c.concept
-            cells = [name, c.category, f"{c.before.score:.3f}"]
-            if patched and c.after is not None:
-                cells += [f"{c.after.score:.3f}", f"{c.after.score - c.before.score:+.3f}"]
-            cells.append(interval)
-            for probe in (c.capacity_before, c.capacity_after):
-                if probe is not None:
-                    cells.append(f"{probe.score:.3f}")
-            table.add_row(*cells)
-        output.err.print(table)
-        if report.collateral:
-            shown_collateral = ", ".join(f"{k} {v:+.3f}" for k, v in report.collateral.items())
-            output.err.print(f"mean change of other concepts per category: {shown_collateral}")
+        render_report(output, report)
         if report.output:
             output.err.print(f"wrote {report.output}/report.json and {len(report.grids)} grids")
     if report.gate is not None and not report.gate.passed:
@@ -115,6 +94,33 @@ def score(
         )
     if report.gate is not None:
         output.say("[green]release gate passed[/]")
+
+
+def render_report(output: Output, report: ScoreReport) -> None:
+    """The before/after M-Score table and the collateral line, on stderr."""
+    patched = bool(report.patches)
+    table = Table(title=f"M-Score ({report.definition}) over bench {report.bench!r}")
+    columns = ["concept", "category", "before", *(("after", "delta") if patched else ()), "95% CI"]
+    if any(c.capacity_before is not None for c in report.concepts):
+        columns += ["capacity before", *(("capacity after",) if patched else ())]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("concept", "category") else "right")
+    for c in report.concepts:
+        shown = c.after or c.before
+        interval = f"{shown.interval.low:.2f}–{shown.interval.high:.2f}"
+        name = f"[bold]{c.concept}[/] (target)" if c.target else c.concept
+        cells = [name, c.category, f"{c.before.score:.3f}"]
+        if patched and c.after is not None:
+            cells += [f"{c.after.score:.3f}", f"{c.after.score - c.before.score:+.3f}"]
+        cells.append(interval)
+        for probe in (c.capacity_before, c.capacity_after):
+            if probe is not None:
+                cells.append(f"{probe.score:.3f}")
+        table.add_row(*cells)
+    output.err.print(table)
+    if report.collateral:
+        shown_collateral = ", ".join(f"{k} {v:+.3f}" for k, v in report.collateral.items())
+        output.err.print(f"mean change of other concepts per category: {shown_collateral}")
 
 
 def register(app: typer.Typer) -> None:

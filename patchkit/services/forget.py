@@ -1,35 +1,49 @@
-"""`patchkit forget`: train a Forget-Me-Not patch and write it as a diffusers/PEFT LoRA file."""
+"""`patchkit forget` and `patchkit correct`: train a Forget-Me-Not patch, write it as a diffusers/PEFT LoRA file."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
-from collections.abc import Sequence
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from PIL import Image
 
 from patchkit import __version__
 from patchkit.backend import loading
 from patchkit.backend.sampling import SamplerSettings, generate
+from patchkit.core import schemas
+from patchkit.core.manifest import SCHEMA_VERSION, ManifestError
+from patchkit.core.patch_id import patch_id_of
 from patchkit.core.patch_metadata import data_section_sha256, patch_header
 from patchkit.core.progress import Progress
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
+from patchkit.io.images import load_image_folder
 from patchkit.io.tensors_out import save_tensors, serialize
 from patchkit.services.models import ModelSource
-from patchkit.training.fmn import TEMPLATES, Concept, ForgetSettings, train, training_prompts
+from patchkit.training.fmn import ForgetSettings, train
+from patchkit.training.prompts import GENERIC_TEMPLATES, Concept, check_categories, training_prompts
 
 
 @dataclass(frozen=True)
 class ForgetResult:
     output: Path
-    concepts: list[Concept]
+    manifest: dict[str, Any]
     steps: int
     seconds: float
     bytes: int
     first_loss: float
     last_loss: float
     base_fingerprint: str
+    images_generated: bool
+    factorisation_error: float | None
+    scores: Any | None  # the ScoreReport when scored
 
 
 def _clock(seconds: float) -> tuple[str, float | None]:
@@ -44,14 +58,92 @@ def _clock(seconds: float) -> tuple[str, float | None]:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(), round(seconds, 3)
 
 
+def templates_for(source: str) -> Mapping[str, Sequence[str]]:
+    """The testbed's own prompt distribution there; prompts users type everywhere else."""
+    if source != "testbed":
+        return GENERIC_TEMPLATES
+    from patchkit.testbed import world
+
+    def expand(template: str) -> list[str]:
+        if "{object}" in template:
+            return [template.replace("{object}", obj) for obj in world.OBJECTS]
+        return [template.replace("{color}", "red")]
+
+    return {cat: [t for tmpl in world.PROMPT_TEMPLATES[cat] for t in expand(tmpl)] for cat in world.CATEGORIES}
+
+
 def default_retain_prompts(source: str, concepts: Sequence[Concept]) -> list[str]:
     """On the testbed: every other bench concept's prompts, which hold the neighbours in place."""
     if source != "testbed":
         return []
     from patchkit.testbed import world
 
-    names = {c.name for c in concepts}
+    names = {c.name for c in concepts} | {c.target for c in concepts if c.target}
     return [p for name, cat in world.all_concepts() if name not in names for p in world.bench_prompts(name, cat)]
+
+
+def default_name(concepts: Sequence[Concept]) -> str:
+    parts = [c.name if c.target is None else f"{c.name}-to-{c.target}" for c in concepts[:3]]
+    verb = "correct" if any(c.target for c in concepts) else "forget"
+    slug = re.sub(r"[^a-z0-9._-]+", "-", "-".join([verb, *parts]).lower()).strip("-")
+    return slug[:100] or verb
+
+
+def images_digest(images: Sequence[Image.Image]) -> str:
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(f"{image.width}x{image.height}\n".encode() + image.tobytes())
+    return digest.hexdigest()
+
+
+def _training_images(
+    pipe: Any, concepts: Sequence[Concept], prompts_by_concept: dict[int, list[str]], images_dir: Path | None,
+    settings: ForgetSettings, progress: Progress | None,
+) -> tuple[list[Image.Image], list[int]]:  # fmt: skip
+    if images_dir is not None:
+        if len(concepts) == 1:
+            images = load_image_folder(images_dir)
+            return images, [0] * len(images)
+        images, owners = [], []
+        for index, concept in enumerate(concepts):
+            mine = load_image_folder(images_dir / concept.name)
+            images += mine
+            owners += [index] * len(mine)
+        return images, owners
+    prompts, owners, seeds = [], [], []
+    for index in range(len(concepts)):
+        for k in range(settings.images_per_concept):
+            choices = prompts_by_concept[index]
+            prompts.append(choices[k % len(choices)])
+            owners.append(index)
+            seeds.append(settings.seed * 100_003 + len(seeds))
+    made = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal made
+        made += n
+        if progress:
+            progress("generating training images with the base model", made, len(prompts), {})
+
+    return generate(pipe, prompts, seeds, SamplerSettings(), on_batch), owners
+
+
+def _mscores(report: Any, concepts: Sequence[Concept]) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    by_name = {r.concept: r for r in report.concepts}
+    scores = {}
+    for concept in concepts:
+        result = by_name.get(concept.name)
+        if result is None:
+            continue
+        entry: dict[str, Any] = {
+            "bench": report.bench,
+            "definition": report.definition,
+            "prompt": {"before": result.before.score, "after": result.after.score},
+        }
+        if result.capacity_before is not None and result.capacity_after is not None:
+            entry["capacity"] = {"before": result.capacity_before.score, "after": result.capacity_after.score}
+        scores[concept.name] = entry
+    return scores, dict(report.collateral)
 
 
 def forget(
@@ -61,88 +153,135 @@ def forget(
     *,
     settings: ForgetSettings | None = None,
     retain_prompts: Sequence[str] | None = None,
+    images_dir: Path | None = None,
+    name: str | None = None,
+    version: str = "1.0.0",
+    author: str | None = None,
+    license_id: str | None = None,
+    score_bench: Path | bool | None = False,
     force: bool = False,
     progress: Progress | None = None,
 ) -> ForgetResult:
+    """Forget (or, for concepts with a target, correct) `concepts`; write the patch atomically to `output`.
+
+    `score_bench`: False to skip scoring, None for the testbed's bench, or a bench path;
+    when scored, the M-Scores and collateral go into the manifest.
+    """
     if not concepts:
         raise UsageError(
             "no concept to forget",
             hint="patchkit forget testbed --concept circle --category object -o no-circle.safetensors",
         )
     settings = settings or ForgetSettings()
+    check_categories(concepts)
     check_output_path(output, force=force)
+    if images_dir is not None:  # fail on a bad folder before loading anything heavy
+        for concept in concepts:
+            load_image_folder(images_dir if len(concepts) == 1 else images_dir / concept.name)
     ref = source.resolve()
     info = loading.describe(ref)
-    if info.family == "sdxl":
-        raise UsageError(
-            "forget supports SD 1.x and 2.x so far; SDXL's added conditioning is not wired yet", hint="see issue 3"
-        )
     pipe = loading.load_pipeline(ref)
+    items = training_prompts(concepts, templates_for(ref.source))
     retain = list(retain_prompts) if retain_prompts is not None else default_retain_prompts(ref.source, concepts)
-    training_prompts(concepts)  # validates categories before any generation
-    prompts, owners, seeds = [], [], []
-    for index, concept in enumerate(concepts):
-        templates = TEMPLATES[concept.category]
-        for k in range(settings.images_per_concept):
-            prompts.append(templates[k % len(templates)].format(concept.name))
-            owners.append(index)
-            seeds.append(settings.seed * 100_003 + len(seeds))
-    total = len(prompts)
-    made = 0
-
-    def on_batch(n: int) -> None:
-        nonlocal made
-        made += n
-        if progress:
-            progress("generating training images with the base model", made, total, {})
-
-    images = generate(pipe, prompts, seeds, SamplerSettings(), on_batch)
-    outcome = train(pipe, concepts, images, owners, retain, settings, progress)
-    created, seconds = _clock(outcome.seconds)
-    method = {
-        "name": "fmn",
-        **asdict(settings),
-        "modules": list(settings.modules),
-        "retain_prompts": len(retain),
-        "training_images": "generated by the base model",
-        "training_seconds": seconds,
+    # Corrections train on what the prompt should now draw: the target's images.
+    shown = {
+        i: [it.anchor if concepts[i].target else it.prompt for it in items if it.concept == i]
+        for i in range(len(concepts))
     }
-    manifest = {
-        "schema_version": 0,
-        "action": "forget",
-        "concepts": [{"name": c.name, "category": c.category, "action": "forget"} for c in concepts],
+    images, owners = _training_images(pipe, concepts, shown, images_dir, settings, progress)
+    outcome = train(pipe, concepts, items, images, owners, retain, settings, progress)
+    del pipe
+    created, seconds = _clock(outcome.seconds)
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "patch_id": patch_id_of(outcome.tensors),
+        "name": name or default_name(concepts),
+        "version": version,
         "base": {
             "family": info.family,
             "reference": source.reference,
+            "revision": info.revision,
             "fingerprint": info.fingerprint,
             "dtype": info.dtype,
         },
-        "method": method,
+        "concepts": [
+            {"name": c.name, "category": c.category, "action": c.action, "token": c.name}
+            | ({"target": c.target} if c.target else {})
+            for c in concepts
+        ],
+        "method": {
+            "name": "fmn",
+            "seed": settings.seed,
+            "training_seconds": seconds,
+            "images_sha256": images_digest(images),
+            "settings": {
+                **asdict(settings),
+                "modules": list(settings.modules),
+                "retain_prompts": len(retain),
+                "training_prompts": [it.prompt for it in items],
+                "training_images": "given" if images_dir is not None else "generated by the base model",
+                **({"factorisation_error": outcome.factorisation_error} if settings.full else {}),
+            },
+        },
+        "format": {"keys": "peft", "rank": settings.rank, "modules": list(settings.modules)},
         "created_at": created,
         "tool": f"patchkit {__version__}",
     }
-    data_hash = data_section_sha256(serialize(outcome.tensors))
-    title = "forget-" + "-".join(c.name.replace(" ", "_") for c in concepts)
-    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    header = patch_header(
-        manifest,
-        family=info.family,
-        title=title,
-        rank=settings.rank,
-        resolution=resolution,
-        created=created,
-        data_hash=data_hash,
-        base_name=source.reference,
-        base_fingerprint=info.fingerprint,
-    )
-    save_tensors(output, outcome.tensors, metadata=header)
+    if author:
+        manifest["author"] = author
+    if license_id:
+        manifest["license"] = license_id
+    report = None
+    if score_bench is not False:
+        report = _score_with(source, outcome.tensors, concepts, score_bench, progress)
+        scores, collateral = _mscores(report, concepts)
+        for entry in manifest["concepts"]:
+            if entry["name"] in scores:
+                entry["mscore"] = scores[entry["name"]]
+        manifest["collateral"] = collateral
+    schemas.validate(manifest, "manifest", "the new patch's manifest", ManifestError)
+    write_patch(output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
+                resolution=info.resolution, base_name=source.reference)  # fmt: skip
     return ForgetResult(
         output=output,
-        concepts=list(concepts),
+        manifest=manifest,
         steps=settings.steps,
         seconds=outcome.seconds,
         bytes=output.stat().st_size,
         first_loss=outcome.first_loss,
         last_loss=outcome.last_loss,
         base_fingerprint=info.fingerprint,
+        images_generated=images_dir is None,
+        factorisation_error=outcome.factorisation_error,
+        scores=report,
     )
+
+
+def write_patch(
+    output: Path, tensors: Mapping[str, Any], manifest: dict[str, Any], *, family: str, rank: int, resolution: int,
+    base_name: str,
+) -> None:  # fmt: skip
+    header = patch_header(
+        manifest,
+        family=family,
+        title=manifest["name"],
+        rank=rank,
+        resolution=resolution,
+        created=manifest["created_at"],
+        data_hash=data_section_sha256(serialize(tensors)),
+        base_name=base_name,
+        base_fingerprint=manifest["base"]["fingerprint"],
+    )
+    save_tensors(output, tensors, metadata=header)
+
+
+def _score_with(
+    source: ModelSource, tensors: Mapping[str, Any], concepts: Sequence[Concept], bench: Path | None,
+    progress: Progress | None,
+) -> Any:  # fmt: skip
+    from patchkit.services.score import score
+
+    with tempfile.TemporaryDirectory(prefix="patchkit-score-") as folder:
+        draft = Path(folder) / "draft.safetensors"
+        save_tensors(draft, tensors)
+        return score(source, patches=[draft], bench_path=bench, targets=[c.name for c in concepts], progress=progress)

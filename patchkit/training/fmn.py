@@ -1,10 +1,13 @@
-"""The Forget-Me-Not loop: re-steer cross-attention away from a concept, with a low-rank patch.
+"""The Forget-Me-Not loop: re-steer cross-attention away from a concept, into a low-rank patch.
 
-Loss per step (docs/forget.md):
-    attention  = mean over attn2 layers of || attention probabilities at the concept's positions ||_2
-    preserve   = MSE( UNet+patch(x_t, t, retain prompt), frozen UNet(x_t, t, retain prompt) )
-    loss       = attention + preserve_weight * preserve
-Only the adapters on the chosen projections train; images are VAE-encoded once.
+Loss per step (docs/forget.md has the why and the measured trade-off):
+    attention = mean over attn2 layers of || attention probabilities at the concept's positions ||_2
+    anchor    = MSE( patched(x_t, concept prompt),
+                     frozen(x_t, anchor) - eta * (frozen(x_t, concept prompt) - frozen(x_t, anchor)) )
+    preserve  = MSE( patched(x_t, retain prompt), frozen(x_t, retain prompt) )
+    loss      = attention_weight * attention + anchor_weight * anchor + preserve_weight * preserve
+For a correction eta is 0 and the anchor is the prompt with the target concept in place.
+Only adapters on the chosen projections train; images are VAE-encoded once.
 """
 
 from __future__ import annotations
@@ -12,93 +15,56 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from patchkit.backend import lora_layers
+from patchkit.backend import conditioning, lora_layers
 from patchkit.backend.attention import record_cross_attention
 from patchkit.core.pixels import to_tensor
 from patchkit.core.progress import Progress
 from patchkit.core.tokens import concept_positions, end_of_text_positions
 from patchkit.errors import UsageError
-
-TEMPLATES: dict[str, tuple[str, ...]] = {
-    "id": ("a photo of {}", "a portrait of {}"),
-    "object": ("a photo of a {}", "a {}"),
-    "style": ("a painting in the style of {}", "a photo in the style of {}"),
-    "nsfw": ("a photo of {}", "{}"),
-}
-
-
-@dataclass(frozen=True)
-class Concept:
-    name: str
-    category: str
+from patchkit.training.prompts import Concept, TrainingPrompt
 
 
 @dataclass(frozen=True)
 class ForgetSettings:
-    steps: int = 100
-    learning_rate: float = 5e-3
+    """Defaults picked from bench/tradeoff.py on the testbed (docs/forget.md)."""
+
+    steps: int = 60
+    learning_rate: float = 1e-2
     rank: int = 4
     use_pooler: bool = True
+    attention_weight: float = 0.1
+    anchor_weight: float = 1.0
+    negative_guidance: float = 1.0
     preserve_weight: float = 1.0
     images_per_concept: int = 8
     batch_size: int = 4
     seed: int = 0
+    full: bool = False  # train full deltas, then export their rank-`rank` SVD
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
 
 
 @dataclass(frozen=True)
 class ForgetOutcome:
     tensors: dict[str, torch.Tensor]
-    prompts: list[str]
     first_loss: float
     last_loss: float
     seconds: float
-
-
-def pair_concepts(names: Sequence[str], categories: Sequence[str]) -> list[Concept]:
-    """One category for every concept, or one per concept, in order."""
-    if len(categories) not in (1, len(names)):
-        raise UsageError(
-            "give one --category for all concepts, or one per --concept", hint="--concept alice --category id"
-        )
-    paired = list(categories) * len(names) if len(categories) == 1 else list(categories)
-    return [Concept(n, c) for n, c in zip(names, paired, strict=True)]
-
-
-def training_prompts(concepts: Sequence[Concept]) -> list[tuple[int, str]]:
-    for concept in concepts:
-        if concept.category not in TEMPLATES:
-            raise UsageError(f"unknown category {concept.category!r}", hint=f"use one of: {', '.join(TEMPLATES)}")
-    return [(i, t.format(c.name)) for i, c in enumerate(concepts) for t in TEMPLATES[c.category]]
-
-
-def _encode_prompts(pipe: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    tokens = pipe.tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    with torch.no_grad():
-        states = pipe.text_encoder(tokens.input_ids)[0]
-    return tokens.input_ids, states
+    factorisation_error: float | None  # relative Frobenius error of the SVD export (--full only)
 
 
 def position_mask(
-    pipe: Any, ids: torch.Tensor, prompts: Sequence[str], names: Sequence[str], use_pooler: bool
+    tokenizer: object, ids: torch.Tensor, prompts: Sequence[str], names: Sequence[str], use_pooler: bool
 ) -> torch.Tensor:
     """(prompts, tokens) bool mask of the positions to re-steer; refuses a concept that is not found."""
     mask = torch.zeros(ids.shape, dtype=torch.bool)
-    eos = pipe.tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
     for row, (prompt, name) in enumerate(zip(prompts, names, strict=True)):
-        concept_ids = pipe.tokenizer(name, add_special_tokens=False).input_ids
+        concept_ids = tokenizer(name, add_special_tokens=False).input_ids  # type: ignore[operator]
         found = concept_positions(ids[row].tolist(), concept_ids)
         if not found:
             raise UsageError(
@@ -111,19 +77,33 @@ def position_mask(
     return mask
 
 
-def _attention_loss(maps: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """Mean over layers of the L2 norm of the probabilities that land on masked tokens."""
+def attention_loss(maps: Sequence[torch.Tensor], mask: torch.Tensor, batch: int) -> torch.Tensor:
+    """Mean over layers of the L2 norm of the probabilities that land on masked tokens.
+
+    Each map is (batch * heads, queries, tokens), batch-major; the forward may carry more
+    prompts than `mask` has rows (retain prompts ride along), and only the first ones count.
+    """
     total = torch.zeros(())
-    for probs in maps:  # (batch * heads, queries, tokens)
-        heads = probs.shape[0] // mask.shape[0]
-        selected = probs * mask.repeat_interleave(heads, dim=0)[:, None, :]
-        total = total + selected.pow(2).sum().sqrt() / probs.shape[0]
+    rows = mask.shape[0]
+    for probs in maps:
+        heads = probs.shape[0] // batch
+        mine = probs[: rows * heads]
+        selected = mine * mask.repeat_interleave(heads, dim=0)[:, None, :]
+        total = total + selected.pow(2).sum().sqrt() / mine.shape[0]
     return total / max(1, len(maps))
 
 
+def _encode_latents(pipe: object, images: Sequence[Image.Image]) -> torch.Tensor:
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # type: ignore[attr-defined]
+    with torch.no_grad():
+        encoded = pipe.vae.encode(to_tensor(images, size)).latent_dist.mean  # type: ignore[attr-defined]
+    return encoded * pipe.vae.config.scaling_factor  # type: ignore[attr-defined]
+
+
 def train(
-    pipe: Any,
+    pipe: object,
     concepts: Sequence[Concept],
+    items: Sequence[TrainingPrompt],
     images: Sequence[Image.Image],
     image_concepts: Sequence[int],
     retain_prompts: Sequence[str],
@@ -133,45 +113,55 @@ def train(
     """Train the adapters and return them in PEFT key format; `pipe` is left as it was."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed)
-    prompts = training_prompts(concepts)
-    prompt_ids, prompt_states = _encode_prompts(pipe, [p for _, p in prompts])
+    prompts = conditioning.encode(pipe, [item.prompt for item in items])
+    anchors = conditioning.encode(pipe, [item.anchor for item in items])
+    retain = conditioning.encode(pipe, retain_prompts) if retain_prompts and settings.preserve_weight > 0 else None
     mask = position_mask(
-        pipe, prompt_ids, [p for _, p in prompts], [concepts[i].name for i, _ in prompts], settings.use_pooler
+        pipe.tokenizer,  # type: ignore[attr-defined]
+        prompts.ids,
+        [item.prompt for item in items],
+        [concepts[item.concept].name for item in items],
+        settings.use_pooler,
     )
-    _, retain_states = _encode_prompts(pipe, retain_prompts) if retain_prompts else (None, None)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    with torch.no_grad():
-        latents = pipe.vae.encode(to_tensor(images, size)).latent_dist.mean * pipe.vae.config.scaling_factor
+    # eta per prompt: negative guidance away from the concept when forgetting, none when correcting.
+    eta = torch.tensor([settings.negative_guidance if concepts[i.concept].target is None else 0.0 for i in items])
+    latents = _encode_latents(pipe, images)
     by_concept = {i: [j for j, c in enumerate(image_concepts) if c == i] for i in range(len(concepts))}
-    scheduler = pipe.scheduler
-    unet = pipe.unet
+    scheduler, unet = pipe.scheduler, pipe.unet  # type: ignore[attr-defined]
     unet.requires_grad_(False)
-    adapters = lora_layers.inject(unet, settings.modules, settings.rank, settings.seed)
+    adapters = lora_layers.inject(unet, settings.modules, settings.rank, settings.seed, full=settings.full)
+    batch = settings.batch_size
     try:
         params = lora_layers.parameters(adapters)
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
         first = last = 0.0
         for step in range(settings.steps):
-            rows = torch.randint(0, len(prompts), (settings.batch_size,), generator=generator).tolist()
-            picks = [
-                by_concept[prompts[r][0]][
-                    int(torch.randint(0, len(by_concept[prompts[r][0]]), (1,), generator=generator))
-                ]
-                for r in rows
-            ]
+            rows = torch.randint(0, len(items), (batch,), generator=generator)
+            owners = [by_concept[items[r].concept] for r in rows.tolist()]
+            picks = [o[int(torch.randint(0, len(o), (1,), generator=generator))] for o in owners]
             clean = latents[picks]
             noise = torch.randn(clean.shape, generator=generator)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (settings.batch_size,), generator=generator)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
             noisy = scheduler.add_noise(clean, noise, t)
+            cond = prompts.rows(rows)
+            if retain is not None:
+                keep = torch.randint(0, retain.ids.shape[0], (batch,), generator=generator)
+                cond = cond.cat(retain.rows(keep))
+            both_noisy, both_t = torch.cat([noisy] * (cond.ids.shape[0] // batch)), t.repeat(cond.ids.shape[0] // batch)
+            with torch.no_grad(), lora_layers.disabled(adapters):
+                frozen = conditioning.predict(unet, torch.cat([both_noisy, noisy]), torch.cat([both_t, t]),
+                                              cond.cat(anchors.rows(rows)))  # fmt: skip
+            frozen_concept, frozen_rest = frozen[:batch], frozen[batch:]
+            frozen_anchor = frozen_rest[-batch:]
+            weight = eta[rows].view(-1, *([1] * (noisy.dim() - 1)))
+            target = frozen_anchor - weight * (frozen_concept - frozen_anchor)
             with record_cross_attention(unet) as recorder:
-                unet(noisy, t, prompt_states[rows])
-                attention = _attention_loss(recorder.maps, mask[rows])
-            loss = attention
-            if retain_states is not None and settings.preserve_weight > 0:
-                keep = torch.randint(0, retain_states.shape[0], (settings.batch_size,), generator=generator)
-                with torch.no_grad(), lora_layers.disabled(adapters):
-                    target = unet(noisy, t, retain_states[keep]).sample
-                loss = loss + settings.preserve_weight * F.mse_loss(unet(noisy, t, retain_states[keep]).sample, target)
+                out = conditioning.predict(unet, both_noisy, both_t, cond)
+                attention = attention_loss(recorder.maps, mask[rows], cond.ids.shape[0])
+            anchor = F.mse_loss(out[:batch], target)
+            loss = settings.attention_weight * attention + settings.anchor_weight * anchor
+            if retain is not None:
+                loss = loss + settings.preserve_weight * F.mse_loss(out[batch:], frozen_rest[: out.shape[0] - batch])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -181,7 +171,7 @@ def train(
                 first = last
             if progress:
                 progress("forgetting", step + 1, settings.steps, {"loss": last, "attention": float(attention.detach())})
-        tensors = lora_layers.peft_state(adapters)
+        tensors, error = lora_layers.peft_state(adapters, settings.rank)
     finally:
         lora_layers.remove(unet, adapters)
-    return ForgetOutcome(tensors, [p for _, p in prompts], first, last, time.perf_counter() - started)
+    return ForgetOutcome(tensors, first, last, time.perf_counter() - started, error)

@@ -23,7 +23,8 @@ def test_fresh_adapters_change_nothing_and_export_peft_keys():
     adapters = lora_layers.inject(block, ("attn2.to_k", "attn2.to_v"), rank=2, seed=0)
     assert set(adapters) == {"attn2.to_k", "attn2.to_v"}
     assert torch.equal(block.attn2.to_k(x), before)
-    state = lora_layers.peft_state(adapters)
+    state, error = lora_layers.peft_state(adapters, rank=2)
+    assert error is None
     assert sorted(state) == [
         "unet.attn2.to_k.lora_A.weight",
         "unet.attn2.to_k.lora_B.weight",
@@ -49,8 +50,8 @@ def test_training_changes_output_and_disabled_restores_it():
 
 
 def test_same_seed_same_init():
-    a = lora_layers.peft_state(lora_layers.inject(Block(), ("attn2.to_k",), rank=2, seed=7))
-    b = lora_layers.peft_state(lora_layers.inject(Block(), ("attn2.to_k",), rank=2, seed=7))
+    a, _ = lora_layers.peft_state(lora_layers.inject(Block(), ("attn2.to_k",), rank=2, seed=7), rank=2)
+    b, _ = lora_layers.peft_state(lora_layers.inject(Block(), ("attn2.to_k",), rank=2, seed=7), rank=2)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -63,3 +64,21 @@ def test_rank_out_of_range(rank):
 def test_no_matching_layer():
     with pytest.raises(UsageError, match="no layer ends with"):
         lora_layers.inject(Block(), ("attn3.to_q",), rank=1, seed=0)
+
+
+def test_full_delta_exports_its_best_low_rank_factors_and_error():
+    block = Block()
+    adapters = lora_layers.inject(block, ("attn2.to_k",), rank=2, seed=0, full=True)
+    delta = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapters["attn2.to_k"].delta.copy_(delta)
+    x = torch.randn(3, 8)
+    assert torch.allclose(block.attn2.to_k(x), block.attn2.to_k.base(x) + x @ delta.T)
+    state, error = lora_layers.peft_state(adapters, rank=2)
+    product = state["unet.attn2.to_k.lora_B.weight"] @ state["unet.attn2.to_k.lora_A.weight"]
+    sigma = torch.linalg.svdvals(delta)
+    expected = float((sigma[2:].pow(2).sum() / sigma.pow(2).sum()).sqrt())
+    assert error == pytest.approx(expected, rel=1e-4)
+    assert float((delta - product).norm() / delta.norm()) == pytest.approx(expected, rel=1e-4)
+    _, zero = lora_layers.peft_state(adapters, rank=6)
+    assert zero == pytest.approx(0.0, abs=1e-6)

@@ -8,16 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from patchkit.backend import loading
 from patchkit.backend.lora import load_patch
 from patchkit.cli.app import app
+from patchkit.core.patch_id import patch_id_of
 from patchkit.core.patch_metadata import MANIFEST_KEY, data_section_sha256
-from patchkit.errors import OutputError, UsageError
+from patchkit.errors import InputError, OutputError, UsageError
 from patchkit.services.forget import forget
 from patchkit.services.models import ModelSource
-from patchkit.training.fmn import Concept, ForgetSettings
+from patchkit.training.fmn import ForgetSettings
+from patchkit.training.prompts import Concept
 
 QUICK = ForgetSettings(steps=3, images_per_concept=2, batch_size=2)
 runner = CliRunner()
@@ -30,7 +33,7 @@ def _run(folder: Path, out: Path, **kwargs) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", ["sd15", "sd21"])
+@pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
 def test_patch_loads_in_diffusers_and_changes_the_output(tiny_models, tmp_path, name):
     folder, _ = tiny_models[name]
     patch = _run(folder, tmp_path / "p.safetensors", retain_prompts=["a photo of alice"])
@@ -48,11 +51,12 @@ def test_patch_loads_in_diffusers_and_changes_the_output(tiny_models, tmp_path, 
         meta = handle.metadata()
     assert keys and all(k.startswith("unet.") and ".attn2.to_" in k and ".lora_" in k for k in keys)
     manifest = json.loads(meta[MANIFEST_KEY])
-    assert manifest["concepts"] == [{"name": "circle", "category": "object", "action": "forget"}]
+    assert manifest["concepts"] == [{"name": "circle", "category": "object", "action": "forget", "token": "circle"}]
+    assert manifest["schema_version"] == 1 and manifest["patch_id"] == patch_id_of(load_file(str(patch)))
     assert manifest["base"]["fingerprint"] == loading.describe(loading.resolve(str(folder))).fingerprint
     assert meta["modelspec.sai_model_spec"] == "1.0.1"
     assert meta["modelspec.hash_sha256"] == data_section_sha256(patch.read_bytes())
-    assert meta["ss_base_model_version"] == {"sd15": "sd_v1", "sd21": "sd_v2"}[name]
+    assert meta["ss_base_model_version"] == {"sd15": "sd_v1", "sd21": "sd_v2", "sdxl": "sdxl_base_v1-0"}[name]
     assert meta["ss_network_dim"] == "4"
 
 
@@ -118,3 +122,55 @@ def test_cli_summary_and_category_count(tiny_models, tmp_path):
     )
     bad = runner.invoke(app, [*args, "--category", "id", "--category", "style", "-o", str(tmp_path / "q.safetensors")])
     assert bad.exit_code == 2 and "one --category" in bad.output
+
+
+def test_images_folder_problems_are_refused_before_any_work(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    images = tmp_path / "imgs"
+    images.mkdir()
+    out = tmp_path / "p.safetensors"
+    cases = [("empty", InputError), ("stray", InputError), ("unreadable", InputError), ("missing", InputError)]
+    for case, error in cases:
+        for p in images.iterdir():
+            p.unlink()
+        if case == "stray":
+            (images / "notes.txt").write_text("hi")
+        if case == "unreadable":
+            (images / "broken.png").write_bytes(b"not a png")
+        target = tmp_path / "nowhere" if case == "missing" else images
+        with pytest.raises(error):
+            _run(folder, out, images_dir=target)
+        assert not out.exists()
+
+
+def test_given_images_are_used_and_recorded(tiny_models, tmp_path):
+    from PIL import Image
+
+    folder, _ = tiny_models["sd15"]
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (i * 100, 0, 0)).save(images / f"{i}.png")
+    result = forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=QUICK, images_dir=images)
+    assert result.images_generated is False
+    assert result.manifest["method"]["settings"]["training_images"] == "given"
+
+
+def test_correct_and_full_and_preset(tiny_models, tmp_path):
+    from patchkit.training.presets import preset_concepts
+
+    folder, _ = tiny_models["sd15"]
+    corrected = forget(
+        ModelSource(str(folder)), [Concept("circle", "object", target="square")], tmp_path / "c.safetensors",
+        settings=QUICK,
+    )  # fmt: skip
+    entry = corrected.manifest["concepts"][0]
+    assert entry["action"] == "correct" and entry["target"] == "square"
+    full = forget(
+        ModelSource(str(folder)), CIRCLE, tmp_path / "f.safetensors",
+        settings=ForgetSettings(steps=2, images_per_concept=1, batch_size=1, full=True, rank=2),
+    )  # fmt: skip
+    assert full.factorisation_error is not None and 0.0 <= full.factorisation_error < 1.0
+    assert [c.name for c in preset_concepts("testbed-nsfw")] == ["gore"]
+    with pytest.raises(UsageError, match="unknown preset"):
+        preset_concepts("violence")

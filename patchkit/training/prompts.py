@@ -1,0 +1,76 @@
+"""What a forget or correct run trains on: prompts naming each concept, and the anchor for each.
+
+The anchor is what the prompt should mean after the patch:
+- forget: the prompt with the concept taken out ("a photo of a circle" -> "a photo of a");
+- correct A -> B: the prompt with A replaced by B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from patchkit.errors import UsageError
+
+# Prompts a user would type for each category; `{}` is the concept.
+GENERIC_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "id": ("a photo of {}", "a portrait of {}", "{} smiling", "a close-up photo of {}"),
+    "object": ("a photo of a {}", "a {}", "a {} on a table", "a close-up photo of a {}"),
+    "style": (
+        "a painting in the style of {}",
+        "a city street in the style of {}",
+        "a portrait in the style of {}",
+        "a landscape in the style of {}",
+    ),
+    "nsfw": ("a photo of {}", "{}", "an image showing {}"),
+}
+CATEGORIES = tuple(GENERIC_TEMPLATES)
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    category: str
+    target: str | None = None  # set for a correction: prompts naming `name` should give `target`
+
+    @property
+    def action(self) -> str:
+        return "forget" if self.target is None else "correct"
+
+
+@dataclass(frozen=True)
+class TrainingPrompt:
+    concept: int  # index into the run's concepts
+    prompt: str
+    anchor: str
+
+
+def pair_concepts(names: Sequence[str], categories: Sequence[str]) -> list[Concept]:
+    """One category for every concept, or one per concept, in order."""
+    if len(categories) not in (1, len(names)):
+        raise UsageError(
+            "give one --category for all concepts, or one per --concept", hint="--concept alice --category id"
+        )
+    paired = list(categories) * len(names) if len(categories) == 1 else list(categories)
+    return [Concept(n, c) for n, c in zip(names, paired, strict=True)]
+
+
+def check_categories(concepts: Sequence[Concept]) -> None:
+    for concept in concepts:
+        if concept.category not in CATEGORIES:
+            raise UsageError(f"unknown category {concept.category!r}", hint=f"use one of: {', '.join(CATEGORIES)}")
+
+
+def without(prompt: str, name: str) -> str:
+    return " ".join(prompt.replace(name, " ").split())
+
+
+def training_prompts(concepts: Sequence[Concept], templates: Mapping[str, Sequence[str]]) -> list[TrainingPrompt]:
+    check_categories(concepts)
+    out = []
+    for index, concept in enumerate(concepts):
+        for template in templates[concept.category]:
+            prompt = template.format(concept.name)
+            anchor = without(prompt, concept.name) if concept.target is None else template.format(concept.target)
+            out.append(TrainingPrompt(index, prompt, anchor))
+    return out
