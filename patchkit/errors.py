@@ -8,7 +8,10 @@ PatchkitError                 exit 1   anything patchkit refuses to do
 │   ├── PickleRefusedError             a pickle where safetensors is expected
 │   └── NotCachedError                 a Hub id that is not in the local cache while offline
 ├── OutputError               exit 4   an output that cannot be written safely
-└── ModelMismatchError        exit 5   a patch or checkpoint for another base or architecture
+├── ModelMismatchError        exit 5   a patch or checkpoint for another base or architecture
+├── GateFailedError           exit 6   a score that misses the bench's gate
+└── TrustError                exit 7   a signature, digest or trust policy that does not hold
+    └── PolicyError                    unsigned or untrusted where policy demands a trusted signature
 """
 
 from __future__ import annotations
@@ -59,3 +62,11 @@ class ModelMismatchError(PatchkitError):
 
 class GateFailedError(PatchkitError):
     exit_code = 6
+
+
+class TrustError(PatchkitError):
+    exit_code = 7
+
+
+class PolicyError(TrustError):
+    pass

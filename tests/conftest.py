@@ -17,6 +17,11 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("PATCHKIT_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("PATCHKIT_TRUST_STORE", str(tmp_path / "trust"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.delenv("PATCHKIT_REQUIRE_SIGNED", raising=False)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.delenv("PATCHKIT_DEBUG", raising=False)
 
 

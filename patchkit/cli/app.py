@@ -72,11 +72,13 @@ def root(
 
 
 def _register() -> None:
-    from patchkit.cli import demo, forget, models, score, testbed
+    from patchkit.cli import demo, forget, models, score, show, signing, testbed
 
     models.register(app)
     forget.register(app)
     score.register(app)
+    show.register(app)
+    signing.register(app)
     app.add_typer(testbed.app, name="testbed")
     demo.register(app)
 

@@ -1,0 +1,1 @@
+"""Local state: the trust store now, the patch registry next (docs/registry.md)."""

@@ -1,0 +1,85 @@
+"""The local trust store: public keys a user vouches for, each under a name.
+
+Layout (one folder, documented in docs/signing.md):
+    <store>/<fingerprint>.pub   the PEM public key, named by its SHA-256 key id
+    <store>/names.json          {"<fingerprint>": "<name>"}, sorted, written atomically
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchkit.errors import InputError, UsageError
+from patchkit.io.atomic import atomic_path, write_bytes_atomic
+from patchkit.io.signatures import load_public_key
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str
+    fingerprint: str
+    path: Path
+
+
+class TrustStore:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _names(self) -> dict[str, str]:
+        index = self.folder / "names.json"
+        if not index.is_file():
+            return {}
+        try:
+            names = json.loads(index.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{index} is not valid JSON", hint="restore it, or remove it and re-add your keys"
+            ) from exc
+        if not isinstance(names, dict):
+            raise InputError(f"{index} is not a JSON object", hint="restore it, or remove it and re-add your keys")
+        return {str(k): str(v) for k, v in names.items()}
+
+    def _write_names(self, names: dict[str, str]) -> None:
+        write_bytes_atomic(self.folder / "names.json", (json.dumps(names, indent=2, sort_keys=True) + "\n").encode())
+
+    def trusted_keys(self) -> list[TrustedKey]:
+        names = self._names()
+        return sorted(
+            (TrustedKey(name, fp, self.folder / f"{fp}.pub") for fp, name in names.items()), key=lambda k: k.name
+        )
+
+    def by_fingerprint(self, fingerprint: str) -> TrustedKey | None:
+        return next((k for k in self.trusted_keys() if k.fingerprint == fingerprint), None)
+
+    def add(self, public_key: Path, name: str) -> TrustedKey:
+        if not _NAME.match(name):
+            raise UsageError(f"{name!r} is not a usable key name", hint="letters, digits, space, . _ @ -; up to 64")
+        fingerprint = load_public_key(public_key)
+        names = self._names()
+        if fingerprint in names:
+            raise UsageError(f"that key is already trusted as {names[fingerprint]!r}", hint="patchkit trust list")
+        if name in names.values():
+            raise UsageError(f"the name {name!r} is taken by another key", hint="choose another --name")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder / f"{fingerprint}.pub") as tmp:
+            shutil.copyfile(public_key, tmp)
+        names[fingerprint] = name
+        self._write_names(names)
+        return TrustedKey(name, fingerprint, self.folder / f"{fingerprint}.pub")
+
+    def remove(self, name_or_fingerprint: str) -> TrustedKey:
+        names = self._names()
+        match = [fp for fp, name in names.items() if name_or_fingerprint in (name, fp)]
+        if not match:
+            raise UsageError(f"no trusted key is named {name_or_fingerprint!r}", hint="patchkit trust list")
+        fingerprint = match[0]
+        removed = TrustedKey(names.pop(fingerprint), fingerprint, self.folder / f"{fingerprint}.pub")
+        self._write_names(names)
+        removed.path.unlink(missing_ok=True)
+        return removed
