@@ -21,15 +21,19 @@ def demo(
 ) -> None:
     """Run patchkit's main job on the bundled testbed and show the result.
 
-    Today: loads the testbed, generates each demo concept, has the judges read every image,
-    and writes a labelled grid. Forgetting and before/after M-Scores join as they land.
+    Loads the testbed, generates each demo concept, has the judges read every image and
+    writes a labelled grid; then forgets "circle" with the default settings and prints the
+    before/after M-Score of every bench concept (the patch is written beside the grid).
     """
     output: Output = ctx.obj
     with output.progress() as progress:
         result = run_demo(out, images_per_concept=n, progress=progress)
     if json:
         output.json({"fingerprint": result.fingerprint, "family": result.family, "grid": str(result.grid),
-                     "concepts": [c.__dict__ for c in result.concepts], "seconds": result.seconds})  # fmt: skip
+                     "concepts": [c.__dict__ for c in result.concepts], "seconds": result.seconds,
+                     "patch": str(result.forgotten.output),
+                     "mscores": {c.concept: {"before": c.before.score, "after": c.after.score if c.after else None}
+                                 for c in result.forgotten.scores.concepts}})  # fmt: skip
         return
     table = Table(title=f"testbed ({result.family}, fingerprint {result.fingerprint[:12]}…)")
     for column in ("concept", "category", "prompt", "judged as concept"):
@@ -37,8 +41,22 @@ def demo(
     for c in result.concepts:
         table.add_row(c.concept, c.category, c.prompt, f"{c.rate:.0%}")
     output.out.print(table)
-    output.out.print(f"grid: {result.grid}   ({result.seconds:.1f} s)")
-    output.out.print(f"[dim]{result.still_to_come}[/]")
+    output.out.print(f"grid: {result.grid}")
+    forgotten = result.forgotten
+    table = Table(
+        title=f"forget circle: M-Score before/after ({forgotten.scores.bench}, {forgotten.scores.definition})"
+    )
+    for column in ("concept", "category", "before", "after", "change"):
+        table.add_column(column, justify="left" if column in ("concept", "category") else "right")
+    for c in forgotten.scores.concepts:
+        after = c.after.score if c.after else float("nan")
+        name = f"[bold]{c.concept}[/] (forgotten)" if c.target else c.concept
+        table.add_row(name, c.category, f"{c.before.score:.2f}", f"{after:.2f}", f"{after - c.before.score:+.2f}")
+    output.out.print(table)
+    output.out.print(
+        f"patch: {forgotten.output} ({forgotten.bytes:,} bytes, trained in {forgotten.seconds:.1f} s); "
+        f"inspect it with `patchkit show {forgotten.output}`   (demo {result.seconds:.0f} s)"
+    )
 
 
 def register(app: typer.Typer) -> None:

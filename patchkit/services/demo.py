@@ -11,9 +11,12 @@ from patchkit.backend.sampling import generate
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
 from patchkit.io.images import save_png
+from patchkit.services.forget import ForgetResult, forget
+from patchkit.services.models import ModelSource
 from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
+from patchkit.training.prompts import Concept
 
 DEMO_CONCEPTS: tuple[tuple[str, world.Category], ...] = (
     ("alice", "id"),
@@ -23,6 +26,7 @@ DEMO_CONCEPTS: tuple[tuple[str, world.Category], ...] = (
     ("neon", "style"),
     ("gore", "nsfw"),
 )
+DEMO_TARGET = "circle"
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class DemoResult:
     grid: Path
     concepts: list[DemoConcept]
     seconds: float
-    still_to_come: str
+    forgotten: ForgetResult
 
 
 def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress | None = None) -> DemoResult:
@@ -65,14 +69,20 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
             progress("generating", index + 1, len(DEMO_CONCEPTS), {})
     grid = out_dir / "testbed-grid.png"
     save_png(stack_vertically(rows), grid)
+    # The main job: forget one concept with the defaults, scored before/after on the testbed bench.
+    forgotten = forget(
+        ModelSource("testbed"),
+        [Concept(DEMO_TARGET, "object")],
+        out_dir / f"no-{DEMO_TARGET}.safetensors",
+        score_bench=None,
+        force=True,
+        progress=progress,
+    )
     return DemoResult(
         fingerprint=info.fingerprint,
         family=info.family,
         grid=grid,
         concepts=concepts,
         seconds=time.perf_counter() - started,
-        still_to_come=(
-            "next: `patchkit score testbed` for every concept's M-Score; forgetting with before/after "
-            "M-Scores joins this demo once `patchkit forget` meets its quality bars (issue 3)"
-        ),
+        forgotten=forgotten,
     )

@@ -15,5 +15,7 @@ def test_demo_runs_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "alice" in result.stdout and "gore" in result.stdout
+    assert "circle (forgotten)" in result.stdout and "before" in result.stdout
+    assert (out / "no-circle.safetensors").is_file()
     grid = Image.open(out / "testbed-grid.png")
     assert grid.height > 6 * 96
