@@ -20,10 +20,13 @@ from typing import Any, Literal
 
 import torch
 
-from patchkit.core.fingerprint import fingerprint
+from patchkit.core.fingerprint import Leaf, combine
 from patchkit.errors import InputError, ModelMismatchError, NotCachedError, UsageError
 from patchkit.io import pipeline_folder as pf
+from patchkit.io.digests import DigestCache, Progress, model_leaves
 from patchkit.io.safetensors_io import LazyTensors, looks_like_pickle, read_header, refuse_pickle
+from patchkit.io.tensor_spans import TORCH_DTYPES, ModelSpans, SpanReader, folder_spans
+from patchkit.store.locations import digest_cache_dir
 from patchkit.testbed.paths import TESTBED_MODEL, TESTBED_NAMES
 
 Family = Literal["sd1", "sd2", "sdxl"]
@@ -183,17 +186,22 @@ def _configs(folder: Path) -> dict[str, dict[str, Any]]:
     return {c: pf.component_config(folder, c) for c in pf.present_components(folder)}
 
 
-def _single_file_components(ref: ModelRef, configs: dict[str, dict[str, Any]]) -> dict[str, Mapping[str, torch.Tensor]]:
-    from patchkit.backend import single_file
-
-    checkpoint = LazyTensors(ref.weights)
-    family = family_of_single_file(set(checkpoint))
+def _checked_family(ref: ModelRef, keys: set[str], configs: dict[str, dict[str, Any]]) -> Family:
+    family = family_of_single_file(keys)
     expected = family_of(configs["unet"])
     if family != expected:
         raise ModelMismatchError(
             f"{ref.weights} is an {family} checkpoint but --config {ref.config_folder} describes {expected}",
             hint="pass a config folder of the same architecture as the checkpoint",
         )
+    return family
+
+
+def _single_file_components(ref: ModelRef, configs: dict[str, dict[str, Any]]) -> dict[str, Mapping[str, torch.Tensor]]:
+    from patchkit.backend import single_file
+
+    checkpoint = LazyTensors(ref.weights)
+    family = _checked_family(ref, set(checkpoint), configs)
     return single_file.to_diffusers_components(checkpoint, configs, family)
 
 
@@ -207,19 +215,36 @@ def component_tensors(
     return {c: pf.ComponentTensors(ref.weights, c) for c in configs}
 
 
-def describe(ref: ModelRef) -> ModelInfo:
+def model_spans(ref: ModelRef, configs: dict[str, dict[str, Any]] | None = None) -> ModelSpans:
+    """Where every hashed tensor of `ref` lies on disk, under diffusers names; nothing is loaded."""
+    if ref.layout == "folder":
+        return folder_spans(ref.weights)
+    from patchkit.backend import single_file
+
+    configs = configs or _configs(ref.config_folder)
+    header = read_header(ref.weights)
+    family = _checked_family(ref, set(header.tensors), configs)
+    return single_file.single_file_spans(ref.weights, header, configs, family)
+
+
+def leaves(spans: ModelSpans, progress: Progress | None = None) -> list[Leaf]:
+    """Each hashed tensor's digest, in parallel and from the digest cache where fresh."""
+    with SpanReader() as reader:
+        return model_leaves(spans, reader, DigestCache(digest_cache_dir()), progress)
+
+
+def describe(ref: ModelRef, progress: Progress | None = None) -> ModelInfo:
     configs = _configs(ref.config_folder)
-    tensors = component_tensors(ref, configs)
-    unet = tensors["unet"]
-    first = unet[next(iter(unet))]
+    spans = model_spans(ref, configs)
+    unet = spans["unet"]
     return ModelInfo(
         reference=ref.reference,
         source=ref.source,
         layout=ref.layout,
         weights=ref.weights,
         family=family_of(configs["unet"]),
-        dtype=str(first.dtype).removeprefix("torch."),
-        fingerprint=fingerprint(tensors),
+        dtype=str(TORCH_DTYPES[unet[min(unet)].dtype]).removeprefix("torch."),
+        fingerprint=combine(leaves(spans, progress)),
         configs=configs,
     )
 

@@ -1,29 +1,35 @@
 """The base fingerprint: one SHA-256 that names a model's weights, whatever file holds them.
 
-Definition (version 1), also in docs/fingerprint.md:
+Definition (version 2), also in docs/fingerprint.md:
 
-    sha256( b"patchkit-fingerprint/1\\n"
-            + for component in ("unet", "text_encoder", "text_encoder_2") that the model has,
-                for key in sorted(diffusers state-dict keys of that component, text-encoder keys
-                                  in the classic "text_model.*" form, see canonical_key),
-                  skipping keys that end in "position_ids" (index buffers, not weights):
-                    utf8(f"{component}/{key}\\t{dtype}\\t{shape}\\t{nbytes}\\n") + raw little-endian bytes )
+    leaf(tensor)  = sha256(raw little-endian bytes of the tensor)
+    fingerprint   = sha256( b"patchkit-fingerprint/2\\n"
+                            + for component in ("unet", "text_encoder", "text_encoder_2") that the model has,
+                                for key in sorted(diffusers state-dict keys of that component, text-encoder
+                                                  keys in the classic "text_model.*" form, see canonical_key),
+                                  skipping keys that end in "position_ids" (index buffers, not weights):
+                                    utf8(f"{component}/{key}\\t{dtype}\\t{shape}\\t{nbytes}\\t{leaf hex}\\n") )
 
-Keys are diffusers names, so a single-file checkpoint (converted on read) and a diffusers
-folder holding the same tensors give the same fingerprint. The VAE and the tokenizer are
-not hashed: patches never touch them, and users swap VAEs freely.
+Keys are diffusers names, so a single-file checkpoint and a diffusers folder holding the
+same tensors give the same fingerprint. The VAE and the tokenizer are not hashed: patches
+never touch them, and users swap VAEs freely.
+
+Version 2 hashes each tensor on its own (a Merkle list) so that tensors hash in parallel,
+a patched model's fingerprint needs only its touched tensors re-hashed, and a mismatch can
+name the tensors that differ.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 HASHED_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
-_MAGIC = b"patchkit-fingerprint/1\n"
+_MAGIC = b"patchkit-fingerprint/2\n"
 _DTYPE_NAMES = {
     torch.float64: "F64",
     torch.float32: "F32",
@@ -36,6 +42,22 @@ _DTYPE_NAMES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One hashed tensor: where it sits in the model and the SHA-256 of its bytes."""
+
+    component: str
+    key: str  # canonical diffusers key
+    dtype: str  # safetensors name: F32, F16, ...
+    shape: tuple[int, ...]
+    nbytes: int
+    digest: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.component}/{self.key}\t{self.dtype}\t{list(self.shape)}\t{self.nbytes}\t{self.digest}\n"
 
 
 def canonical_key(component: str, key: str) -> str:
@@ -62,22 +84,41 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes()
 
 
-def fingerprint(components: Mapping[str, Mapping[str, torch.Tensor]]) -> str:
-    """Hash `components` (name -> key -> tensor) as defined above.
-
-    The inner mappings may be lazy: each tensor is fetched, hashed and dropped in turn,
-    so peak memory is one tensor, not one model.
-    """
+def combine(leaves: Iterable[Leaf]) -> str:
+    """The fingerprint of a model from its leaves, in the defined order whatever order they come in."""
+    rank = {name: i for i, name in enumerate(HASHED_COMPONENTS)}
+    ordered = sorted(leaves, key=lambda leaf: (rank[leaf.component], leaf.key))
     digest = hashlib.sha256(_MAGIC)
-    for component in HASHED_COMPONENTS:
-        if component not in components:
-            continue
-        tensors = components[component]
-        names = {canonical_key(component, k): k for k in tensors if is_hashed_key(k)}
-        for name in sorted(names):
-            tensor = tensors[names[name]]
-            data = tensor_bytes(tensor)
-            line = f"{component}/{name}\t{dtype_name(tensor.dtype)}\t{list(tensor.shape)}\t{len(data)}\n"
-            digest.update(line.encode())
-            digest.update(data)
+    for leaf in ordered:
+        digest.update(leaf.line.encode())
     return digest.hexdigest()
+
+
+def leaf_of(component: str, key: str, tensor: torch.Tensor) -> Leaf:
+    data = tensor_bytes(tensor)
+    return Leaf(
+        component, key, dtype_name(tensor.dtype), tuple(tensor.shape), len(data), hashlib.sha256(data).hexdigest()
+    )
+
+
+def leaves_of(components: Mapping[str, Mapping[str, torch.Tensor]]) -> list[Leaf]:
+    """Every hashed tensor's leaf; inner mappings may be lazy, so peak memory is one tensor."""
+    leaves = []
+    for component in HASHED_COMPONENTS:
+        tensors = components.get(component, {})
+        for key in tensors:
+            if is_hashed_key(key):
+                leaves.append(leaf_of(component, canonical_key(component, key), tensors[key]))
+    return leaves
+
+
+def fingerprint(components: Mapping[str, Mapping[str, torch.Tensor]]) -> str:
+    """Hash in-memory (or lazily loaded) components as defined above."""
+    return combine(leaves_of(components))
+
+
+def differing(first: Iterable[Leaf], second: Iterable[Leaf]) -> list[str]:
+    """`component/key` of every tensor present in one model and not identical in the other, sorted."""
+    a = {(leaf.component, leaf.key): leaf for leaf in first}
+    b = {(leaf.component, leaf.key): leaf for leaf in second}
+    return sorted(f"{c}/{k}" for c, k in set(a) | set(b) if a.get((c, k)) != b.get((c, k)))

@@ -26,3 +26,14 @@ def registry_dir() -> Path:
 def require_signed_by_default() -> bool:
     """The policy setting: PATCHKIT_REQUIRE_SIGNED=1 makes every apply and registry add demand a trusted signature."""
     return os.environ.get("PATCHKIT_REQUIRE_SIGNED", "").lower() in ("1", "true", "yes")
+
+
+def digest_cache_dir() -> Path | None:
+    """Where tensor digests are remembered: PATCHKIT_CACHE_DIR, else $XDG_CACHE_HOME/patchkit/digests.
+
+    PATCHKIT_NO_CACHE=1 turns the cache off (every fingerprint re-hashes every tensor).
+    """
+    if os.environ.get("PATCHKIT_NO_CACHE", "").lower() in ("1", "true", "yes"):
+        return None
+    explicit = os.environ.get("PATCHKIT_CACHE_DIR")
+    return Path(explicit) if explicit else _xdg("XDG_CACHE_HOME", ".cache") / "patchkit" / "digests"

@@ -1,0 +1,119 @@
+"""Where each model tensor's bytes lie on disk, so they can be hashed, copied or replaced without loading.
+
+A span names one diffusers-keyed tensor by file, byte range, dtype and shape. A diffusers
+folder maps one to one; a single-file checkpoint is mapped by patchkit.backend.single_file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from patchkit.core.fingerprint import HASHED_COMPONENTS, canonical_key, is_hashed_key
+from patchkit.io import pipeline_folder as pf
+from patchkit.io.safetensors_io import Header, read_header
+
+TORCH_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpan:
+    file: Path
+    key: str  # the tensor's name inside `file`
+    dtype: str
+    shape: tuple[int, ...]  # the shape of the diffusers tensor
+    start: int  # absolute offset of its first byte in `file`
+    nbytes: int
+    transposed: bool = False  # stored as the transpose of the diffusers tensor (OpenCLIP's text_projection)
+
+
+# component -> canonical diffusers key -> span
+ModelSpans = dict[str, dict[str, TensorSpan]]
+
+
+def header_spans(path: Path, header: Header) -> dict[str, TensorSpan]:
+    """Every tensor of one safetensors file, by its own key."""
+    spans = {}
+    for key, info in header.tensors.items():
+        begin, end = info["data_offsets"]  # type: ignore[index]
+        shape = tuple(int(d) for d in info["shape"])  # type: ignore[union-attr]
+        spans[key] = TensorSpan(
+            path, key, str(info["dtype"]), shape, header.data_start + int(begin), int(end) - int(begin)
+        )
+    return spans
+
+
+def folder_spans(folder: Path) -> ModelSpans:
+    """The hashed components of a diffusers pipeline folder."""
+    spans: ModelSpans = {}
+    for component in pf.present_components(folder):
+        if component not in HASHED_COMPONENTS:
+            continue
+        mapped = spans.setdefault(component, {})
+        for path in pf.weight_files(folder, component):
+            for key, span in header_spans(path, read_header(path)).items():
+                if is_hashed_key(key):
+                    mapped[canonical_key(component, key)] = span
+    return spans
+
+
+class SpanReader:
+    """Memory-mapped access to span bytes; one map per file, shared by threads."""
+
+    def __init__(self) -> None:
+        self._maps: dict[Path, mmap.mmap] = {}
+
+    def raw(self, span: TensorSpan) -> memoryview:
+        if span.file not in self._maps:
+            with open(span.file, "rb") as handle:
+                self._maps[span.file] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return memoryview(self._maps[span.file])[span.start : span.start + span.nbytes]
+
+    def tensor(self, span: TensorSpan) -> torch.Tensor:
+        """A copy of the span as the diffusers tensor (transposed back where it is stored transposed)."""
+        dtype = TORCH_DTYPES[span.dtype]
+        stored = span.shape[::-1] if span.transposed else span.shape
+        flat = torch.frombuffer(bytearray(self.raw(span)), dtype=dtype) if span.nbytes else torch.empty(0, dtype=dtype)
+        tensor = flat.reshape(stored)
+        return tensor.T.contiguous() if span.transposed else tensor
+
+    def canonical_bytes(self, span: TensorSpan) -> memoryview | bytes:
+        """The bytes of the diffusers tensor: the raw span, except where it is stored transposed."""
+        if not span.transposed:
+            return self.raw(span)
+        tensor = self.tensor(span)
+        return tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+    def close(self) -> None:
+        for mapped in self._maps.values():
+            with contextlib.suppress(BufferError):  # a live view keeps it open until collected
+                mapped.close()
+        self._maps.clear()
+
+    def __enter__(self) -> SpanReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def iter_spans(spans: ModelSpans) -> Iterator[tuple[str, str, TensorSpan]]:
+    for component, mapped in spans.items():
+        for key, span in mapped.items():
+            yield component, key, span

@@ -1,0 +1,64 @@
+"""Tensor digests: parallel hashing, the stat-keyed cache, and fingerprints built from them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from patchkit.backend import loading
+from patchkit.core.fingerprint import fingerprint
+from patchkit.io.safetensors_io import read_header
+from patchkit.io.tensor_spans import folder_spans
+from patchkit.io.tensors_out import save_tensors
+
+
+def test_span_fingerprint_equals_in_memory_fingerprint(tiny_models, tmp_path: Path) -> None:
+    folder, _ = tiny_models["sd15"]
+    ref = loading.resolve(str(folder))
+    in_memory = fingerprint(loading.component_tensors(ref))
+    assert loading.describe(ref).fingerprint == in_memory
+
+
+def test_cache_is_used_and_invalidated_by_an_edit(tiny_models, tmp_path: Path) -> None:
+    folder, _ = tiny_models["sd15"]
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    first = loading.describe(loading.resolve(str(copy))).fingerprint
+    cached = list((tmp_path / "xdg-cache" / "patchkit" / "digests").glob("*.json"))
+    assert len(cached) == 2  # unet and text encoder files
+    assert loading.describe(loading.resolve(str(copy))).fingerprint == first
+
+    unet_file = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    header = read_header(unet_file)
+    key = sorted(header.tensors)[0]
+    begin = header.data_start + header.tensors[key]["data_offsets"][0]
+    stat = unet_file.stat()
+    with open(unet_file, "r+b") as handle:  # flip one bit in place and keep the mtime: ctime still moves
+        handle.seek(begin)
+        byte = handle.read(1)
+        handle.seek(begin)
+        handle.write(bytes([byte[0] ^ 1]))
+    os.utime(unet_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert loading.describe(loading.resolve(str(copy))).fingerprint != first
+
+
+def test_cache_off_still_hashes(tiny_models, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATCHKIT_NO_CACHE", "1")
+    folder, _ = tiny_models["sd15"]
+    a = loading.describe(loading.resolve(str(folder))).fingerprint
+    assert not (tmp_path / "xdg-cache" / "patchkit" / "digests").exists()
+    monkeypatch.delenv("PATCHKIT_NO_CACHE")
+    assert loading.describe(loading.resolve(str(folder))).fingerprint == a
+
+
+def test_folder_spans_cover_sharded_components(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text("{}")
+    save_tensors(folder / "unet" / "diffusion_pytorch_model.safetensors", {"a": torch.ones(3), "b": torch.zeros(2)})
+    spans = folder_spans(folder)
+    assert sorted(spans["unet"]) == ["a", "b"]
+    assert spans["unet"]["a"].nbytes == 12 and spans["unet"]["b"].dtype == "F32"
