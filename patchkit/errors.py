@@ -10,8 +10,9 @@ PatchkitError                 exit 1   anything patchkit refuses to do
 ├── OutputError               exit 4   an output that cannot be written safely
 ├── ModelMismatchError        exit 5   a patch or checkpoint for another base or architecture
 ├── GateFailedError           exit 6   a score that misses the bench's gate
-└── TrustError                exit 7   a signature, digest or trust policy that does not hold
-    └── PolicyError                    unsigned or untrusted where policy demands a trusted signature
+├── TrustError                exit 7   a signature, digest or trust policy that does not hold
+│   └── PolicyError                    unsigned or untrusted where policy demands a trusted signature
+└── ConflictError             exit 8   patches that must not be merged or stacked together
 """
 
 from __future__ import annotations
@@ -70,3 +71,13 @@ class TrustError(PatchkitError):
 
 class PolicyError(TrustError):
     pass
+
+
+class ConflictError(PatchkitError):
+    """Carries every conflict found, so the CLI can print the whole report, not just the first."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, hint: str | None = None, conflicts: list[object] | None = None) -> None:
+        super().__init__(message, hint)
+        self.conflicts = conflicts or []

@@ -32,6 +32,8 @@ from patchkit.testbed.paths import TESTBED_MODEL, TESTBED_NAMES
 Family = Literal["sd1", "sd2", "sdxl"]
 Layout = Literal["folder", "single_file"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
+FAMILY_ARCHITECTURE = {"sd1": "sd15", "sd2": "sd21", "sdxl": "sdxl"}
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,15 @@ def family_of_single_file(keys: set[str]) -> Family:
     )
 
 
-def resolve(reference: str, *, config: Path | None = None, allow_pickle: bool = False) -> ModelRef:
-    """Find what `reference` names; raise a one-line error that says how to fix it."""
+def resolve(
+    reference: str, *, config: Path | None = None, allow_pickle: bool = False, bundled_config: bool = False
+) -> ModelRef:
+    """Find what `reference` names; raise a one-line error that says how to fix it.
+
+    With `bundled_config`, a single file without --config is described by the published
+    config of its family (SD 1.5, 2.1 or XL), which fixes every key and shape; enough to
+    patch weights, though not to pick a scheduler or sample size.
+    """
     if reference in TESTBED_NAMES:
         return ModelRef(reference, "testbed", TESTBED_MODEL, TESTBED_MODEL, "folder")
     path = Path(reference).expanduser()
@@ -117,6 +126,8 @@ def resolve(reference: str, *, config: Path | None = None, allow_pickle: bool = 
         pf.check_pipeline_folder(path)
         return ModelRef(reference, "folder", path, path, "folder")
     if path.is_file():
+        if config is None and bundled_config and not looks_like_pickle(path):
+            config = ARCHITECTURES / FAMILY_ARCHITECTURE[family_of_single_file(set(read_header(path).tensors))]
         if config is None:
             raise UsageError(
                 f"{path} is a single-file checkpoint and needs --config, a local diffusers folder with its configs",

@@ -72,13 +72,16 @@ def root(
 
 
 def _register() -> None:
-    from patchkit.cli import demo, forget, models, score, show, signing, testbed
+    from patchkit.cli import apply, demo, forget, merge, models, score, show, signing, stack, testbed
 
     models.register(app)
     forget.register(app)
     score.register(app)
     show.register(app)
     signing.register(app)
+    apply.register(app)
+    merge.register(app)
+    stack.register(app)
     app.add_typer(testbed.app, name="testbed")
     demo.register(app)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from patchkit.backend.loading import ARCHITECTURES
 from patchkit.core.ldm_layout import to_single_file_state
 from patchkit.errors import UsageError
 from patchkit.io.atomic import atomic_path, check_output_path
@@ -24,7 +25,6 @@ from patchkit.io.tensors_out import save_tensors
 from patchkit.testbed.tokenizer import write_tokenizer_files
 from patchkit.testbed.world import vocabulary_words
 
-ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
 FAMILIES = {"sd15": "sd1", "sd21": "sd2", "sdxl": "sdxl"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 Say = Callable[[str], None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import re
@@ -17,16 +16,15 @@ from PIL import Image
 from patchkit import __version__
 from patchkit.backend import loading
 from patchkit.backend.sampling import SamplerSettings, generate
-from patchkit.core import schemas
-from patchkit.core.manifest import SCHEMA_VERSION, ManifestError
+from patchkit.core.manifest import SCHEMA_VERSION
 from patchkit.core.patch_id import patch_id_of
-from patchkit.core.patch_metadata import data_section_sha256, patch_header
 from patchkit.core.progress import Progress
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.images import load_image_folder
-from patchkit.io.tensors_out import save_tensors, serialize
+from patchkit.io.tensors_out import save_tensors
 from patchkit.services.models import ModelSource
+from patchkit.services.patches import created_at, write_patch
 from patchkit.training.fmn import ForgetSettings, train
 from patchkit.training.prompts import GENERIC_TEMPLATES, Concept, check_categories, training_prompts
 
@@ -52,10 +50,8 @@ def _clock(seconds: float) -> tuple[str, float | None]:
     With SOURCE_DATE_EPOCH set (the reproducible-builds convention) the time is that
     epoch and the seconds are left out, so the same inputs and seed give identical bytes.
     """
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is not None:
-        return dt.datetime.fromtimestamp(int(epoch), dt.UTC).isoformat(), None
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(), round(seconds, 3)
+    reproducible = os.environ.get("SOURCE_DATE_EPOCH") is not None
+    return created_at(), None if reproducible else round(seconds, 3)
 
 
 def templates_for(source: str) -> Mapping[str, Sequence[str]]:
@@ -239,7 +235,6 @@ def forget(
             if entry["name"] in scores:
                 entry["mscore"] = scores[entry["name"]]
         manifest["collateral"] = collateral
-    schemas.validate(manifest, "manifest", "the new patch's manifest", ManifestError)
     write_patch(output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
                 resolution=info.resolution, base_name=source.reference)  # fmt: skip
     return ForgetResult(
@@ -255,24 +250,6 @@ def forget(
         factorisation_error=outcome.factorisation_error,
         scores=report,
     )
-
-
-def write_patch(
-    output: Path, tensors: Mapping[str, Any], manifest: dict[str, Any], *, family: str, rank: int, resolution: int,
-    base_name: str,
-) -> None:  # fmt: skip
-    header = patch_header(
-        manifest,
-        family=family,
-        title=manifest["name"],
-        rank=rank,
-        resolution=resolution,
-        created=manifest["created_at"],
-        data_hash=data_section_sha256(serialize(tensors)),
-        base_name=base_name,
-        base_fingerprint=manifest["base"]["fingerprint"],
-    )
-    save_tensors(output, tensors, metadata=header)
 
 
 def _score_with(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from patchkit.core.stack import is_stack_name, parse_stack
 from patchkit.errors import PolicyError, TrustError, UsageError
 from patchkit.io import signatures
 from patchkit.io.atomic import check_output_path
@@ -52,7 +53,7 @@ def sign(
     """Sign a patch (or a stack file) after checking that its manifest is valid and its id holds."""
     target = signature or signatures.signature_path_for(patch)
     check_output_path(target, force=force)
-    patch_id = _check_integrity(read_patch(patch)) if patch.suffix == ".safetensors" else ""
+    patch_id = _check_contents(patch)
     if keyless:
         signatures.sign_keyless(patch, target)
         return SignResult(patch, target, "sigstore-keyless", patch_id)
@@ -60,6 +61,14 @@ def sign(
         raise UsageError("give --key PRIVATE_KEY (or --keyless in CI)", hint="make a key: patchkit key new --out DIR")
     signatures.sign_file(patch, key, passphrase, target)
     return SignResult(patch, target, signatures.read_bundle(target).key_hint, patch_id)
+
+
+def _check_contents(path: Path) -> str:
+    """A patch's id once its manifest and digest hold; "" for a stack file once its schema holds."""
+    if is_stack_name(path.name):
+        parse_stack(path.read_text(), str(path))
+        return ""
+    return _check_integrity(read_patch(path))
 
 
 def _check_integrity(patch: PatchFile) -> str:
@@ -98,8 +107,8 @@ def verify(
         public_key = trusted.path
     key_fingerprint = signatures.load_public_key(public_key)
     signatures.verify_file(patch, sig, public_key)
-    parsed = read_patch(patch) if patch.suffix == ".safetensors" else None
-    patch_id = _check_integrity(parsed) if parsed else ""
+    patch_id = _check_contents(patch)
+    parsed = read_patch(patch) if patch_id else None
     signer = trusted.name if trusted and trusted.fingerprint == key_fingerprint else None
     return VerifyResult(patch, sig, key_fingerprint, signer, patch_id, parsed.manifest if parsed else {})
 

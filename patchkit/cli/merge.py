@@ -1,0 +1,104 @@
+"""`patchkit merge`: several patches into one, with a conflict report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from patchkit.cli.console import Output
+from patchkit.cli.options import ForceOpt, JsonOpt
+from patchkit.core.merge import Conflict
+from patchkit.errors import ConflictError, UsageError
+from patchkit.services import merge as merge_service
+
+
+def render_conflicts(output: Output, conflicts: list[Conflict]) -> None:
+    table = Table(title="conflicts")
+    table.add_column("kind")
+    table.add_column("severity")
+    table.add_column("what", overflow="fold")
+    for c in conflicts:
+        table.add_row(c.kind, "[red]error[/]" if c.fatal else "[yellow]warning[/]", c.message)
+    output.err.print(table)
+
+
+def _weights(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError as exc:
+        raise UsageError(
+            f"--weights {text!r} is not a comma-separated list of numbers", hint="--weights 1,0.5"
+        ) from exc
+
+
+def merge(
+    ctx: typer.Context,
+    patches: Annotated[list[Path], typer.Argument(help="Two or more patch files.", show_default=False)],
+    output_path: Annotated[Path, typer.Option("--output", "-o", help="Merged patch to write (.safetensors).")],
+    method: Annotated[str, typer.Option(help="concat (exact, ranks add) or svd (re-factored to --rank).")] = "concat",
+    rank: Annotated[int | None, typer.Option(help="Rank of the svd merge.")] = None,
+    weights: Annotated[str | None, typer.Option(help="One weight per patch, comma-separated: 1,0.5,2.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat opposing-delta warnings as errors.")] = False,
+    name: Annotated[str | None, typer.Option(help="Name of the merged patch.")] = None,
+    version: Annotated[str, typer.Option(help="Version of the merged patch.")] = "1.0.0",
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Merge patches into one patch for the same base.
+
+    [bold]concat[/] is exact: the merged delta is the weighted sum of the inputs' deltas.
+    [bold]svd[/] re-factors it to rank R and reports the relative Frobenius error.
+
+    Refused before anything is written: patches for different bases, a concept forgotten by
+    one patch and corrected by another, one concept corrected to two targets. Modules two
+    patches push in opposite directions (cosine < -0.5) are a warning, an error with --strict.
+    The merged manifest lists its parents and carries their M-Scores, marked as inherited
+    until `patchkit score` runs on the merged patch.
+
+    Examples:
+
+      patchkit merge no-circle.safetensors no-noir.safetensors -o no-circle-noir.safetensors
+
+      patchkit merge a.safetensors b.safetensors c.safetensors --method svd --rank 16 -o abc.safetensors
+    """
+    output: Output = ctx.obj
+    try:
+        with output.progress() as progress:
+            result = merge_service.merge(
+                patches, output_path, method=method, rank=rank, weights=_weights(weights), strict=strict, name=name,
+                version=version, force=force, progress=progress,
+            )  # fmt: skip
+    except ConflictError as error:
+        render_conflicts(output, error.conflicts)  # type: ignore[arg-type]
+        raise
+    if json:
+        output.json({"output": str(result.output), "patch_id": result.manifest["patch_id"], "method": result.method,
+                     "rank": result.rank, "overall_error": result.overall_error, "module_errors": result.module_errors,
+                     "warnings": [c.message for c in result.warnings], "bytes": result.bytes})  # fmt: skip
+        return
+    if result.warnings:
+        render_conflicts(output, result.warnings)
+    if result.method == "svd":
+        worst = sorted(result.module_errors.items(), key=lambda kv: -kv[1])[:5]
+        table = Table(title=f"svd to rank {result.rank}: relative Frobenius error (worst modules)")
+        table.add_column("module", overflow="fold")
+        table.add_column("error", justify="right")
+        for module, error in worst:
+            table.add_row(module, f"{error:.2%}")
+        table.add_row("[bold]overall", f"[bold]{result.overall_error:.2%}")
+        output.err.print(table)
+    inherited = "; M-Scores copied from the parents: run patchkit score on it" if result.manifest.get(
+        "scores_inherited") else ""  # fmt: skip
+    output.say(
+        f"wrote {result.output}: {len(result.manifest['parents'])} parents, rank {result.rank}, "
+        f"{result.bytes:,} bytes in {result.seconds:.2f} s{inherited}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(merge)

@@ -1,0 +1,119 @@
+"""`patchkit stack`: an ordered, base-pinned, signable lock file of patches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from patchkit.cli.console import Output
+from patchkit.cli.merge import render_conflicts
+from patchkit.cli.options import ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.errors import ConflictError, TrustError
+from patchkit.services import stack as stack_service
+
+app = typer.Typer(
+    help="Ordered, base-pinned lists of patches (*.stack.json) that apply reproduces exactly.", no_args_is_help=True
+)
+StackArg = Annotated[Path, typer.Argument(help="A *.stack.json file.", show_default=False)]
+
+
+@app.command("new")
+def new(
+    ctx: typer.Context,
+    base: ModelArg,
+    output_path: Annotated[Path, typer.Option("--output", "-o", help="Stack file to write (NAME.stack.json).")],
+    config: ConfigOpt = None,
+    description: Annotated[str | None, typer.Option(help="What this release stack is for.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Start a stack pinned to BASE's fingerprint. Example: patchkit stack new testbed -o release.stack.json"""
+    output: Output = ctx.obj
+    stack = stack_service.new_stack(base, output_path, config=config, force=force, description=description)
+    output.say(f"wrote {stack.path}, pinned to base {stack.data['base']['fingerprint']}")
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    stack: StackArg,
+    patch: Annotated[Path, typer.Argument(help="Patch file to append.", show_default=False)],
+    scale: Annotated[float, typer.Option(help="Scale of this patch's delta.")] = 1.0,
+    base: Annotated[str | None, typer.Option(help="Where the base is, if not where the stack says.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Append a patch, after checking its base and its concepts against the stack's.
+
+    The expected output fingerprint is recomputed (the patches are fused in memory, nothing
+    is written), so `apply BASE STACK` can prove it produced exactly what was reviewed.
+
+    Example: patchkit stack add release.stack.json no-circle.safetensors --scale 0.8
+    """
+    output: Output = ctx.obj
+    try:
+        with output.progress() as progress:
+            updated = stack_service.add_patch(stack, patch, scale=scale, base=base, config=config, progress=progress)
+    except ConflictError as error:
+        render_conflicts(output, error.conflicts)  # type: ignore[arg-type]
+        raise
+    output.say(
+        f"{stack}: {len(updated.data['patches'])} patches; apply will give "
+        f"{updated.data['expected_output_fingerprint']}"
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, stack: StackArg, json: JsonOpt = False) -> None:
+    """Print a stack: its base, its patches in order, the output it must produce."""
+    output: Output = ctx.obj
+    data = stack_service.read_stack(stack).data
+    if json:
+        output.json(data)
+        return
+    table = Table(title=f"{stack} (base {data['base']['reference']}, {data['base']['fingerprint'][:16]}…)")
+    for column in ("#", "patch", "id", "scale", "source"):
+        table.add_column(column, overflow="fold")
+    for i, p in enumerate(data["patches"], 1):
+        table.add_row(str(i), f"{p['name']}@{p['version']}", p["patch_id"][:19] + "…", f"{p['scale']:g}", p["source"])
+    output.err.print(table)
+    output.out.print(f"expected output fingerprint: {data['expected_output_fingerprint']}", highlight=False)
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    stack: StackArg,
+    base: ModelArg,
+    config: ConfigOpt = None,
+    require_signed: Annotated[
+        bool, typer.Option("--require-signed", help="Every patch and the stack itself must carry a trusted signature.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Check everything: BASE's fingerprint, every patch's id and signature, the stack's signature, the output.
+
+    Exit 0 only when every check holds; 7 otherwise. Example: patchkit stack verify release.stack.json sd15/
+    """
+    output: Output = ctx.obj
+    with output.progress() as progress:
+        result = stack_service.verify_stack(stack, base, config=config, require_signed=require_signed,
+                                            progress=progress)  # fmt: skip
+    if json:
+        output.json({"ok": result.ok, "checks": [{"subject": c.subject, "ok": c.ok, "detail": c.detail}
+                                                  for c in result.checks]})  # fmt: skip
+    else:
+        table = Table(title=f"stack verify {stack}")
+        for column in ("check", "result", "detail"):
+            table.add_column(column, overflow="fold")
+        for c in result.checks:
+            table.add_row(c.subject, "[green]ok[/]" if c.ok else "[red]failed[/]", str(c.detail))
+        output.err.print(table)
+    if not result.ok:
+        failed = next(c for c in result.checks if not c.ok)
+        raise TrustError(f"{stack}: {failed.subject}: {failed.detail}", hint="see the table above for every check")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="stack")

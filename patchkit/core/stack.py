@@ -1,0 +1,43 @@
+"""Stack files (`*.stack.json`): parsing, validation and canonical text. Pure: no files are touched here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from patchkit.core import schemas
+from patchkit.errors import InputError
+
+STACK_SUFFIX = ".stack.json"
+SCHEMA_VERSION = 1
+
+
+class StackError(InputError):
+    pass
+
+
+def is_stack_name(name: str) -> bool:
+    return name.endswith(STACK_SUFFIX)
+
+
+def parse_stack(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StackError(f"{source}: not valid JSON ({exc.msg} at char {exc.pos})", hint="restore the file") from exc
+    if not isinstance(data, dict):
+        raise StackError(f"{source}: a stack file is a JSON object", hint="restore the file")
+    version = data.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise StackError(
+            f"{source}: stack schema_version {version} is newer than this patchkit understands ({SCHEMA_VERSION})",
+            hint="upgrade patchkit",
+        )
+    schemas.validate(data, "stack", source, StackError)
+    return data
+
+
+def stack_text(stack: dict[str, Any]) -> str:
+    """Sorted keys and a trailing newline, so that a stack diffs cleanly under review."""
+    schemas.validate(stack, "stack", "the new stack", StackError)
+    return json.dumps(stack, indent=2, sort_keys=True) + "\n"

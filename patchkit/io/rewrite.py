@@ -1,0 +1,138 @@
+"""Write a safetensors file as a copy of another with some byte ranges replaced, streamed.
+
+Untouched bytes move kernel-side (`os.copy_file_range`, which reflinks on filesystems that
+can), so peak memory is the replaced tensors only. Callers wrap this in atomic_path.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from patchkit.errors import OutputError
+from patchkit.io.safetensors_io import Header
+
+_CHUNK = 256 << 20
+Copied = Callable[[int], None]
+
+
+def raw_header(path: Path) -> bytes:
+    """The file's header exactly as stored: the 8-byte length and the JSON with its padding."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return struct.pack("<Q", length) + handle.read(length)
+
+
+def data_length(header: Header) -> int:
+    return max((int(info["data_offsets"][1]) for info in header.tensors.values()), default=0)  # type: ignore[index]
+
+
+def edited_header(header: Header, appended: Mapping[str, int], metadata: Mapping[str, str]) -> bytes:
+    """The header of `header`'s tensors (offsets unchanged), plus U8 tensors appended after them."""
+    entries: dict[str, object] = {k: dict(v) for k, v in header.tensors.items()}
+    offset = data_length(header)
+    for name in sorted(appended):
+        size = appended[name]
+        entries[name] = {"dtype": "U8", "shape": [size], "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        entries["__metadata__"] = {k: str(metadata[k]) for k in sorted(metadata)}
+    raw = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _space_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(
+        f"no space left on the device while writing {path.parent}", hint="free some space, or write elsewhere with -o"
+    )
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OutputError(
+            f"{folder} has {free / 1e6:.1f} MB free but the output needs {needed / 1e6:.1f} MB",
+            hint="free some space, or write elsewhere with -o",
+        )
+
+
+def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> None:
+    while count > 0:
+        try:
+            moved = os.copy_file_range(src, dst, count, src_offset, dst_offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            moved = 0
+        if moved == 0:  # not supported here: copy through user space
+            block = os.pread(src, min(count, _CHUNK), src_offset)
+            if not block:
+                raise OSError(errno.EIO, "source ended early")
+            _write_at(dst, block, dst_offset)
+            moved = len(block)
+        count, src_offset, dst_offset = count - moved, src_offset + moved, dst_offset + moved
+
+
+def write_file(
+    destination: Path,
+    head: bytes,
+    source: Path,
+    source_data_start: int,
+    copy_length: int,
+    replacements: Mapping[int, bytes],
+    appended: Sequence[bytes] = (),
+    copied: Copied | None = None,
+) -> int:
+    """`head`, then `copy_length` data bytes of `source` with `replacements` (data offset -> bytes), then `appended`."""
+    try:
+        with open(source, "rb") as src, open(destination, "wb") as dst:
+            _write_at(dst.fileno(), head, 0)
+            base = len(head)
+            for start in range(0, copy_length, _CHUNK):
+                count = min(_CHUNK, copy_length - start)
+                _copy_range(src.fileno(), dst.fileno(), count, source_data_start + start, base + start)
+                if copied:
+                    copied(count)
+            for offset, data in sorted(replacements.items()):
+                _write_at(dst.fileno(), data, base + offset)
+            position = base + copy_length
+            for data in appended:
+                _write_at(dst.fileno(), data, position)
+                position += len(data)
+            dst.flush()
+            return position
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _space_error(destination, exc) from exc
+        raise
+
+
+def link_or_copy(source: Path, destination: Path, *, link: bool) -> bool:
+    """Hard-link where asked and possible (same filesystem), else copy; True when linked."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(source, destination)
+            return True
+        except OSError:
+            pass
+    try:
+        shutil.copy2(source, destination)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _space_error(destination, exc) from exc
+        raise
+    return False

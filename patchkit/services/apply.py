@@ -1,0 +1,328 @@
+"""`apply`: fuse patches into a checkpoint, streamed, atomic, with provenance and the data to revert.
+
+The plan (every check, the fused tensors, both fingerprints) is made before anything is
+written, so `stack add` can ask what an apply would produce without writing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from patchkit import __version__
+from patchkit.backend import loading
+from patchkit.core.fingerprint import Leaf, combine
+from patchkit.core.fusion import LoraFactors, PatchFormatError, fuse, lora_factors
+from patchkit.core.progress import Progress
+from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, TrustError, UsageError
+from patchkit.io import patched_output
+from patchkit.io.atomic import check_output_path
+from patchkit.io.patch_file import read_patch
+from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan
+from patchkit.services.signing import enforce_policy
+from patchkit.store.locations import require_signed_by_default
+
+
+@dataclass(frozen=True)
+class PatchSource:
+    """One patch to apply: a file, and the scale its delta is multiplied by."""
+
+    path: Path
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class AppliedPatch:
+    patch_id: str
+    name: str
+    version: str
+    scale: float
+    source: str
+    base_fingerprint: str
+
+    def record(self) -> dict[str, Any]:
+        return {"patch_id": self.patch_id, "name": self.name, "version": self.version, "scale": self.scale,
+                "source": self.source}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorEdit:
+    span: TensorSpan
+    original: bytes
+    fused: bytes
+
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    base: loading.ModelRef
+    base_fingerprint: str
+    output_fingerprint: str
+    patches: list[AppliedPatch]
+    edits: list[TensorEdit]
+    forced_mismatch: list[str] = field(default_factory=list)  # patches applied to another base under --force
+
+    def provenance(self, revertible: bool) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "base_fingerprint": self.base_fingerprint,
+            "output_fingerprint": self.output_fingerprint,
+            "patches": [p.record() for p in self.patches],
+            "touched": len(self.edits),
+            "revertible": revertible,
+            "tool": f"patchkit {__version__}",
+        }
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    output: Path
+    layout: str
+    base_fingerprint: str
+    output_fingerprint: str
+    patches: list[AppliedPatch]
+    touched: int
+    bytes_written: int
+    linked_files: int
+    seconds: float
+    forced_mismatch: list[str]
+
+
+def read_provenance(ref: loading.ModelRef) -> dict[str, Any] | None:
+    """What a patched checkpoint says was applied to it; None for a checkpoint patchkit did not write."""
+    if ref.layout == "single_file":
+        return patched_output.read_single_file_provenance(ref.weights)
+    return patched_output.read_folder_provenance(ref.weights)
+
+
+def resolve_base(reference: str, config: Path | None, allow_pickle: bool) -> loading.ModelRef:
+    ref = loading.resolve(reference, config=config, allow_pickle=allow_pickle, bundled_config=True)
+    if read_provenance(ref) is not None:
+        raise UsageError(
+            f"{reference} is already a patched checkpoint",
+            hint="apply every patch to the original base in one call (or a stack), or `patchkit revert` it first",
+        )
+    return ref
+
+
+def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch, list[LoraFactors]]:
+    patch = read_patch(source.path)
+    if not patch.id_matches:
+        raise TrustError(
+            f"{source.path}: its tensors do not match the patch id in its manifest",
+            hint="the patch was changed after it was written; fetch it again",
+        )
+    enforce_policy(source.path, require_signed)
+    try:
+        factors = lora_factors(load_file(str(source.path)))
+    except PatchFormatError as exc:
+        hint = "patchkit applies LoRA patches in the PEFT layout"
+        raise CorruptFileError(f"{source.path}: {exc}", hint=hint) from exc
+    manifest = patch.manifest
+    applied = AppliedPatch(patch.patch_id, manifest["name"], manifest["version"], source.scale, source.path.name,
+                           manifest["base"]["fingerprint"])  # fmt: skip
+    return applied, factors
+
+
+def _check_base(applied: AppliedPatch, path: Path, base: str, fingerprint: str, force: bool) -> bool:
+    """True when the patch was made for another base and --force lets it through."""
+    if applied.base_fingerprint == fingerprint:
+        return False
+    if force:
+        return True
+    raise ModelMismatchError(
+        f"{path} was made for base {applied.base_fingerprint} but {base} is {fingerprint}",
+        hint="apply it to the model it was made for (patchkit show PATCH), or pass --force if you know better",
+    )
+
+
+def _target(spans: ModelSpans, factors: LoraFactors, path: Path, base: str) -> TensorSpan:
+    span = spans.get(factors.component, {}).get(factors.weight_key)
+    if span is None:
+        raise ModelMismatchError(
+            f"{path}: module {factors.component}.{factors.module} is not in {base}",
+            hint="the patch was made for another architecture; check patchkit show PATCH against patchkit info BASE",
+        )
+    if tuple(span.shape) != factors.out_in:
+        raise ModelMismatchError(
+            f"{path}: {factors.component}.{factors.weight_key} is {list(span.shape)} in {base} "
+            f"but the patch changes a {list(factors.out_in)} weight",
+            hint="the patch was made for another architecture (SD 1.x, 2.x and XL differ in width)",
+        )
+    return span
+
+
+def _stored_bytes(tensor: torch.Tensor, span: TensorSpan) -> bytes:
+    stored = tensor.T.contiguous() if span.transposed else tensor.contiguous()
+    return stored.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def plan_apply(
+    base: loading.ModelRef,
+    sources: Sequence[PatchSource],
+    *,
+    force: bool = False,
+    require_signed: bool | None = None,
+    progress: Progress | None = None,
+) -> ApplyPlan:
+    """Check every patch against `base` and fuse in memory; write nothing."""
+    if not sources:
+        raise UsageError("no patches to apply", hint="patchkit apply BASE PATCH [PATCH...] -o OUT")
+    require = require_signed_by_default() if require_signed is None else require_signed
+    loaded = [(_load_patch(s, require), s.path) for s in sources]
+    spans = loading.model_spans(base)
+    total = sum(s.nbytes for m in spans.values() for s in m.values())
+    done = [0]
+
+    def hashed(nbytes: int) -> None:
+        done[0] += nbytes
+        if progress:
+            progress("fingerprint base", done[0], total, {})
+
+    leaves = loading.leaves(spans, hashed)
+    fingerprint = combine(leaves)
+    forced = []
+    deltas: dict[tuple[str, str], list[tuple[torch.Tensor, float]]] = {}
+    targets: dict[tuple[str, str], TensorSpan] = {}
+    for (applied, factors), path in loaded:
+        if _check_base(applied, path, base.reference, fingerprint, force):
+            forced.append(path.name)
+        for factor in factors:
+            key = (factor.component, factor.weight_key)
+            targets[key] = _target(spans, factor, path, base.reference)
+            deltas.setdefault(key, []).append((factor.delta(), applied.scale))
+    edits: dict[tuple[str, str], TensorEdit] = {}
+    with SpanReader() as reader:
+        for i, key in enumerate(sorted(targets)):
+            span = targets[key]
+            weight = reader.tensor(span)
+            fused = fuse(weight, deltas[key])
+            edits[key] = TensorEdit(span, bytes(reader.raw(span)), _stored_bytes(fused, span))
+            if progress:
+                progress("fuse", i + 1, len(targets), {})
+    out_leaves = [_edited_leaf(leaf, edits.get((leaf.component, leaf.key))) for leaf in leaves]
+    return ApplyPlan(base, fingerprint, combine(out_leaves), [a for (a, _), _ in loaded], list(edits.values()), forced)
+
+
+def _edited_leaf(leaf: Leaf, edit: TensorEdit | None) -> Leaf:
+    if edit is None:
+        return leaf
+    canonical = edit.fused
+    if edit.span.transposed:
+        stored = torch.frombuffer(bytearray(edit.fused), dtype=loading.TORCH_DTYPES[edit.span.dtype])
+        canonical = _stored_bytes(stored.reshape(edit.span.shape[::-1]), edit.span)
+    return Leaf(leaf.component, leaf.key, leaf.dtype, leaf.shape, leaf.nbytes, hashlib.sha256(canonical).hexdigest())
+
+
+def apply(
+    base: str,
+    sources: Sequence[PatchSource],
+    output: Path,
+    *,
+    config: Path | None = None,
+    allow_pickle: bool = False,
+    force: bool = False,
+    overwrite: bool = False,
+    link: bool = True,
+    revertible: bool = True,
+    require_signed: bool | None = None,
+    expected_fingerprint: str | None = None,
+    progress: Progress | None = None,
+) -> ApplyResult:
+    """Fuse `sources` into `base` and write `output` in the same layout, atomically."""
+    started = time.perf_counter()
+    ref = resolve_base(base, config, allow_pickle)
+    check_output(ref, output, overwrite=overwrite)
+    plan = plan_apply(ref, sources, force=force, require_signed=require_signed, progress=progress)
+    if expected_fingerprint is not None and plan.output_fingerprint != expected_fingerprint:
+        raise ModelMismatchError(
+            f"applying would give fingerprint {plan.output_fingerprint}, not the {expected_fingerprint} recorded",
+            hint="a patch or the base differs from when the stack was made: patchkit stack verify STACK BASE",
+        )
+    written, linked = _write(plan, output, link=link, revertible=revertible, progress=progress)
+    return ApplyResult(output, ref.layout, plan.base_fingerprint, plan.output_fingerprint, plan.patches,
+                       len(plan.edits), written, linked, time.perf_counter() - started,
+                       plan.forced_mismatch)  # fmt: skip
+
+
+def check_output(ref: loading.ModelRef, output: Path, *, overwrite: bool) -> None:
+    """Refuse an output that is the base, lies inside it, or would hold it; then the usual checks."""
+    base, target = ref.weights.resolve(), output.resolve()
+    if target == base or base in target.parents or target in base.parents:
+        raise OutputError(f"{output} would overwrite the base model {ref.reference}", hint="choose another -o path")
+    if ref.layout == "single_file" and output.suffix != ".safetensors":
+        raise UsageError(
+            f"{output}: a single-file checkpoint is written as .safetensors", hint="name it OUT.safetensors"
+        )
+    check_output_path(output, force=overwrite)
+
+
+def _file_edits(plan: ApplyPlan) -> list[patched_output.FileEdits]:
+    by_file: dict[Path, dict[int, tuple[bytes, bytes]]] = {}
+    for edit in plan.edits:
+        by_file.setdefault(edit.span.file, {})[edit.span.start] = (edit.original, edit.fused)
+    return [patched_output.FileEdits(path, ranges) for path, ranges in sorted(by_file.items())]
+
+
+def _write(plan: ApplyPlan, output: Path, *, link: bool, revertible: bool,
+           progress: Progress | None) -> tuple[int, int]:  # fmt: skip
+    record = plan.provenance(revertible)
+    edits = _file_edits(plan)
+    total = sum(e.path.stat().st_size for e in edits)
+    done = [0]
+
+    def copied(nbytes: int) -> None:
+        done[0] += nbytes
+        if progress:
+            progress("write", min(done[0], total), total, {})
+
+    if plan.base.layout == "single_file":
+        single = edits[0] if edits else patched_output.FileEdits(plan.base.weights, {})
+        written = patched_output.write_single_file(single, output, record, revertible=revertible, copied=copied)
+        return written, 0
+    return patched_output.write_folder(plan.base.weights, output, edits, record, revertible=revertible, link=link,
+                                       copied=copied)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    output: Path
+    base_fingerprint: str
+    patches: list[dict[str, Any]]
+
+
+def revert(patched: str, output: Path, *, config: Path | None = None, link: bool = True,
+           overwrite: bool = False) -> RevertResult:  # fmt: skip
+    """Write the base back from a patched checkpoint's revert data, and prove it by its fingerprint."""
+    ref = loading.resolve(patched, config=config, bundled_config=True)
+    record = read_provenance(ref)
+    if record is None:
+        raise UsageError(f"{patched} is not a checkpoint patchkit applied patches to", hint="nothing to revert")
+    check_output(ref, output, overwrite=overwrite)
+    if ref.layout == "single_file":
+        patched_output.revert_single_file(ref.weights, output)
+    else:
+        patched_output.revert_folder(ref.weights, output, link=link)
+    restored = loading.resolve(str(output), config=ref.config_folder if ref.layout == "single_file" else None)
+    fingerprint = combine(loading.leaves(loading.model_spans(restored)))
+    if fingerprint != record["base_fingerprint"]:
+        _remove(output)
+        raise CorruptFileError(
+            f"{patched}: the reverted weights hash to {fingerprint}, not the base {record['base_fingerprint']}",
+            hint="the patched checkpoint was changed after apply; revert from a fresh copy",
+        )
+    return RevertResult(output, fingerprint, list(record.get("patches", [])))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,153 @@
+"""`merge`: several patches into one, exactly (concat) or re-factored (svd), after a conflict check."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from patchkit import __version__
+from patchkit.core import merge as merge_maths
+from patchkit.core.fusion import LoraFactors, PatchFormatError, lora_factors
+from patchkit.core.manifest import SCHEMA_VERSION
+from patchkit.core.merge import Conflict
+from patchkit.core.patch_id import patch_id_of
+from patchkit.core.progress import Progress
+from patchkit.errors import ConflictError, CorruptFileError, TrustError, UsageError
+from patchkit.io.atomic import check_output_path
+from patchkit.io.patch_file import PatchFile, read_patch
+from patchkit.services.patches import created_at, write_patch
+
+METHODS = ("concat", "svd")
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    output: Path
+    manifest: dict[str, Any]
+    method: str
+    rank: int
+    module_errors: dict[str, float]  # module -> relative Frobenius error (svd)
+    overall_error: float
+    warnings: list[Conflict]
+    seconds: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class _Parent:
+    patch: PatchFile
+    factors: list[LoraFactors]
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.patch.manifest
+
+
+def _read(path: Path) -> _Parent:
+    patch = read_patch(path)
+    if not patch.id_matches:
+        raise TrustError(f"{path}: its tensors do not match the patch id in its manifest", hint="fetch it again")
+    try:
+        return _Parent(patch, lora_factors(load_file(str(path))))
+    except PatchFormatError as exc:
+        raise CorruptFileError(f"{path}: {exc}", hint="patchkit merges LoRA patches in the PEFT layout") from exc
+
+
+def check_conflicts(parents: Sequence[_Parent], weights: Sequence[float], strict: bool) -> list[Conflict]:
+    """Raise ConflictError with every fatal conflict; return the warnings."""
+    ids = [p.patch.patch_id for p in parents]
+    if len(set(ids)) < len(ids):
+        twice = next(p.patch.path for p in parents if ids.count(p.patch.patch_id) > 1)
+        raise UsageError(f"{twice} is given twice (same patch id)", hint="give each patch once; use --weights to scale")
+    names = [f"{p.manifest['name']}@{p.manifest['version']}" for p in parents]
+    found = merge_maths.concept_conflicts([p.manifest for p in parents])
+    found += merge_maths.delta_conflicts([p.factors for p in parents], names, weights)
+    fatal = [c for c in found if c.fatal or strict]
+    if fatal:
+        hint = "drop one of the clashing patches" + (
+            "" if any(c.fatal for c in fatal) else ", or merge without --strict"
+        )
+        raise ConflictError(f"{len(fatal)} conflict(s) between the patches: {fatal[0].message}", hint, list(found))
+    return found
+
+
+def _default_name(parents: Sequence[_Parent]) -> str:
+    joined = "merge-" + "+".join(p.manifest["name"] for p in parents)
+    return re.sub(r"[^a-z0-9._-]", "-", joined.lower())[:100]
+
+
+def _concepts(parents: Sequence[_Parent]) -> list[dict[str, Any]]:
+    seen: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    for p in parents:
+        for c in p.manifest["concepts"]:
+            seen.setdefault((c["name"], c["action"], c.get("target")), dict(c))
+    return list(seen.values())
+
+
+def _resolution(patch: PatchFile) -> int:
+    text = patch.header.metadata.get("modelspec.resolution", "512x512")
+    return int(text.split("x")[0])
+
+
+def merge(
+    paths: Sequence[Path], output: Path, *, method: str = "concat", rank: int | None = None,
+    weights: Sequence[float] | None = None, strict: bool = False, name: str | None = None, version: str = "1.0.0",
+    force: bool = False, progress: Progress | None = None,
+) -> MergeResult:  # fmt: skip
+    started = time.perf_counter()
+    if len(paths) < 2:
+        raise UsageError("merge needs at least two patches", hint="patchkit merge A B [C...] -o M")
+    if method not in METHODS:
+        raise UsageError(f"unknown merge method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
+    if method == "svd" and (rank is None or rank < 1):
+        raise UsageError("--method svd needs --rank R (R >= 1)", hint="for example --rank 32")
+    weights = list(weights) if weights is not None else [1.0] * len(paths)
+    if len(weights) != len(paths):
+        raise UsageError(f"{len(weights)} weights for {len(paths)} patches", hint="give one weight per patch")
+    check_output_path(output, force=force)
+    parents = []
+    for i, path in enumerate(paths):
+        parents.append(_read(path))
+        if progress:
+            progress("read", i + 1, len(paths), {})
+    warnings = check_conflicts(parents, weights, strict)
+    factors = [p.factors for p in parents]
+    if method == "concat":
+        modules = merge_maths.concat(factors, weights)
+    else:
+        modules = merge_maths.svd(factors, weights, int(rank))  # type: ignore[arg-type]
+    tensors = {}
+    for m in modules:
+        tensors[f"{m.component}.{m.module}.lora_A.weight"] = m.down
+        tensors[f"{m.component}.{m.module}.lora_B.weight"] = m.up
+    out_rank = max(int(m.down.shape[0]) for m in modules)
+    first = parents[0].manifest
+    concepts = _concepts(parents)
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "patch_id": patch_id_of(tensors),
+        "name": name or _default_name(parents),
+        "version": version,
+        "base": dict(first["base"]),
+        "concepts": concepts,
+        "method": {"name": "merge", "settings": {"method": method, "rank": out_rank, "weights": weights}},
+        "format": {"keys": "peft", "rank": out_rank,
+                   "modules": sorted({m for p in parents for m in p.manifest.get("format", {}).get("modules", [])})},
+        "parents": [{"patch_id": p.patch.patch_id, "name": p.manifest["name"], "version": p.manifest["version"],
+                     "weight": w} for p, w in zip(parents, weights, strict=True)],
+        "created_at": created_at(),
+        "tool": f"patchkit {__version__}",
+    }  # fmt: skip
+    if any("mscore" in c for c in concepts):
+        manifest["scores_inherited"] = True
+    write_patch(output, tensors, manifest, family=first["base"]["family"], rank=out_rank,
+                resolution=_resolution(parents[0].patch), base_name=first["base"]["reference"])  # fmt: skip
+    errors = {f"{m.component}.{m.module}": m.relative_error for m in modules}
+    return MergeResult(output, manifest, method, out_rank, errors, merge_maths.overall_error(modules), warnings,
+                       time.perf_counter() - started, output.stat().st_size)  # fmt: skip
