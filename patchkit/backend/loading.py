@@ -127,7 +127,9 @@ def resolve(
         return ModelRef(reference, "folder", path, path, "folder")
     if path.is_file():
         if config is None and bundled_config and not looks_like_pickle(path):
-            config = ARCHITECTURES / FAMILY_ARCHITECTURE[family_of_single_file(set(read_header(path).tensors))]
+            # published configs only (no tokenizer): enough to map keys, which is all patching needs
+            family = family_of_single_file(set(read_header(path).tensors))
+            return ModelRef(reference, "single_file", path, ARCHITECTURES / FAMILY_ARCHITECTURE[family], "single_file")
         if config is None:
             raise UsageError(
                 f"{path} is a single-file checkpoint and needs --config, a local diffusers folder with its configs",

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.options import JsonOpt
-from patchkit.services.demo import run_demo
 
 
 def demo(
@@ -25,6 +24,8 @@ def demo(
     writes a labelled grid; then forgets "circle" with the default settings and prints the
     before/after M-Score of every bench concept (the patch is written beside the grid).
     """
+    from patchkit.services.demo import run_demo  # heavy (diffusers): only when the demo runs
+
     output: Output = ctx.obj
     with output.progress() as progress:
         result = run_demo(out, images_per_concept=n, progress=progress)

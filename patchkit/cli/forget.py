@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from patchkit.cli.console import Output
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
 from patchkit.errors import UsageError
-from patchkit.services.forget import ForgetResult
-from patchkit.services.forget import forget as forget_service
-from patchkit.services.models import ModelSource
-from patchkit.training.fmn import ForgetSettings
+from patchkit.training.settings import ForgetSettings
+
+if TYPE_CHECKING:
+    from patchkit.services.forget import ForgetResult
 from patchkit.training.presets import PRESETS, preset_concepts
 from patchkit.training.prompts import Concept, pair_concepts
 
@@ -49,6 +49,9 @@ def _run(
     ctx: typer.Context, model: str, concepts: list[Concept], output_path: Path, settings: ForgetSettings,
     options: dict[str, Any],
 ) -> ForgetResult:  # fmt: skip
+    from patchkit.services.forget import forget as forget_service  # heavy (diffusers): only when training
+    from patchkit.services.models import ModelSource
+
     output: Output = ctx.obj
     if options["images_dir"] is None:
         output.say("training images: none given, so the base model generates them from the category's prompts")

@@ -91,9 +91,19 @@ def overall_error(modules: Sequence[MergedModule]) -> float:
     return (residual / total) ** 0.5 if total > 0 else 0.0
 
 
-def _inner(a: LoraFactors, b: LoraFactors) -> float:
-    """<B_a A_a, B_b A_b>_F without forming either delta."""
-    return float(((a.up.float().T @ b.up.float()) * (a.down.float() @ b.down.float().T)).sum())
+def _inner_products(members: Sequence[LoraFactors]) -> torch.Tensor:
+    """<B_i A_i, B_j A_j>_F for every pair at once, from two Gram matrices; never forms a delta.
+
+    Each inner product is the sum of the elementwise product of a block of B^T B and the same
+    block of A A^T, where B and A stack the members' factors.
+    """
+    ranks = [m.rank for m in members]
+    ups = torch.cat([m.up.float() for m in members], dim=1)
+    downs = torch.cat([m.down.float() for m in members], dim=0)
+    product = (ups.T @ ups) * (downs @ downs.T)
+    owner = torch.repeat_interleave(torch.arange(len(members)), torch.tensor(ranks))
+    blocks = torch.nn.functional.one_hot(owner, len(members)).double()  # (sum of ranks) x members
+    return blocks.T @ product.double() @ blocks
 
 
 def concept_conflicts(manifests: Sequence[Mapping[str, Any]]) -> list[Conflict]:
@@ -126,14 +136,16 @@ def delta_conflicts(
     """Modules that two weighted patches push in opposite directions (cosine < -0.5), where they overlap."""
     conflicts = []
     for (component, module), members in sorted(_grouped(patches).items()):
-        for x in range(len(members)):
-            for y in range(x + 1, len(members)):
-                (i, a), (j, b) = members[x], members[y]
-                denominator = (_inner(a, a) * _inner(b, b)) ** 0.5
-                sign = 1.0 if weights[i] * weights[j] >= 0 else -1.0
-                cosine = sign * _inner(a, b) / denominator if denominator > 0 else 0.0
-                if cosine < OPPOSING_COSINE:
-                    conflicts.append(Conflict("opposing-deltas", False,
-                        f"{names[i]} and {names[j]} push {component}.{module} in opposite directions "
-                        f"(cosine {cosine:.2f})"))  # fmt: skip
+        if len(members) < 2:
+            continue
+        inner = _inner_products([f for _, f in members])
+        norms = inner.diagonal().clamp_min(0).sqrt()
+        owners = [i for i, _ in members]
+        signs = torch.tensor([1.0 if weights[i] >= 0 else -1.0 for i in owners], dtype=torch.float64)
+        denominator = torch.outer(norms, norms)
+        cosine = torch.where(denominator > 0, torch.outer(signs, signs) * inner / denominator, 0.0)
+        for x, y in torch.nonzero(torch.triu(cosine < OPPOSING_COSINE, diagonal=1)).tolist():
+            conflicts.append(Conflict("opposing-deltas", False,
+                f"{names[owners[x]]} and {names[owners[y]]} push {component}.{module} in opposite directions "
+                f"(cosine {float(cosine[x, y]):.2f})"))  # fmt: skip
     return conflicts

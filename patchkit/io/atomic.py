@@ -29,7 +29,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     Works for files and folders. On any exception, including KeyboardInterrupt, the
     temporary is removed and `path` is left as it was.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    _sweep_stale(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
@@ -52,6 +53,31 @@ def atomic_path(path: Path) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove temporaries that a killed writer of `path` left behind (its pid is gone)."""
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
+        pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

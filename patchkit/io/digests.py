@@ -99,7 +99,7 @@ def hash_spans(
                 progress(span.nbytes)
 
     def work(span: TensorSpan) -> tuple[TensorSpan, str]:
-        return span, hashlib.sha256(reader.canonical_bytes(span)).hexdigest()
+        return span, reader.sha256(span)
 
     # biggest first, so the threads finish together
     missing.sort(key=lambda s: -s.nbytes)

@@ -6,8 +6,8 @@ folder maps one to one; a single-file checkpoint is mapped by patchkit.backend.s
 
 from __future__ import annotations
 
-import contextlib
-import mmap
+import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,16 +74,42 @@ def folder_spans(folder: Path) -> ModelSpans:
 
 
 class SpanReader:
-    """Memory-mapped access to span bytes; one map per file, shared by threads."""
+    """Positional reads of span bytes (pread: no shared file offset, so threads may share it).
+
+    Reads go through small buffers rather than a memory map: mapped file pages count toward
+    the process's resident set, and hashing a 2 GB model must not look like a 2 GB process.
+    """
+
+    _CHUNK = 8 << 20
 
     def __init__(self) -> None:
-        self._maps: dict[Path, mmap.mmap] = {}
+        self._fds: dict[Path, int] = {}
 
-    def raw(self, span: TensorSpan) -> memoryview:
-        if span.file not in self._maps:
-            with open(span.file, "rb") as handle:
-                self._maps[span.file] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        return memoryview(self._maps[span.file])[span.start : span.start + span.nbytes]
+    def _fd(self, path: Path) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY)
+        return self._fds[path]
+
+    def raw(self, span: TensorSpan) -> bytes:
+        data = os.pread(self._fd(span.file), span.nbytes, span.start)
+        if len(data) != span.nbytes:
+            raise OSError(f"{span.file}: ended inside tensor {span.key!r}")
+        return data
+
+    def chunks(self, span: TensorSpan) -> Iterator[bytes]:
+        fd, end = self._fd(span.file), span.start + span.nbytes
+        for offset in range(span.start, end, self._CHUNK):
+            yield os.pread(fd, min(self._CHUNK, end - offset), offset)
+
+    def sha256(self, span: TensorSpan) -> str:
+        """The digest of the diffusers tensor's bytes (transposed back where it is stored transposed)."""
+        digest = hashlib.sha256()
+        if span.transposed:
+            digest.update(self.canonical_bytes(span))
+        else:
+            for block in self.chunks(span):
+                digest.update(block)
+        return digest.hexdigest()
 
     def tensor(self, span: TensorSpan) -> torch.Tensor:
         """A copy of the span as the diffusers tensor (transposed back where it is stored transposed)."""
@@ -93,18 +119,16 @@ class SpanReader:
         tensor = flat.reshape(stored)
         return tensor.T.contiguous() if span.transposed else tensor
 
-    def canonical_bytes(self, span: TensorSpan) -> memoryview | bytes:
+    def canonical_bytes(self, span: TensorSpan) -> bytes:
         """The bytes of the diffusers tensor: the raw span, except where it is stored transposed."""
         if not span.transposed:
             return self.raw(span)
-        tensor = self.tensor(span)
-        return tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        return self.tensor(span).reshape(-1).view(torch.uint8).numpy().tobytes()
 
     def close(self) -> None:
-        for mapped in self._maps.values():
-            with contextlib.suppress(BufferError):  # a live view keeps it open until collected
-                mapped.close()
-        self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __enter__(self) -> SpanReader:
         return self

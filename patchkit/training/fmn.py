@@ -27,25 +27,7 @@ from patchkit.core.progress import Progress
 from patchkit.core.tokens import concept_positions, end_of_text_positions
 from patchkit.errors import UsageError
 from patchkit.training.prompts import Concept, TrainingPrompt
-
-
-@dataclass(frozen=True)
-class ForgetSettings:
-    """Defaults picked from bench/tradeoff.py on the testbed (docs/forget.md)."""
-
-    steps: int = 60
-    learning_rate: float = 1e-2
-    rank: int = 4
-    use_pooler: bool = True
-    attention_weight: float = 0.1
-    anchor_weight: float = 1.0
-    negative_guidance: float = 1.0
-    preserve_weight: float = 1.0
-    images_per_concept: int = 8
-    batch_size: int = 4
-    seed: int = 0
-    full: bool = False  # train full deltas, then export their rank-`rank` SVD
-    modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
+from patchkit.training.settings import ForgetSettings
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,24 @@
+"""Forget-Me-Not hyper-parameters: a light module, so the CLI can show defaults without loading torch models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ForgetSettings:
+    """Defaults picked from bench/tradeoff.py on the testbed (docs/forget.md)."""
+
+    steps: int = 60
+    learning_rate: float = 1e-2
+    rank: int = 4
+    use_pooler: bool = True
+    attention_weight: float = 0.1
+    anchor_weight: float = 1.0
+    negative_guidance: float = 1.0
+    preserve_weight: float = 1.0
+    images_per_concept: int = 8
+    batch_size: int = 4
+    seed: int = 0
+    full: bool = False  # train full deltas, then export their rank-`rank` SVD
+    modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")

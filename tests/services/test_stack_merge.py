@@ -1,0 +1,158 @@
+"""Stacks and merges on real patch files: pinned fingerprints reproduced, conflicts refused, signatures checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from patchkit.core.fusion import lora_factors
+from patchkit.core.stack import StackError
+from patchkit.errors import ConflictError, ModelMismatchError, UsageError
+from patchkit.io.patch_file import read_patch
+from patchkit.services import signing
+from patchkit.services.apply import apply
+from patchkit.services.merge import merge
+from patchkit.services.patches import synthetic_patch, write_patch
+from patchkit.services.stack import add_patch, new_stack, read_stack, verify_stack
+
+
+@pytest.fixture
+def patches(tiny_models, tmp_path) -> tuple[Path, list[Path]]:
+    folder, _ = tiny_models["sd15"]
+    made = [
+        synthetic_patch(str(folder), tmp_path / "circle.safetensors", concept="circle", seed=1),
+        synthetic_patch(str(folder), tmp_path / "noir.safetensors", concept="noir", category="style", seed=2),
+    ]
+    return folder, made
+
+
+def _correction(patch: Path, out: Path, concept: str, target: str) -> Path:
+    parsed = read_patch(patch)
+    manifest = dict(parsed.manifest, name=f"fix-{concept}-{target}")
+    manifest["concepts"] = [{"name": concept, "category": "object", "action": "correct", "target": target,
+                             "token": concept}]  # fmt: skip
+    write_patch(out, load_file(str(patch)), manifest, family="sd1", rank=4, resolution=64, base_name="x")
+    return out
+
+
+def test_stack_pins_the_output_and_apply_reproduces_it(patches, tmp_path):
+    folder, (circle, noir) = patches
+    stack_path = tmp_path / "release.stack.json"
+    new_stack(str(folder), stack_path)
+    add_patch(stack_path, circle)
+    stack = add_patch(stack_path, noir, scale=0.5)
+    data = json.loads(stack_path.read_text())
+    assert [p["source"] for p in data["patches"]] == ["circle.safetensors", "noir.safetensors"]
+    assert data["patches"][1]["scale"] == 0.5
+    result = apply(
+        str(folder), stack.sources(), tmp_path / "out", expected_fingerprint=data["expected_output_fingerprint"]
+    )
+    assert result.output_fingerprint == data["expected_output_fingerprint"]
+    assert verify_stack(stack_path, str(folder)).ok
+    on_patched = verify_stack(stack_path, str(tmp_path / "out"))
+    assert not on_patched.ok and on_patched.checks[0].subject == "base"
+
+
+def test_stack_refuses_duplicates_other_bases_and_conflicts(patches, tiny_models, tmp_path):
+    folder, (circle, _) = patches
+    stack_path = tmp_path / "s.stack.json"
+    new_stack(str(folder), stack_path)
+    add_patch(stack_path, circle)
+    with pytest.raises(UsageError, match="already in"):
+        add_patch(stack_path, circle)
+    other = synthetic_patch(str(tiny_models["sd21"][0]), tmp_path / "sd21.safetensors", concept="circle")
+    with pytest.raises(ModelMismatchError, match="pinned to"):
+        add_patch(stack_path, other)
+    fix = _correction(patches[1][1], tmp_path / "fix.safetensors", "circle", "square")
+    with pytest.raises(ConflictError, match="forgotten by"):
+        add_patch(stack_path, fix)
+    assert len(read_stack(stack_path).data["patches"]) == 1
+
+
+def test_stack_verify_catches_a_swapped_patch_and_checks_signatures(patches, tmp_path):
+    folder, (circle, noir) = patches
+    stack_path = tmp_path / "s.stack.json"
+    new_stack(str(folder), stack_path)
+    add_patch(stack_path, circle)
+    (tmp_path / "keys").mkdir()
+    pair = signing.new_key(tmp_path / "keys", "team", None)
+    signing.trust_store().add(pair.public, "team")
+    signing.sign(circle, pair.private)
+    signing.sign(stack_path, pair.private)
+    result = verify_stack(stack_path, str(folder), require_signed=True)
+    assert result.ok and {c.subject for c in result.checks} >= {"stack signature", "synthetic-circle@0.0.1 signature"}
+
+    circle.write_bytes(noir.read_bytes())  # someone swaps the file under the same name
+    failed = [c.subject for c in verify_stack(stack_path, str(folder)).checks if not c.ok]
+    assert "synthetic-circle@0.0.1" in failed
+
+
+def test_stack_file_errors_are_one_line(tmp_path):
+    bad = tmp_path / "b.stack.json"
+    bad.write_text('{"schema_version": 1, "kind": "patchkit-stack"}')
+    with pytest.raises(StackError, match=r"'base' is a required property"):
+        read_stack(bad)
+    bad.write_text("{not json")
+    with pytest.raises(StackError, match="not valid JSON"):
+        read_stack(bad)
+
+
+def test_merge_concat_is_exact_and_records_parents(patches, tmp_path):
+    _, (circle, noir) = patches
+    result = merge([circle, noir], tmp_path / "m.safetensors", weights=[1.0, -0.5])
+    merged = {f.weight_key: f.delta() for f in lora_factors(load_file(str(result.output)))}
+    parts = [{f.weight_key: f.delta() for f in lora_factors(load_file(str(p)))} for p in (circle, noir)]
+    for key, delta in merged.items():
+        assert torch.allclose(delta, parts[0][key] - 0.5 * parts[1][key], atol=1e-6)
+    manifest = read_patch(result.output).manifest
+    assert [p["name"] for p in manifest["parents"]] == ["synthetic-circle", "synthetic-noir"]
+    assert {c["name"] for c in manifest["concepts"]} == {"circle", "noir"}
+    assert manifest["method"]["settings"]["method"] == "concat" and manifest["format"]["rank"] == 8
+
+
+def test_merge_svd_reports_error_and_scores_are_marked_inherited(patches, tmp_path):
+    _, (circle, noir) = patches
+    for path in (circle, noir):  # give the parents M-Scores, as forget --score would
+        parsed = read_patch(path)
+        manifest = dict(parsed.manifest)
+        manifest["concepts"] = [dict(c, mscore={"bench": "b", "definition": "mscore/1", "prompt": {"before": 1.0,
+                                "after": 0.0}}) for c in manifest["concepts"]]  # fmt: skip
+        write_patch(path, load_file(str(path)), manifest, family="sd1", rank=4, resolution=64, base_name="x")
+    result = merge([circle, noir], tmp_path / "m.safetensors", method="svd", rank=4)
+    assert result.rank == 4 and 0 < result.overall_error < 1
+    assert all(0 <= e < 1 for e in result.module_errors.values())
+    manifest = read_patch(result.output).manifest
+    assert manifest["scores_inherited"] is True and manifest["concepts"][0]["mscore"]["prompt"]["after"] == 0.0
+
+
+def test_merge_refuses_conflicts_before_writing(patches, tmp_path, tiny_models):
+    _, (circle, noir) = patches
+    to_square = _correction(noir, tmp_path / "sq.safetensors", "circle", "square")
+    to_ring = _correction(circle, tmp_path / "ring.safetensors", "circle", "ring")
+    with pytest.raises(ConflictError) as caught:
+        merge([circle, to_square], tmp_path / "m.safetensors")
+    assert {c.kind for c in caught.value.conflicts} == {"forget-vs-correct"}
+    with pytest.raises(ConflictError, match="corrected to"):
+        merge([to_square, to_ring], tmp_path / "m.safetensors")
+    other = synthetic_patch(str(tiny_models["sd21"][0]), tmp_path / "o.safetensors", concept="x")
+    with pytest.raises(ConflictError, match="different base"):
+        merge([circle, other], tmp_path / "m.safetensors")
+    with pytest.raises(ConflictError, match="opposite directions"):
+        merge([circle, noir, _negated(circle, tmp_path)], tmp_path / "m.safetensors", strict=True)
+    assert not (tmp_path / "m.safetensors").exists()
+    warned = merge([circle, _negated(circle, tmp_path)], tmp_path / "m.safetensors")
+    assert warned.warnings and all(not w.fatal for w in warned.warnings)
+
+
+def _negated(patch: Path, tmp_path: Path) -> Path:
+    from patchkit.core.patch_id import patch_id_of
+
+    tensors = {k: (-v if ".lora_B." in k else v) for k, v in load_file(str(patch)).items()}
+    manifest = dict(read_patch(patch).manifest, name="negated", patch_id=patch_id_of(tensors))
+    out = tmp_path / "neg.safetensors"
+    write_patch(out, tensors, manifest, family="sd1", rank=4, resolution=64, base_name="x")
+    return out
