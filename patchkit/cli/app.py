@@ -72,7 +72,7 @@ def root(
 
 
 def _register() -> None:
-    from patchkit.cli import apply, demo, forget, merge, models, score, show, signing, stack, testbed
+    from patchkit.cli import apply, demo, forget, merge, models, registry, score, show, signing, stack, testbed
 
     models.register(app)
     forget.register(app)
@@ -82,6 +82,7 @@ def _register() -> None:
     apply.register(app)
     merge.register(app)
     stack.register(app)
+    registry.register(app)
     app.add_typer(testbed.app, name="testbed")
     demo.register(app)
 

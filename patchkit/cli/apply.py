@@ -12,6 +12,7 @@ from patchkit.cli.console import Output
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg
 from patchkit.core.stack import is_stack_name
 from patchkit.services import apply as apply_service
+from patchkit.services.registry import patch_path
 from patchkit.services.stack import read_stack
 
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write: a folder for a folder base, "
@@ -32,7 +33,8 @@ def _sources(items: list[Path], scale: float) -> tuple[list[apply_service.PatchS
             sources += stack.sources(scale)
             expected = stack.data["expected_output_fingerprint"] if len(items) == 1 and scale == 1.0 else None
         else:
-            sources.append(apply_service.PatchSource(item, scale))
+            path = patch_path(str(item))
+            sources.append(apply_service.PatchSource(path, scale, None if path == item else str(item)))
     return sources, expected
 
 
@@ -40,7 +42,11 @@ def apply(
     ctx: typer.Context,
     base: ModelArg,
     patches: Annotated[
-        list[Path], typer.Argument(help="Patch files and *.stack.json stacks, applied in order.", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="Patch files, registry NAME@VERSION refs and *.stack.json stacks, applied in order.",
+            show_default=False,
+        ),
     ],
     output_path: OutOpt,
     scale: Annotated[float, typer.Option("--scale", help="Multiply every patch's delta by this.")] = 1.0,

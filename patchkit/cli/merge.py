@@ -13,6 +13,7 @@ from patchkit.cli.options import ForceOpt, JsonOpt
 from patchkit.core.merge import Conflict
 from patchkit.errors import ConflictError, UsageError
 from patchkit.services import merge as merge_service
+from patchkit.services.registry import patch_path
 
 
 def render_conflicts(output: Output, conflicts: list[Conflict]) -> None:
@@ -38,7 +39,9 @@ def _weights(text: str | None) -> list[float] | None:
 
 def merge(
     ctx: typer.Context,
-    patches: Annotated[list[Path], typer.Argument(help="Two or more patch files.", show_default=False)],
+    patches: Annotated[
+        list[Path], typer.Argument(help="Two or more patch files or registry NAME@VERSION refs.", show_default=False)
+    ],
     output_path: Annotated[Path, typer.Option("--output", "-o", help="Merged patch to write (.safetensors).")],
     method: Annotated[str, typer.Option(help="concat (exact, ranks add) or svd (re-factored to --rank).")] = "concat",
     rank: Annotated[int | None, typer.Option(help="Rank of the svd merge.")] = None,
@@ -67,10 +70,11 @@ def merge(
       patchkit merge a.safetensors b.safetensors c.safetensors --method svd --rank 16 -o abc.safetensors
     """
     output: Output = ctx.obj
+    paths = [patch_path(str(p)) for p in patches]
     try:
         with output.progress() as progress:
             result = merge_service.merge(
-                patches, output_path, method=method, rank=rank, weights=_weights(weights), strict=strict, name=name,
+                paths, output_path, method=method, rank=rank, weights=_weights(weights), strict=strict, name=name,
                 version=version, force=force, progress=progress,
             )  # fmt: skip
     except ConflictError as error:

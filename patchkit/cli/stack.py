@@ -39,7 +39,7 @@ def new(
 def add(
     ctx: typer.Context,
     stack: StackArg,
-    patch: Annotated[Path, typer.Argument(help="Patch file to append.", show_default=False)],
+    patch: Annotated[str, typer.Argument(help="Patch file or registry NAME@VERSION to append.", show_default=False)],
     scale: Annotated[float, typer.Option(help="Scale of this patch's delta.")] = 1.0,
     base: Annotated[str | None, typer.Option(help="Where the base is, if not where the stack says.")] = None,
     config: ConfigOpt = None,

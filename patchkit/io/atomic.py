@@ -59,7 +59,7 @@ def _sweep_stale(path: Path) -> None:
     """Remove temporaries that a killed writer of `path` left behind (its pid is gone)."""
     for stale in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
         pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
@@ -70,7 +70,7 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -37,6 +37,7 @@ class PatchSource:
 
     path: Path
     scale: float = 1.0
+    label: str | None = None  # how the user named it (a registry NAME@VERSION), else the file name
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch
         hint = "patchkit applies LoRA patches in the PEFT layout"
         raise CorruptFileError(f"{source.path}: {exc}", hint=hint) from exc
     manifest = patch.manifest
-    applied = AppliedPatch(patch.patch_id, manifest["name"], manifest["version"], source.scale, source.path.name,
+    applied = AppliedPatch(patch.patch_id, manifest["name"], manifest["version"], source.scale,
+                           source.label or source.path.name,
                            manifest["base"]["fingerprint"])  # fmt: skip
     return applied, factors
 

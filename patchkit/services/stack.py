@@ -10,6 +10,7 @@ from typing import Any
 from patchkit import __version__
 from patchkit.backend import loading
 from patchkit.core import merge as merge_maths
+from patchkit.core.names import looks_like_ref
 from patchkit.core.progress import Progress
 from patchkit.core.stack import SCHEMA_VERSION, StackError, is_stack_name, parse_stack, stack_text
 from patchkit.errors import ConflictError, InputError, ModelMismatchError, PatchkitError, TrustError, UsageError
@@ -17,6 +18,7 @@ from patchkit.io.atomic import check_output_path, write_bytes_atomic
 from patchkit.io.patch_file import read_patch
 from patchkit.io.signatures import signature_path_for
 from patchkit.services.apply import PatchSource, plan_apply, resolve_base
+from patchkit.services.registry import blob_for, patch_path
 from patchkit.services.signing import trust_store, verify
 
 
@@ -30,9 +32,13 @@ class Stack:
         return self.path.parent
 
     def sources(self, scale: float = 1.0) -> list[PatchSource]:
-        return [PatchSource(self.source_path(p["source"]), p["scale"] * scale) for p in self.data["patches"]]
+        return [
+            PatchSource(self.source_path(p["source"]), p["scale"] * scale, p["source"]) for p in self.data["patches"]
+        ]
 
     def source_path(self, source: str) -> Path:
+        if looks_like_ref(source) and not (self.folder / source).exists():
+            return blob_for(source)
         path = Path(source)
         return path if path.is_absolute() else self.folder / path
 
@@ -87,10 +93,12 @@ def _relative_source(stack: Stack, patch: Path) -> str:
         return str(patch.resolve())
 
 
-def add_patch(stack_path: Path, patch: Path, *, scale: float = 1.0, base: str | None = None,
+def add_patch(stack_path: Path, patch: Path | str, *, scale: float = 1.0, base: str | None = None,
               config: Path | None = None, progress: Progress | None = None) -> Stack:  # fmt: skip
     """Append `patch`, refusing a different base, a duplicate or a concept conflict; re-plan the output."""
     stack = read_stack(stack_path)
+    reference = str(patch) if looks_like_ref(str(patch)) and not Path(patch).exists() else None
+    patch = patch_path(patch)
     parsed = read_patch(patch)
     manifest = parsed.manifest
     if not parsed.id_matches:
@@ -110,7 +118,7 @@ def add_patch(stack_path: Path, patch: Path, *, scale: float = 1.0, base: str | 
             conflicts[0].message, hint="a stack must not forget and correct one concept", conflicts=conflicts
         )
     entry = {"patch_id": parsed.patch_id, "name": manifest["name"], "version": manifest["version"],
-             "source": _relative_source(stack, patch), "scale": scale}  # fmt: skip
+             "source": reference or _relative_source(stack, patch), "scale": scale}  # fmt: skip
     data = {**stack.data, "patches": [*stack.data["patches"], entry], "tool": f"patchkit {__version__}"}
     updated = Stack(stack.path, data)
     plan = plan_apply(_base_ref(stack, base, config), updated.sources(), progress=progress)

@@ -98,7 +98,7 @@ def test_bad_input_writes_nothing(tiny_models, tmp_path, case):
     with pytest.raises(error, match=needle):
         forget(ModelSource(str(folder)), concepts, out, settings=settings)
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name != "xdg-cache"] == []  # the digest cache may fill
 
 
 def test_existing_output_needs_force(tiny_models, tmp_path):

@@ -1,0 +1,239 @@
+"""`patchkit registry`: the local, content-addressed store of patches and their manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from patchkit.cli.console import Output
+from patchkit.cli.options import JsonOpt
+from patchkit.errors import TrustError
+from patchkit.services import registry as service
+
+app = typer.Typer(
+    help="The local patch registry: content-addressed patches, their manifests, signatures and M-Scores.",
+    no_args_is_help=True,
+)
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry", help="Registry folder (default: PATCHKIT_REGISTRY, else $XDG_DATA_HOME/patchkit/registry)."
+    ),
+]
+RefArg = Annotated[str, typer.Argument(help="NAME@VERSION (NAME alone means its highest version).", show_default=False)]
+
+
+def _concepts(summary: dict[str, Any]) -> str:
+    parts = []
+    for c in summary["concepts"]:
+        label = f"{c['name']} → {c['target']}" if c.get("target") else c["name"]
+        if "after" in c:
+            label += f" ({c['after']:.2f})"
+        parts.append(label)
+    return ", ".join(parts)
+
+
+def _table(output: Output, rows: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    for column in ("patch", "concepts (M-Score after)", "categories", "base", "signed by"):
+        table.add_column(column, overflow="fold")
+    for s in rows:
+        categories = ", ".join(sorted({c["category"] for c in s["concepts"]}))
+        signer = s.get("signed_by") or ("unknown key" if s.get("signed") else "unsigned")
+        table.add_row(f"{s['name']}@{s['version']}", _concepts(s), categories,
+                      f"{s['family']} {s['base_fingerprint'][:12]}…", signer)  # fmt: skip
+    output.err.print(table)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    patch: Annotated[
+        Path, typer.Argument(help="Patch file; PATCH.sig beside it is verified and kept.", show_default=False)
+    ],
+    name: Annotated[str | None, typer.Option(help="Registry name (default: the manifest's).")] = None,
+    version: Annotated[str | None, typer.Option(help="Registry version (default: the manifest's).")] = None,
+    require_signed: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-signed/--no-require-signed",
+            help="Refuse unsigned or untrusted patches (default: the PATCHKIT_REQUIRE_SIGNED setting).",
+        ),
+    ] = None,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Add a patch: validate its manifest and id, verify its signature, store it by content.
+
+    Adding the same file twice is a no-op; a different file under an existing name@version is
+    refused (exit 8). Example: patchkit registry add no-circle.safetensors
+    """
+    output: Output = ctx.obj
+    result = service.add(patch, root=registry, name=name, version=version, require_signed=require_signed)
+    entry = result.entry
+    if json:
+        output.json(
+            {"ref": entry.ref, "blob": entry.blob, "added": result.added, "signed_by": entry.record["signed_by"]}
+        )
+        return
+    verb = "added" if result.added else "already present:"
+    output.say(f"{verb} {entry.ref} (blob {entry.blob[:16]}…)")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    concept: Annotated[str | None, typer.Option(help="Only patches that remove or correct this concept.")] = None,
+    category: Annotated[str | None, typer.Option(help="Only patches with a concept of this category.")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Only patches for this base: a fingerprint, or a model to fingerprint.")
+    ] = None,
+    signed_by: Annotated[str | None, typer.Option(help="Only patches signed by this trust-store name.")] = None,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List patches, filtered. Example: patchkit registry list --concept circle --base sd15.safetensors"""
+    output: Output = ctx.obj
+    fingerprint = service.base_fingerprint_of(base) if base else None
+    rows = service.entries(registry, concept=concept, category=category, base=fingerprint, signed_by=signed_by)
+    if json:
+        output.json(rows)
+        return
+    _table(output, rows, f"{len(rows)} patches")
+
+
+@app.command("search")
+def search(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help="Words to find in names, concepts, descriptions, authors.")],
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Find patches by any word. Example: patchkit registry search noir"""
+    output: Output = ctx.obj
+    rows = service.search(text, registry)
+    if json:
+        output.json(rows)
+        return
+    _table(output, rows, f"{len(rows)} patches matching {text!r}")
+
+
+@app.command("show")
+def show(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
+    """Show one entry's manifest. Example: patchkit registry show no-circle@1.0.0"""
+    from patchkit.cli.show import render_manifest
+
+    output: Output = ctx.obj
+    entry = service.find(ref, registry)
+    if json:
+        output.json({"ref": entry.ref, "blob": entry.blob, **entry.record})
+        return
+    render_manifest(output, entry.record["manifest"], title=f"{entry.ref} (blob {entry.blob[:16]}…)")
+    signer = entry.record["signed_by"] or ("a key not in the trust store" if entry.record["signed"] else "nobody")
+    output.say(f"signed by {signer}; added {entry.record['added_at']}")
+
+
+@app.command("rm")
+def rm(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None) -> None:
+    """Remove NAME@VERSION (its blob stays until `registry gc`). Example: patchkit registry rm no-circle@1.0.0"""
+    output: Output = ctx.obj
+    entry = service.remove(ref, registry)
+    output.say(f"removed {entry.ref}; run patchkit registry gc to free its blob")
+
+
+@app.command("gc")
+def gc(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; delete nothing.")] = False,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete blobs no entry references and temporaries of killed writers. Example: patchkit registry gc --dry-run"""
+    output: Output = ctx.obj
+    plan = service.gc(registry, dry_run=dry_run)
+    if json:
+        output.json({"executed": plan.executed, "blobs": [b for b, _ in plan.blobs], "bytes": plan.bytes,
+                     "temporaries": [str(p) for p in plan.temporaries]})  # fmt: skip
+        return
+    verb = "removed" if plan.executed else "would remove"
+    output.say(f"{verb} {len(plan.blobs)} blobs ({plan.bytes:,} bytes) and {len(plan.temporaries)} temporaries")
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    ref: RefArg,
+    out: Annotated[Path, typer.Option("--output", "-o", help="Folder to copy the patch (and its .sig) into.")],
+    registry: RegistryOpt = None,
+) -> None:
+    """Copy an entry out as NAME-VERSION.safetensors. Example: patchkit registry export no-circle@1.0.0 -o dist/"""
+    output: Output = ctx.obj
+    target = service.export(ref, out, registry)
+    output.out.print(str(target), highlight=False)
+
+
+@app.command("verify")
+def verify(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
+    """Re-hash every blob and check every entry and index line; exit 7 on any corruption."""
+    output: Output = ctx.obj
+    report = service.verify_registry(registry)
+    if json:
+        output.json({"ok": report.ok, "blobs": report.blobs_checked, "entries": report.entries,
+                     "problems": report.problems, "notes": report.notes})  # fmt: skip
+    else:
+        for note in report.notes:
+            output.say(f"note: {note}")
+        for problem in report.problems:
+            output.say(f"[red]problem:[/] {problem}")
+        if report.ok:
+            output.say(f"[green]ok[/]: {report.blobs_checked} blobs re-hashed, {report.entries} entries")
+    if not report.ok:
+        raise TrustError(f"{len(report.problems)} problems in {report.root}: {report.problems[0]}",
+                         hint="remove the damaged entries (registry rm) and add them again")  # fmt: skip
+
+
+@app.command("reindex")
+def reindex(ctx: typer.Context, registry: RegistryOpt = None) -> None:
+    """Rebuild the index from the entries on disk."""
+    output: Output = ctx.obj
+    output.say(f"indexed {service.reindex(registry)} entries")
+
+
+@app.command("push")
+def push(
+    ctx: typer.Context,
+    ref: RefArg,
+    repo: Annotated[str, typer.Option("--repo", help="Hub repo id ORG/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Publish an entry to the Hugging Face Hub: the patch, its signature and a model card, in one commit.
+
+    Needs HF_TOKEN (or huggingface-cli login). Example: patchkit registry push no-circle@1.0.0 --repo my-team/no-circle
+    """
+    from patchkit.services.hub import push as push_service
+
+    output: Output = ctx.obj
+    result = push_service(ref, repo, root=registry, private=private)
+    output.say(f"pushed {', '.join(result.files)} to https://huggingface.co/{result.repo}")
+
+
+@app.command("pull")
+def pull(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(help="ORG/NAME[@REVISION] on the Hub.", show_default=False)],
+    registry: RegistryOpt = None,
+) -> None:
+    """Fetch a patch from the Hub (through its cache) and add it. Example: patchkit registry pull my-team/no-circle"""
+    from patchkit.services.hub import pull as pull_service
+
+    output: Output = ctx.obj
+    result = pull_service(spec, root=registry)
+    output.say(f"{'added' if result.added else 'already present:'} {result.entry.ref}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="registry")

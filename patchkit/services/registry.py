@@ -1,0 +1,311 @@
+"""Registry use cases: add, list, show, search, rm, gc, export, verify, reindex, and NAME@VERSION lookup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchkit.core.names import check_name, check_version, looks_like_ref, parse_ref
+from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError, TrustError
+from patchkit.io.patch_file import read_patch
+from patchkit.io.signatures import signature_path_for
+from patchkit.services.signing import trust_store, verify
+from patchkit.store.locations import registry_dir, require_signed_by_default
+from patchkit.store.registry import Entry, Registry, file_sha256
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def open_registry(root: Path | None = None) -> Registry:
+    return Registry(root or registry_dir())
+
+
+def _summary(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """What the index keeps of an entry: enough to filter, sort and list without opening refs."""
+    concepts = []
+    for c in manifest["concepts"]:
+        item = {"name": c["name"], "category": c["category"], "action": c["action"]}
+        if "target" in c:
+            item["target"] = c["target"]
+        after = c.get("mscore", {}).get("prompt", {}).get("after")
+        if after is not None:
+            item["after"] = after
+        concepts.append(item)
+    return {
+        "patch_id": manifest["patch_id"],
+        "concepts": concepts,
+        "base_fingerprint": manifest["base"]["fingerprint"],
+        "family": manifest["base"]["family"],
+        "description": manifest.get("description", ""),
+        "author": manifest.get("author", ""),
+        "signed": record["signed"],
+        "signed_by": record["signed_by"],
+        "added_at": record["added_at"],
+    }
+
+
+def _signature(patch: Path, require_signed: bool) -> tuple[bool, str | None, Path | None]:
+    """(signed, trusted signer name, signature path). A signature present must verify against a trusted key."""
+    sig = signature_path_for(patch)
+    if not sig.is_file():
+        if require_signed:
+            raise PolicyError(f"{patch} is not signed, and policy requires signed patches",
+                              hint=f"sign it: patchkit sign {patch} --key KEY")  # fmt: skip
+        return False, None, None
+    try:
+        result = verify(patch, use_trust_store=True, store=trust_store())
+    except PolicyError:
+        if require_signed:
+            raise
+        return True, None, sig  # signed by a key we do not know: kept, and listed as untrusted
+    return True, result.signer, sig
+
+
+@dataclass(frozen=True)
+class AddResult:
+    entry: Entry
+    added: bool  # False when the same content was already there under this name@version
+
+
+def add(patch: Path, *, root: Path | None = None, name: str | None = None, version: str | None = None,
+        require_signed: bool | None = None) -> AddResult:  # fmt: skip
+    """Validate, verify any signature, store content-addressed, and index; refuse a clash of name@version."""
+    registry = open_registry(root)
+    parsed = read_patch(patch)
+    if not parsed.id_matches:
+        raise TrustError(f"{patch}: its tensors do not match the patch id in its manifest", hint="fetch it again")
+    name = check_name(parsed.manifest["name"] if name is None else name)
+    version = check_version(parsed.manifest["version"] if version is None else version)
+    require = require_signed_by_default() if require_signed is None else require_signed
+    signed, signer, sig = _signature(patch, require)
+    added_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    with registry.locked():
+        existing = registry.read_entry(name, version)
+        digest = file_sha256(patch)
+        if existing is not None:
+            if existing.blob == digest:
+                return AddResult(existing, False)
+            raise ConflictError(
+                f"{name}@{version} is already in the registry with different content",
+                hint=f"give it another version: patchkit registry add {patch} --version NEW",
+            )
+        blob = registry.put_blob(patch, sig)
+        if blob != digest:
+            raise CorruptFileError(f"{patch} changed while it was being added", hint="add it again")
+        record = {"patch_id": parsed.patch_id, "manifest": parsed.manifest, "signed": signed, "signed_by": signer,
+                  "added_at": added_at}  # fmt: skip
+        entry = Entry(name, version, blob, record)
+        registry.put_entry(entry)
+        _index_with(registry, entry)
+    return AddResult(entry, True)
+
+
+def _index_with(registry: Registry, entry: Entry | None, removed: str | None = None) -> None:
+    """Update the index under the lock; rebuild it from refs when it has drifted (a crash between writes)."""
+    index = registry.read_index()
+    if removed:
+        index.pop(removed, None)
+    if entry is not None:
+        index[entry.ref] = {"name": entry.name, "version": entry.version, "blob": entry.blob,
+                            **_summary(entry.record["manifest"], entry.record)}  # fmt: skip
+    if len(index) != registry.count_refs():
+        _rebuild(registry)
+        return
+    registry.write_index([Entry(v["name"], v["version"], v["blob"], _strip(v)) for v in index.values()])
+
+
+def _strip(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("name", "version", "blob")}
+
+
+def _rebuild(registry: Registry) -> int:
+    entries = registry.scan_refs()
+    registry.write_index([Entry(e.name, e.version, e.blob, _summary(e.record["manifest"], e.record)) for e in entries])
+    return len(entries)
+
+
+def reindex(root: Path | None = None) -> int:
+    registry = open_registry(root)
+    with registry.locked():
+        return _rebuild(registry)
+
+
+def entries(root: Path | None = None, *, concept: str | None = None, category: str | None = None,
+            base: str | None = None, signed_by: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Index summaries matching every filter given, sorted by name then version."""
+    from patchkit.core.names import version_key
+
+    found = []
+    for summary in open_registry(root).read_index().values():
+        concepts = summary["concepts"]
+        if concept is not None and not any(c["name"] == concept for c in concepts):
+            continue
+        if category is not None and not any(c["category"] == category for c in concepts):
+            continue
+        if base is not None and summary["base_fingerprint"] != base:
+            continue
+        if signed_by is not None and summary.get("signed_by") != signed_by:
+            continue
+        found.append(summary)
+    return sorted(found, key=lambda s: (s["name"], version_key(s["version"])))
+
+
+def base_fingerprint_of(text: str) -> str:
+    """A fingerprint given as 64 hex digits, or the fingerprint of the model that `text` names."""
+    if _HEX64.fullmatch(text):
+        return text
+    from patchkit.backend import loading
+
+    return loading.describe(loading.resolve(text, bundled_config=True)).fingerprint
+
+
+def search(text: str, root: Path | None = None) -> list[dict[str, Any]]:
+    needle = text.lower()
+
+    def haystack(s: dict[str, Any]) -> str:
+        words = [s["name"], s["version"], s.get("description", ""), s.get("author", "")]
+        words += [f"{c['name']} {c['category']} {c.get('target', '')}" for c in s["concepts"]]
+        return " ".join(words).lower()
+
+    return [s for s in entries(root) if needle in haystack(s)]
+
+
+def find(ref: str, root: Path | None = None) -> Entry:
+    """NAME@VERSION, or NAME for its highest version."""
+    name, version = parse_ref(ref)
+    registry = open_registry(root)
+    if version is None:
+        versions = registry.versions(name)
+        if not versions:
+            raise InputError(f"{name} is not in the registry at {registry.root}", hint="patchkit registry list")
+        version = versions[-1]
+    entry = registry.read_entry(name, version)
+    if entry is None:
+        known = ", ".join(registry.versions(name)) or "none"
+        raise InputError(f"{name}@{version} is not in the registry (versions: {known})", hint="patchkit registry list")
+    return entry
+
+
+def blob_for(ref: str, root: Path | None = None) -> Path:
+    """The stored patch file of `ref`, after checking that its bytes still hash to its address."""
+    entry = find(ref, root)
+    path = open_registry(root).blob_path(entry.blob)
+    if not path.is_file():
+        raise CorruptFileError(f"{entry.ref}: its blob {entry.blob[:16]}… is missing", hint="patchkit registry verify")
+    if file_sha256(path) != entry.blob:
+        raise CorruptFileError(f"{entry.ref}: its blob {entry.blob[:16]}… is corrupted on disk",
+                               hint="remove it (patchkit registry rm) and add the patch again")  # fmt: skip
+    return path
+
+
+def patch_path(argument: str | Path, root: Path | None = None) -> Path:
+    """A patch file as given, or the checked blob of a NAME@VERSION registry entry."""
+    path = Path(argument)
+    if not path.exists() and looks_like_ref(str(argument)):
+        return blob_for(str(argument), root)
+    return path
+
+
+def remove(ref: str, root: Path | None = None) -> Entry:
+    name, version = parse_ref(ref)
+    if version is None:
+        raise InputError(f"say which version of {name} to remove", hint=f"patchkit registry rm {name}@VERSION")
+    registry = open_registry(root)
+    with registry.locked():
+        entry = find(ref, root)
+        registry.remove_entry(name, version)
+        _index_with(registry, None, removed=entry.ref)
+    return entry
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    blobs: list[tuple[str, int]]  # unreferenced blob, bytes
+    temporaries: list[Path]
+    executed: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.blobs)
+
+
+def gc(root: Path | None = None, *, dry_run: bool = False) -> GcPlan:
+    """Plan the removal of unreferenced blobs and dead writers' temporaries; then do it unless dry_run."""
+    registry = open_registry(root)
+    with registry.locked():
+        referenced = {e.blob for e in registry.scan_refs()}
+        blobs = [(b, registry.blob_path(b).stat().st_size) for b in registry.blob_names() if b not in referenced]
+        plan = GcPlan(blobs, registry.stale_temporaries())
+        if dry_run:
+            return plan
+        for blob, _ in plan.blobs:
+            registry.blob_path(blob).unlink()
+            registry.blob_path(blob).with_name(blob + ".sig").unlink(missing_ok=True)
+        for path in plan.temporaries:
+            path.unlink(missing_ok=True)
+    return GcPlan(plan.blobs, plan.temporaries, executed=True)
+
+
+def export(ref: str, out: Path, root: Path | None = None) -> Path:
+    if not out.is_dir():
+        raise InputError(f"{out}: no such folder", hint=f"mkdir -p {out}")
+    entry = find(ref, root)
+    source = blob_for(ref, root)
+    target = out / f"{entry.name}-{entry.version}.safetensors"
+    shutil.copyfile(source, target)
+    sig = source.with_name(source.name + ".sig")
+    if sig.is_file():
+        shutil.copyfile(sig, signature_path_for(target))
+    return target
+
+
+@dataclass(frozen=True)
+class RegistryReport:
+    root: Path
+    blobs_checked: int
+    entries: int
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_registry(root: Path | None = None) -> RegistryReport:
+    """Re-hash every blob, read every ref, and check that the index names nothing missing."""
+    registry = open_registry(root)
+    problems, notes = [], []
+    blobs = registry.blob_names()
+    for blob in blobs:
+        if file_sha256(registry.blob_path(blob)) != blob:
+            problems.append(f"blob {blob[:16]}… is corrupted (its bytes no longer hash to its name)")
+    refs = []
+    for path in sorted(registry.refs.glob("*/*.json")) if registry.refs.is_dir() else []:
+        try:
+            entry = registry.read_entry(path.parent.name, path.stem)
+        except (CorruptFileError, Exception) as exc:
+            problems.append(f"{path.relative_to(registry.root)}: {getattr(exc, 'message', exc)}")
+            continue
+        if entry is None:
+            continue
+        refs.append(entry.ref)
+        if not registry.blob_path(entry.blob).is_file():
+            problems.append(f"{entry.ref}: its blob {entry.blob[:16]}… is missing")
+    index = registry.read_index()
+    for ref, summary in index.items():
+        if not registry.blob_path(summary["blob"]).is_file():
+            problems.append(f"index entry {ref} has no blob")
+        if ref not in refs:
+            problems.append(f"index entry {ref} has no ref file")
+    missing = sorted(set(refs) - set(index))
+    if missing:
+        notes.append(f"{len(missing)} entries are not in the index yet (run patchkit registry reindex)")
+    unreferenced = len(set(blobs) - {registry.read_entry(*r.split("@")).blob for r in refs})  # type: ignore[union-attr]
+    if unreferenced:
+        notes.append(f"{unreferenced} unreferenced blobs (patchkit registry gc removes them)")
+    return RegistryReport(registry.root, len(blobs), len(refs), problems, notes)

@@ -1,0 +1,243 @@
+"""The local patch registry on disk (docs/registry.md).
+
+    <root>/registry.json                 {"layout_version": 1}
+    <root>/blobs/sha256/<hex>            patch files, named by the SHA-256 of their bytes
+    <root>/blobs/sha256/<hex>.sig        the patch's signature bundle, when it has one
+    <root>/refs/<name>/<version>.json    one entry: name, version, blob, patch id, manifest, signer
+    <root>/index.json                    every entry's summary; rebuilt from refs by `reindex`
+    <root>/tmp/                          temporaries, renamed into place (same filesystem)
+    <root>/.lock                         the write lock (flock)
+
+Every write happens under the lock, to a temporary that is fsynced and renamed: blob first,
+then ref, then index, so a crash can leave an unreferenced blob (gc removes it) but never a
+ref or an index entry without its blob, nor half a blob under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from patchkit.core.names import check_name, check_version, version_key
+from patchkit.errors import CorruptFileError, InputError, OutputError
+from patchkit.io.atomic import pid_alive, write_bytes_atomic
+
+LAYOUT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name@version: its blob and the summary the index keeps."""
+
+    name: str
+    version: str
+    blob: str  # sha256 hex of the patch file
+    record: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # -- layout -------------------------------------------------------------------------------
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def refs(self) -> Path:
+        return self.root / "refs"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.json"
+
+    def blob_path(self, blob: str) -> Path:
+        return self.blobs / blob
+
+    def ref_path(self, name: str, version: str) -> Path:
+        return self.refs / check_name(name) / f"{check_version(version)}.json"
+
+    def ensure(self) -> None:
+        """Create the layout, or check that `root` is a registry of a layout we understand."""
+        marker = self.root / "registry.json"
+        if marker.is_file():
+            try:
+                version = json.loads(marker.read_text()).get("layout_version")
+            except (ValueError, AttributeError) as exc:
+                hint = 'restore it: {"layout_version": 1}'
+                raise CorruptFileError(f"{marker} is not valid JSON", hint=hint) from exc
+            if version != LAYOUT_VERSION:
+                raise InputError(
+                    f"{self.root}: registry layout {version} is not {LAYOUT_VERSION}", hint="upgrade patchkit"
+                )
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise InputError(
+                f"{self.root} is not a patchkit registry", hint="point --registry at an empty or registry folder"
+            )
+        for folder in (self.blobs, self.refs, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        if not marker.is_file():
+            write_bytes_atomic(marker, b'{"layout_version": 1}\n')
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.ensure()
+        with open(self.root / ".lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    # -- writes (call under `locked`) ------------------------------------------------------------
+
+    def _stage(self, source: Path) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=".partial", dir=self.tmp)
+        staged = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            raise OutputError(
+                f"cannot write into the registry at {self.root} ({exc.strerror})",
+                hint="check its disk space and permissions",
+            ) from exc
+        return staged
+
+    def put_blob(self, source: Path, signature: Path | None) -> str:
+        """Store `source` (and its signature) under its SHA-256; return the hex."""
+        staged = self._stage(source)
+        blob = file_sha256(staged)
+        target = self.blob_path(blob)
+        if signature is not None:
+            sig_staged = self._stage(signature)
+            os.replace(sig_staged, target.with_name(blob + ".sig"))
+        if target.exists():
+            staged.unlink()
+        else:
+            os.replace(staged, target)
+        _fsync_dir(self.blobs)
+        return blob
+
+    def put_entry(self, entry: Entry) -> None:
+        path = self.ref_path(entry.name, entry.version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, _dumps({"name": entry.name, "version": entry.version, "blob": entry.blob,
+                                         **entry.record}))  # fmt: skip
+
+    def remove_entry(self, name: str, version: str) -> None:
+        path = self.ref_path(name, version)
+        path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+    def write_index(self, entries: list[Entry]) -> None:
+        index = {"layout_version": LAYOUT_VERSION,
+                 "entries": {e.ref: {"name": e.name, "version": e.version, "blob": e.blob, **e.record} for e in entries}}  # fmt: skip  # noqa: E501
+        write_bytes_atomic(self.index_path, _dumps(index))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def read_index(self) -> dict[str, dict[str, Any]]:
+        if not self.index_path.is_file():
+            return {}
+        try:
+            data = json.loads(self.index_path.read_text())
+        except ValueError as exc:
+            raise CorruptFileError(
+                f"{self.index_path} is damaged", hint="rebuild it: patchkit registry reindex"
+            ) from exc
+        return data.get("entries", {})
+
+    def read_entry(self, name: str, version: str) -> Entry | None:
+        path = self.ref_path(name, version)
+        if not path.is_file():
+            return None
+        return _entry(path)
+
+    def versions(self, name: str) -> list[str]:
+        folder = self.refs / check_name(name)
+        if not folder.is_dir():
+            return []
+        return sorted((p.stem for p in folder.glob("*.json")), key=version_key)
+
+    def scan_refs(self) -> list[Entry]:
+        """Every ref file, read from disk: the truth the index is rebuilt from."""
+        if not self.refs.is_dir():
+            return []
+        return [_entry(p) for p in sorted(self.refs.glob("*/*.json"))]
+
+    def count_refs(self) -> int:
+        if not self.refs.is_dir():
+            return 0
+        return sum(1 for folder in os.scandir(self.refs) if folder.is_dir()
+                   for item in os.scandir(folder.path) if item.name.endswith(".json"))  # fmt: skip
+
+    def blob_names(self) -> list[str]:
+        if not self.blobs.is_dir():
+            return []
+        return sorted(p.name for p in self.blobs.iterdir() if not p.name.endswith(".sig"))
+
+    def stale_temporaries(self) -> list[Path]:
+        """Temporaries whose writer is gone (its pid no longer runs)."""
+        if not self.tmp.is_dir():
+            return []
+        stale = []
+        for path in self.tmp.iterdir():
+            pid = path.name.split(".", 1)[0]
+            if not pid.isdigit() or not pid_alive(int(pid)):
+                stale.append(path)
+        return sorted(stale)
+
+
+def _entry(path: Path) -> Entry:
+    try:
+        data = json.loads(path.read_text())
+        return Entry(data.pop("name"), data.pop("version"), data.pop("blob"), data)
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise CorruptFileError(
+            f"{path} is not a registry entry", hint="patchkit registry verify; then reindex"
+        ) from exc
+
+
+def _dumps(value: Any) -> bytes:
+    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,154 @@
+"""The registry on real patch files: add, find, filter, remove, collect, export, verify; names; corruption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError, UsageError
+from patchkit.io.patch_file import read_patch
+from patchkit.services import registry, signing
+from patchkit.services.apply import PatchSource, apply
+from patchkit.services.patches import synthetic_patch, write_patch
+
+
+@pytest.fixture
+def made(tiny_models, tmp_path) -> dict[str, Path]:
+    folder, _ = tiny_models["sd15"]
+    return {
+        "circle": synthetic_patch(str(folder), tmp_path / "circle.safetensors", concept="circle", seed=1),
+        "noir": synthetic_patch(str(folder), tmp_path / "noir.safetensors", concept="noir", category="style", seed=2),
+        "xl": synthetic_patch(str(tiny_models["sdxl"][0]), tmp_path / "xl.safetensors", concept="circle", seed=3),
+    }
+
+
+def renamed(patch: Path, out: Path, name: str, version: str = "1.0.0") -> Path:
+    manifest = dict(read_patch(patch).manifest, name=name, version=version)
+    write_patch(out, load_file(str(patch)), manifest, family=manifest["base"]["family"], rank=4, resolution=64,
+                base_name="x")  # fmt: skip
+    return out
+
+
+def test_add_is_content_addressed_idempotent_and_refuses_clashes(made, tmp_path):
+    first = registry.add(made["circle"])
+    assert first.added and first.entry.ref == "synthetic-circle@0.0.1"
+    root = tmp_path / "registry"
+    blob = root / "blobs" / "sha256" / first.entry.blob
+    assert blob.read_bytes() == made["circle"].read_bytes()
+    assert (root / "refs" / "synthetic-circle" / "0.0.1.json").is_file()
+    assert not registry.add(made["circle"]).added  # the same file again: nothing changes
+    with pytest.raises(ConflictError, match="different content"):
+        registry.add(made["noir"], name="synthetic-circle", version="0.0.1")
+    assert registry.add(made["noir"], name="synthetic-circle", version="0.0.2").added
+    assert [s["version"] for s in registry.entries()] == ["0.0.1", "0.0.2"]
+    assert registry.find("synthetic-circle").version == "0.0.2"  # NAME alone: the highest version
+
+
+def test_filters_and_search(made, tiny_models, tmp_path):
+    registry.add(made["circle"])
+    registry.add(made["noir"])
+    registry.add(made["xl"], name="xl-circle")
+    registry.add(renamed(made["circle"], tmp_path / "c2.safetensors", "no-circle-v2", "1.10.0"))
+    circle = [f"{s['name']}@{s['version']}" for s in registry.entries(concept="circle")]
+    assert circle == ["no-circle-v2@1.10.0", "synthetic-circle@0.0.1", "xl-circle@0.0.1"]
+    assert [s["name"] for s in registry.entries(category="style")] == ["synthetic-noir"]
+    sd15 = registry.base_fingerprint_of(str(tiny_models["sd15"][0]))
+    assert [s["name"] for s in registry.entries(base=sd15)] == ["no-circle-v2", "synthetic-circle", "synthetic-noir"]
+    xl = registry.base_fingerprint_of(str(tiny_models["sdxl"][0]))
+    assert [s["name"] for s in registry.entries(concept="circle", base=xl)] == ["xl-circle"]
+    assert [s["name"] for s in registry.search("NOIR")] == ["synthetic-noir"]
+    assert registry.entries(signed_by="team") == []
+
+
+def test_signed_patches_record_the_signer_and_policy_refuses_unsigned(made, tmp_path):
+    (tmp_path / "keys").mkdir()
+    pair = signing.new_key(tmp_path / "keys", "team", None)
+    signing.trust_store().add(pair.public, "release team")
+    signing.sign(made["circle"], pair.private)
+    entry = registry.add(made["circle"], require_signed=True).entry
+    assert entry.record["signed_by"] == "release team"
+    assert (tmp_path / "registry" / "blobs" / "sha256" / f"{entry.blob}.sig").is_file()
+    assert [s["name"] for s in registry.entries(signed_by="release team")] == ["synthetic-circle"]
+    with pytest.raises(PolicyError, match="not signed"):
+        registry.add(made["noir"], require_signed=True)
+    assert len(registry.entries()) == 1
+
+
+def test_tampered_signature_is_refused(made, tmp_path):
+    (tmp_path / "keys").mkdir()
+    pair = signing.new_key(tmp_path / "keys", "team", None)
+    signing.trust_store().add(pair.public, "team")
+    signing.sign(made["circle"], pair.private)
+    other = made["noir"]
+    (other.parent / (other.name + ".sig")).write_bytes((made["circle"].parent / "circle.safetensors.sig").read_bytes())
+    with pytest.raises(Exception, match="(?i)signature|verif"):
+        registry.add(other)
+    assert registry.entries() == []
+
+
+@pytest.mark.parametrize(
+    "bad", ["../escape", "a/b", "/abs", "a\\b", "tab\there", "nul\x00", "x" * 101, "..", "Upper", ""]
+)
+def test_names_that_could_escape_or_confuse_are_refused(made, tmp_path, bad):
+    with pytest.raises(UsageError):
+        registry.add(made["circle"], name=bad)
+    if bad != "Upper":  # versions may use capitals (1.0.0-RC1)
+        with pytest.raises(UsageError):
+            registry.add(made["circle"], version=bad)
+    assert not (tmp_path / "registry" / "refs").exists() or not any((tmp_path / "registry" / "refs").iterdir())
+    assert not (tmp_path / "escape").exists()
+
+
+def test_rm_gc_plan_and_export(made, tmp_path):
+    a = registry.add(made["circle"]).entry
+    registry.add(made["noir"])
+    registry.remove("synthetic-noir@0.0.1")
+    plan = registry.gc(dry_run=True)
+    assert len(plan.blobs) == 1 and not plan.executed and plan.bytes == made["noir"].stat().st_size
+    assert len(registry.open_registry().blob_names()) == 2  # the dry run deleted nothing
+    assert registry.gc().executed and registry.open_registry().blob_names() == [a.blob]
+    with pytest.raises(InputError, match="say which version"):
+        registry.remove("synthetic-circle")
+    out = tmp_path / "dist"
+    out.mkdir()
+    exported = registry.export("synthetic-circle@0.0.1", out)
+    assert (
+        exported.name == "synthetic-circle-0.0.1.safetensors" and exported.read_bytes() == made["circle"].read_bytes()
+    )
+
+
+def test_corrupted_blob_is_reported_and_refused_by_apply(made, tiny_models, tmp_path):
+    entry = registry.add(made["circle"]).entry
+    assert registry.verify_registry().ok
+    blob = tmp_path / "registry" / "blobs" / "sha256" / entry.blob
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    report = registry.verify_registry()
+    assert not report.ok and "corrupted" in report.problems[0]
+    with pytest.raises(CorruptFileError, match="corrupted on disk"):
+        source = registry.patch_path("synthetic-circle@0.0.1")
+        apply(str(tiny_models["sd15"][0]), [PatchSource(source)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_reindex_rebuilds_a_lost_index(made, tmp_path):
+    registry.add(made["circle"])
+    registry.add(made["noir"])
+    index = tmp_path / "registry" / "index.json"
+    index.unlink()
+    assert registry.entries() == []
+    assert registry.reindex() == 2
+    assert len(registry.entries()) == 2
+    assert json.loads(index.read_text())["layout_version"] == 1
+
+
+def test_a_folder_that_is_not_a_registry_is_refused(made, tmp_path):
+    stranger = tmp_path / "photos"
+    stranger.mkdir()
+    (stranger / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(InputError, match="not a patchkit registry"):
+        registry.add(made["circle"], root=stranger)
