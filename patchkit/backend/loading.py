@@ -25,7 +25,7 @@ from patchkit.errors import InputError, ModelMismatchError, NotCachedError, Usag
 from patchkit.io import pipeline_folder as pf
 from patchkit.io.digests import DigestCache, Progress, model_leaves
 from patchkit.io.safetensors_io import LazyTensors, looks_like_pickle, read_header, refuse_pickle
-from patchkit.io.tensor_spans import TORCH_DTYPES, ModelSpans, SpanReader, folder_spans
+from patchkit.io.tensor_spans import TORCH_DTYPES, ModelSpans, SpanReader, folder_spans, single_file_spans
 from patchkit.store.locations import digest_cache_dir
 from patchkit.testbed.paths import TESTBED_MODEL, TESTBED_NAMES
 
@@ -232,12 +232,10 @@ def model_spans(ref: ModelRef, configs: dict[str, dict[str, Any]] | None = None)
     """Where every hashed tensor of `ref` lies on disk, under diffusers names; nothing is loaded."""
     if ref.layout == "folder":
         return folder_spans(ref.weights)
-    from patchkit.backend import single_file
-
     configs = configs or _configs(ref.config_folder)
     header = read_header(ref.weights)
     family = _checked_family(ref, set(header.tensors), configs)
-    return single_file.single_file_spans(ref.weights, header, configs, family)
+    return single_file_spans(ref.weights, header, configs, family)
 
 
 def leaves(spans: ModelSpans, progress: Progress | None = None) -> list[Leaf]:

@@ -177,3 +177,75 @@ def to_single_file_state(
         else:
             out.update({prefix + k: v for k, v in state.items()})
     return out
+
+
+# --- the inverse: single-file names back to diffusers names, for reading without diffusers -----------
+
+_UNET_TOP_INVERSE = {v: k for k, v in _UNET_TOP.items() if not k.startswith("class_embedding")}
+_RESNET_INVERSE = {v: k for k, v in _RESNET.items()}
+_OPENCLIP_LAYER_INVERSE = {v: k for k, v in _OPENCLIP_LAYER.items()}
+_OPENCLIP_TOP_INVERSE = {v: k for k, v in _OPENCLIP_TOP.items()}
+
+
+def _resnet_from_ldm(rest: str) -> str:
+    for ldm, diffusers in _RESNET_INVERSE.items():
+        if rest.startswith(ldm + "."):
+            return diffusers + rest[len(ldm) :]
+    return rest
+
+
+def unet_key_from_ldm(key: str, config: Mapping[str, Any]) -> str | None:
+    """The diffusers UNet key of single-file key `key` (prefix removed); None for keys diffusers has no use for."""
+    per_block = int(config["layers_per_block"]) + 1
+    up_has_attention = ["CrossAttn" in t for t in config["up_block_types"]]
+    module, _, param = key.rpartition(".")
+    if module in _UNET_TOP_INVERSE:
+        top = _UNET_TOP_INVERSE[module]
+        if top.startswith("add_embedding") and config.get("addition_embed_type") != "text_time":
+            top = top.replace("add_embedding", "class_embedding")
+        return f"{top}.{param}"
+    if m := re.fullmatch(r"input_blocks\.(\d+)\.(\d)\.(.+)", key):
+        n, slot, rest = int(m[1]), int(m[2]), m[3]
+        b, j = divmod(n - 1, per_block)
+        if j == per_block - 1 and slot == 0 and rest.startswith("op."):
+            return f"down_blocks.{b}.downsamplers.0.conv.{rest[3:]}"
+        kind = "resnets" if slot == 0 else "attentions"
+        return f"down_blocks.{b}.{kind}.{j}.{_resnet_from_ldm(rest) if slot == 0 else rest}"
+    if m := re.fullmatch(r"middle_block\.(\d)\.(.+)", key):
+        index, rest = int(m[1]), m[2]
+        if index == 1:
+            return f"mid_block.attentions.0.{rest}"
+        return f"mid_block.resnets.{index // 2}.{_resnet_from_ldm(rest)}"
+    if m := re.fullmatch(r"output_blocks\.(\d+)\.(\d)\.(.+)", key):
+        n, slot, rest = int(m[1]), int(m[2]), m[3]
+        b, j = divmod(n, per_block)
+        if slot == 0:
+            return f"up_blocks.{b}.resnets.{j}.{_resnet_from_ldm(rest)}"
+        if slot == 1 and up_has_attention[b]:
+            return f"up_blocks.{b}.attentions.{j}.{rest}"
+        return f"up_blocks.{b}.upsamplers.0.{rest}"
+    return None
+
+
+def openclip_keys_from_ldm(key: str, layers: int, projection: bool) -> list[tuple[str, int | None]]:
+    """The diffusers keys an OpenCLIP key holds: [(key, None)], or q/k/v thirds of a fused in_proj as
+    [(q_proj, 0), (k_proj, 1), (v_proj, 2)]; [] for keys diffusers drops.
+
+    `layers` is the diffusers encoder's depth (SD 2 drops OpenCLIP's last block); `projection`
+    says whether it keeps the text projection (CLIPTextModelWithProjection, SDXL's second encoder).
+    """
+    if key in _OPENCLIP_TOP_INVERSE:
+        return [(_OPENCLIP_TOP_INVERSE[key], None)]
+    if key == "text_projection":
+        return [("text_projection.weight", None)] if projection else []
+    if m := re.fullmatch(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", key):
+        if int(m[1]) >= layers:
+            return []
+        return [(f"text_model.encoder.layers.{m[1]}.self_attn.{p}_proj.{m[2]}", i) for i, p in enumerate("qkv")]
+    m = re.fullmatch(r"transformer\.resblocks\.(\d+)\.(.+)\.(weight|bias)", key)
+    if m is None or int(m[1]) >= layers:
+        return []
+    base, module, param = f"text_model.encoder.layers.{m[1]}", m[2], m[3]
+    if module in _OPENCLIP_LAYER_INVERSE:
+        return [(f"{base}.{_OPENCLIP_LAYER_INVERSE[module]}.{param}", None)]
+    return []

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from patchkit.core.fingerprint import HASHED_COMPONENTS, canonical_key, is_hashed_key
+from patchkit.core.ldm_layout import (
+    OPENCLIP_COMPONENTS,
+    TEXT_ENCODER_PREFIXES,
+    UNET_PREFIX,
+    openclip_keys_from_ldm,
+    unet_key_from_ldm,
+)
 from patchkit.io import pipeline_folder as pf
 from patchkit.io.safetensors_io import Header, read_header
 
@@ -141,3 +149,45 @@ def iter_spans(spans: ModelSpans) -> Iterator[tuple[str, str, TensorSpan]]:
     for component, mapped in spans.items():
         for key, span in mapped.items():
             yield component, key, span
+
+
+def single_file_spans(path: Path, header: Header, configs: Mapping[str, Mapping[str, Any]], family: str) -> ModelSpans:
+    """Byte spans, under diffusers names, of a single-file checkpoint's UNet and text encoders.
+
+    Mapped by core.ldm_layout's inverse of the single-file layout, so nothing of diffusers is
+    imported; a test checks the result against diffusers' own converters for every family.
+    """
+    stored = header_spans(path, header)
+    spans: ModelSpans = {"unet": {}}
+    for key, span in stored.items():
+        if key.startswith(UNET_PREFIX):
+            name = unet_key_from_ldm(key[len(UNET_PREFIX) :], configs["unet"])
+            if name is not None:
+                spans["unet"][name] = span
+    for component in ("text_encoder", "text_encoder_2"):
+        prefix = TEXT_ENCODER_PREFIXES.get((family, component))
+        if prefix is None or component not in configs:
+            continue
+        mapped = spans.setdefault(component, {})
+        config = configs[component]
+        projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
+        for key, span in stored.items():
+            if not key.startswith(prefix):
+                continue
+            inner = key[len(prefix) :]
+            if (family, component) not in OPENCLIP_COMPONENTS:
+                if is_hashed_key(inner):
+                    mapped[canonical_key(component, inner)] = span
+                continue
+            for name, part in openclip_keys_from_ldm(inner, int(config["num_hidden_layers"]), projection):
+                mapped[name] = _openclip_part(span, name, part)
+    return spans
+
+
+def _openclip_part(span: TensorSpan, name: str, part: int | None) -> TensorSpan:
+    if part is not None:  # one third of the fused q/k/v rows: a contiguous byte range
+        size = span.nbytes // 3
+        return replace(span, shape=(span.shape[0] // 3, *span.shape[1:]), start=span.start + part * size, nbytes=size)
+    if name == "text_projection.weight":  # OpenCLIP stores it transposed
+        return replace(span, shape=span.shape[::-1], transposed=True)
+    return span

@@ -232,3 +232,21 @@ def test_policy_refuses_unsigned_patches(tiny_models, tmp_path, monkeypatch):
     with pytest.raises(PolicyError):
         apply(str(folder), [PatchSource(patch)], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_policy_refuses_a_valid_signature_from_an_untrusted_key(tiny_models, tmp_path):
+    from patchkit.services import registry, signing
+
+    folder, _ = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    (tmp_path / "keys").mkdir()
+    stranger = signing.new_key(tmp_path / "keys", "stranger", None)
+    signing.sign(patch, stranger.private)
+    assert signing.verify(patch, public_key=stranger.public).patch_id  # the signature itself is fine
+    with pytest.raises(PolicyError, match="not in the trust store"):
+        apply(str(folder), [PatchSource(patch)], tmp_path / "out", require_signed=True)
+    with pytest.raises(PolicyError, match="not in the trust store"):
+        registry.add(patch, require_signed=True)
+    assert not (tmp_path / "out").exists() and registry.entries() == []
+    signing.trust_store().add(stranger.public, "now trusted")
+    assert apply(str(folder), [PatchSource(patch)], tmp_path / "out", require_signed=True).touched == 20

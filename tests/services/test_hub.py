@@ -39,8 +39,8 @@ def scored_entry(tiny_models, tmp_path, monkeypatch):
     patch = synthetic_patch(str(tiny_models["sd15"][0]), tmp_path / "p.safetensors", concept="circle")
     manifest = dict(read_patch(patch).manifest, name="no-circle", version="1.0.0", license="mit")
     manifest["base"] = dict(manifest["base"], reference="runwayml/stable-diffusion-v1-5")
-    manifest["concepts"] = [dict(manifest["concepts"][0], mscore={"bench": "testbed", "definition": "mscore/1",
-                                                                  "prompt": {"before": 0.97, "after": 0.03}})]  # fmt: skip
+    score = {"bench": "testbed", "definition": "mscore/1", "prompt": {"before": 0.97, "after": 0.03}}
+    manifest["concepts"] = [dict(manifest["concepts"][0], mscore=score)]
     write_patch(patch, load_file(str(patch)), manifest, family="sd1", rank=4, resolution=64, base_name="x")
     return patch, registry.add(patch).entry
 

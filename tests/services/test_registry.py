@@ -84,7 +84,7 @@ def test_tampered_signature_is_refused(made, tmp_path):
     signing.sign(made["circle"], pair.private)
     other = made["noir"]
     (other.parent / (other.name + ".sig")).write_bytes((made["circle"].parent / "circle.safetensors.sig").read_bytes())
-    with pytest.raises(Exception, match="(?i)signature|verif"):
+    with pytest.raises(Exception, match=r"(?i)signature|verif"):
         registry.add(other)
     assert registry.entries() == []
 
