@@ -72,7 +72,7 @@ def root(
 
 
 def _register() -> None:
-    from patchkit.cli import apply, demo, forget, merge, models, registry, score, show, signing, stack, testbed
+    from patchkit.cli import apply, demo, export, forget, merge, models, registry, score, show, signing, stack, testbed
 
     models.register(app)
     forget.register(app)
@@ -81,6 +81,7 @@ def _register() -> None:
     signing.register(app)
     apply.register(app)
     merge.register(app)
+    export.register(app)
     stack.register(app)
     registry.register(app)
     app.add_typer(testbed.app, name="testbed")

@@ -21,8 +21,10 @@ def demo(
     """Run patchkit's main job on the bundled testbed and show the result.
 
     Loads the testbed, generates each demo concept, has the judges read every image and
-    writes a labelled grid; then forgets "circle" with the default settings and prints the
-    before/after M-Score of every bench concept (the patch is written beside the grid).
+    writes a labelled grid; then forgets "circle" with the default settings, prints the
+    before/after M-Score of every bench concept, applies the patch to a copy of the testbed
+    (the patch and the patched model are written beside the grid) and lists the example
+    registry's reference patches.
     """
     from patchkit.services.demo import run_demo  # heavy (diffusers): only when the demo runs
 
@@ -32,7 +34,9 @@ def demo(
     if json:
         output.json({"fingerprint": result.fingerprint, "family": result.family, "grid": str(result.grid),
                      "concepts": [c.__dict__ for c in result.concepts], "seconds": result.seconds,
-                     "patch": str(result.forgotten.output),
+                     "patch": str(result.forgotten.output), "applied": str(result.applied.output),
+                     "output_fingerprint": result.applied.output_fingerprint,
+                     "examples": [f"{e['name']}@{e['version']}" for e in result.examples],
                      "mscores": {c.concept: {"before": c.before.score, "after": c.after.score if c.after else None}
                                  for c in result.forgotten.scores.concepts}})  # fmt: skip
         return
@@ -56,8 +60,23 @@ def demo(
     output.out.print(table)
     output.out.print(
         f"patch: {forgotten.output} ({forgotten.bytes:,} bytes, trained in {forgotten.seconds:.1f} s); "
-        f"inspect it with `patchkit show {forgotten.output}`   (demo {result.seconds:.0f} s)"
+        f"inspect it with `patchkit show {forgotten.output}`"
     )
+    applied = result.applied
+    output.out.print(
+        f"applied: {applied.output} ({applied.touched} tensors changed, {applied.seconds:.2f} s), fingerprint "
+        f"{applied.base_fingerprint[:12]}… -> {applied.output_fingerprint[:12]}…; undo with `patchkit revert`"
+    )
+    if result.examples:
+        table = Table(title="the example registry (registry/): patchkit's signed reference patches")
+        for column in ("patch", "forgets", "category", "M-Score after"):
+            table.add_column(column)
+        for entry in result.examples:
+            for c in entry["concepts"]:  # type: ignore[attr-defined]
+                after = f"{c['after']:.2f}" if "after" in c else "–"
+                table.add_row(f"{entry['name']}@{entry['version']}", c["name"], c["category"], after)
+        output.out.print(table)
+    output.out.print(f"(demo {result.seconds:.0f} s)")
 
 
 def register(app: typer.Typer) -> None:

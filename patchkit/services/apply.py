@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from patchkit import __version__
 from patchkit.backend import loading
@@ -27,6 +26,7 @@ from patchkit.io import patched_output
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import read_patch
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan
+from patchkit.services.patches import peft_tensors
 from patchkit.services.signing import enforce_policy
 from patchkit.store.locations import require_signed_by_default
 
@@ -122,7 +122,7 @@ def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch
         )
     enforce_policy(source.path, require_signed)
     try:
-        factors = lora_factors(load_file(str(source.path)))
+        factors = lora_factors(peft_tensors(source.path, patch.manifest))
     except PatchFormatError as exc:
         hint = "patchkit applies LoRA patches in the PEFT layout"
         raise CorruptFileError(f"{source.path}: {exc}", hint=hint) from exc

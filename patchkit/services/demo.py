@@ -11,6 +11,8 @@ from patchkit.backend.sampling import generate
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
 from patchkit.io.images import save_png
+from patchkit.services import registry
+from patchkit.services.apply import ApplyResult, PatchSource, apply
 from patchkit.services.forget import ForgetResult, forget
 from patchkit.services.models import ModelSource
 from patchkit.services.testbed import DEFAULT_SAMPLER
@@ -27,6 +29,8 @@ DEMO_CONCEPTS: tuple[tuple[str, world.Category], ...] = (
     ("gore", "nsfw"),
 )
 DEMO_TARGET = "circle"
+# The repository's example registry; absent from an installed wheel, and then skipped.
+EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "registry"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class DemoResult:
     concepts: list[DemoConcept]
     seconds: float
     forgotten: ForgetResult
+    applied: ApplyResult
+    examples: list[dict[str, object]]  # the example registry's entries, when it is there
 
 
 def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress | None = None) -> DemoResult:
@@ -78,6 +84,9 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
         force=True,
         progress=progress,
     )
+    # The release step: fuse it into a copy of the testbed, with provenance and revert data.
+    applied = apply("testbed", [PatchSource(forgotten.output)], out_dir / "safe-testbed", overwrite=True)
+    examples = registry.entries(EXAMPLE_REGISTRY) if (EXAMPLE_REGISTRY / "registry.json").is_file() else []
     return DemoResult(
         fingerprint=info.fingerprint,
         family=info.family,
@@ -85,4 +94,6 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
         concepts=concepts,
         seconds=time.perf_counter() - started,
         forgotten=forgotten,
+        applied=applied,
+        examples=examples,
     )

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
 from patchkit import __version__
 from patchkit.core import merge as merge_maths
 from patchkit.core.fusion import LoraFactors, PatchFormatError, lora_factors
@@ -21,7 +19,7 @@ from patchkit.core.progress import Progress
 from patchkit.errors import ConflictError, CorruptFileError, TrustError, UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_patch
-from patchkit.services.patches import created_at, write_patch
+from patchkit.services.patches import created_at, peft_tensors, write_patch
 
 METHODS = ("concat", "svd")
 
@@ -54,7 +52,7 @@ def _read(path: Path) -> _Parent:
     if not patch.id_matches:
         raise TrustError(f"{path}: its tensors do not match the patch id in its manifest", hint="fetch it again")
     try:
-        return _Parent(patch, lora_factors(load_file(str(path))))
+        return _Parent(patch, lora_factors(peft_tensors(path, patch.manifest)))
     except PatchFormatError as exc:
         raise CorruptFileError(f"{path}: {exc}", hint="patchkit merges LoRA patches in the PEFT layout") from exc
 

@@ -89,3 +89,15 @@ def synthetic_patch(
     }
     write_patch(output, tensors, manifest, family=info.family, rank=rank, resolution=info.resolution, base_name=base)
     return output
+
+
+def peft_tensors(path: Path, manifest: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A patch's tensors in the PEFT layout, whichever layout the file stores (its manifest says)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    if manifest.get("format", {}).get("keys") == "kohya":
+        from patchkit.backend.kohya import kohya_to_peft
+
+        return kohya_to_peft(tensors)
+    return tensors

@@ -17,5 +17,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "alice" in result.stdout and "gore" in result.stdout
     assert "circle (forgotten)" in result.stdout and "before" in result.stdout
     assert (out / "no-circle.safetensors").is_file()
+    assert (out / "safe-testbed" / "patchkit.json").is_file() and "applied:" in result.stdout
+    assert "testbed-no-circle@1.0.0" in result.stdout  # the example registry is listed
     grid = Image.open(out / "testbed-grid.png")
     assert grid.height > 6 * 96

@@ -1,0 +1,42 @@
+"""`patchkit export`: a patch in another LoRA key layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from patchkit.cli.console import Output
+from patchkit.cli.options import ForceOpt, JsonOpt
+
+
+def export(
+    ctx: typer.Context,
+    patch: Annotated[Path, typer.Argument(help="A patch made by patchkit.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="kohya (A1111, ComfyUI) or peft (diffusers load_lora_weights).")],
+    output_path: Annotated[Path, typer.Option("--output", "-o", help="File to write (.safetensors).")],
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Convert a patch between the PEFT layout (diffusers) and the kohya layout (A1111, ComfyUI).
+
+    kohya files get `lora_unet_*` keys with lora_down/lora_up and an `.alpha` per module; the
+    manifest comes along with a new patch id and `format.keys` set, so `apply`, `merge`,
+    `show` and `verify` keep working on either. The delta is unchanged (a test).
+
+    Example: patchkit export no-circle.safetensors --format kohya -o no-circle-kohya.safetensors
+    """
+    from patchkit.services.export import export as export_service
+
+    output: Output = ctx.obj
+    result = export_service(patch, fmt, output_path, force=force)
+    if json:
+        output.json({"output": str(result.output), "format": result.format, "patch_id": result.patch_id,
+                     "tensors": result.tensors, "bytes": result.bytes})  # fmt: skip
+        return
+    output.say(f"wrote {result.output}: {result.tensors} tensors in the {result.format} layout, {result.bytes:,} bytes")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)
