@@ -9,6 +9,7 @@ from typing import Any
 
 from patchkit.core.manifest import MANIFEST_KEY, parse_manifest
 from patchkit.core.patch_id import PatchHasher
+from patchkit.errors import TrustError
 from patchkit.io.safetensors_io import Header, read_header
 
 _CHUNK = 1 << 20
@@ -55,3 +56,14 @@ def read_patch(path: Path) -> PatchFile:
     patch_id = file_patch_id(path, header)
     manifest = parse_manifest(header.metadata.get(MANIFEST_KEY), str(path), patch_id=patch_id)
     return PatchFile(path, header, manifest, patch_id)
+
+
+def read_intact_patch(path: Path) -> PatchFile:
+    """read_patch, refusing a file whose tensors no longer hash to its manifest's patch id."""
+    patch = read_patch(path)
+    if not patch.id_matches:
+        raise TrustError(
+            f"{path}: its tensors do not match the patch id in its manifest",
+            hint="the patch was changed after it was written; fetch it again",
+        )
+    return patch

@@ -21,10 +21,10 @@ from patchkit.backend import loading
 from patchkit.core.fingerprint import Leaf, combine
 from patchkit.core.fusion import LoraFactors, PatchFormatError, fuse, lora_factors
 from patchkit.core.progress import Progress
-from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, TrustError, UsageError
+from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, UsageError
 from patchkit.io import patched_output
 from patchkit.io.atomic import check_output_path
-from patchkit.io.patch_file import read_patch
+from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan
 from patchkit.services.patches import peft_tensors
 from patchkit.services.signing import enforce_policy
@@ -114,12 +114,7 @@ def resolve_base(reference: str, config: Path | None, allow_pickle: bool) -> loa
 
 
 def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch, list[LoraFactors]]:
-    patch = read_patch(source.path)
-    if not patch.id_matches:
-        raise TrustError(
-            f"{source.path}: its tensors do not match the patch id in its manifest",
-            hint="the patch was changed after it was written; fetch it again",
-        )
+    patch = read_intact_patch(source.path)
     enforce_policy(source.path, require_signed)
     try:
         factors = lora_factors(peft_tensors(source.path, patch.manifest))

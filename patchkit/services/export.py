@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchkit.core.patch_id import patch_id_of
-from patchkit.errors import TrustError, UsageError
+from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
-from patchkit.io.patch_file import read_patch
+from patchkit.io.patch_file import read_intact_patch
 from patchkit.services.patches import peft_tensors, write_patch
 
 FORMATS = ("kohya", "peft")
@@ -27,9 +27,7 @@ def export(patch: Path, fmt: str, output: Path, *, force: bool = False) -> Expor
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint=f"choose one of: {', '.join(FORMATS)}")
     check_output_path(output, force=force)
-    parsed = read_patch(patch)
-    if not parsed.id_matches:
-        raise TrustError(f"{patch}: its tensors do not match the patch id in its manifest", hint="fetch it again")
+    parsed = read_intact_patch(patch)
     manifest = parsed.manifest
     current = manifest.get("format", {}).get("keys", "peft")
     if current == fmt:

@@ -16,9 +16,9 @@ from patchkit.core.manifest import SCHEMA_VERSION
 from patchkit.core.merge import Conflict
 from patchkit.core.patch_id import patch_id_of
 from patchkit.core.progress import Progress
-from patchkit.errors import ConflictError, CorruptFileError, TrustError, UsageError
+from patchkit.errors import ConflictError, CorruptFileError, UsageError
 from patchkit.io.atomic import check_output_path
-from patchkit.io.patch_file import PatchFile, read_patch
+from patchkit.io.patch_file import PatchFile, read_intact_patch
 from patchkit.services.patches import created_at, peft_tensors, write_patch
 
 METHODS = ("concat", "svd")
@@ -48,9 +48,7 @@ class _Parent:
 
 
 def _read(path: Path) -> _Parent:
-    patch = read_patch(path)
-    if not patch.id_matches:
-        raise TrustError(f"{path}: its tensors do not match the patch id in its manifest", hint="fetch it again")
+    patch = read_intact_patch(path)
     try:
         return _Parent(patch, lora_factors(peft_tensors(path, patch.manifest)))
     except PatchFormatError as exc:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit.core.names import check_name, check_version, looks_like_ref, parse_ref
-from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError, TrustError
-from patchkit.io.patch_file import read_patch
+from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError
+from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.signatures import signature_path_for
 from patchkit.services.signing import trust_store, verify
 from patchkit.store.locations import registry_dir, require_signed_by_default
@@ -75,9 +75,7 @@ def add(patch: Path, *, root: Path | None = None, name: str | None = None, versi
         require_signed: bool | None = None) -> AddResult:  # fmt: skip
     """Validate, verify any signature, store content-addressed, and index; refuse a clash of name@version."""
     registry = open_registry(root)
-    parsed = read_patch(patch)
-    if not parsed.id_matches:
-        raise TrustError(f"{patch}: its tensors do not match the patch id in its manifest", hint="fetch it again")
+    parsed = read_intact_patch(patch)
     name = check_name(parsed.manifest["name"] if name is None else name)
     version = check_version(parsed.manifest["version"] if version is None else version)
     require = require_signed_by_default() if require_signed is None else require_signed

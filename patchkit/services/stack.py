@@ -15,7 +15,7 @@ from patchkit.core.progress import Progress
 from patchkit.core.stack import SCHEMA_VERSION, StackError, is_stack_name, parse_stack, stack_text
 from patchkit.errors import ConflictError, InputError, ModelMismatchError, PatchkitError, TrustError, UsageError
 from patchkit.io.atomic import check_output_path, write_bytes_atomic
-from patchkit.io.patch_file import read_patch
+from patchkit.io.patch_file import read_intact_patch, read_patch
 from patchkit.io.signatures import signature_path_for
 from patchkit.services.apply import PatchSource, plan_apply, resolve_base
 from patchkit.services.registry import blob_for, patch_path
@@ -99,10 +99,8 @@ def add_patch(stack_path: Path, patch: Path | str, *, scale: float = 1.0, base: 
     stack = read_stack(stack_path)
     reference = str(patch) if looks_like_ref(str(patch)) and not Path(patch).exists() else None
     patch = patch_path(patch)
-    parsed = read_patch(patch)
+    parsed = read_intact_patch(patch)
     manifest = parsed.manifest
-    if not parsed.id_matches:
-        raise TrustError(f"{patch}: its tensors do not match the patch id in its manifest", hint="fetch it again")
     pinned = stack.data["base"]["fingerprint"]
     if manifest["base"]["fingerprint"] != pinned:
         raise ModelMismatchError(

@@ -29,7 +29,7 @@ from typing import Any
 
 from patchkit.core.names import check_name, check_version, version_key
 from patchkit.errors import CorruptFileError, InputError, OutputError
-from patchkit.io.atomic import pid_alive, write_bytes_atomic
+from patchkit.io.atomic import fsync_dir, pid_alive, write_bytes_atomic
 
 LAYOUT_VERSION = 1
 _CHUNK = 1 << 20
@@ -147,7 +147,7 @@ class Registry:
             staged.unlink()
         else:
             os.replace(staged, target)
-        _fsync_dir(self.blobs)
+        fsync_dir(self.blobs)
         return blob
 
     def put_entry(self, entry: Entry) -> None:
@@ -233,11 +233,3 @@ def _entry(path: Path) -> Entry:
 
 def _dumps(value: Any) -> bytes:
     return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
