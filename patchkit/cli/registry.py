@@ -38,11 +38,13 @@ def _concepts(summary: dict[str, Any]) -> str:
 
 def _table(output: Output, rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
-    for column in ("patch", "concepts (M-Score after)", "categories", "base", "signed by"):
+    table.add_column("patch", no_wrap=True)
+    for column in ("concepts (M-Score after)", "categories", "base", "signed by"):
         table.add_column(column, overflow="fold")
     for s in rows:
         categories = ", ".join(sorted({c["category"] for c in s["concepts"]}))
-        signer = s.get("signed_by") or ("unknown key" if s.get("signed") else "unsigned")
+        key = f"untrusted key {s['key'][:12]}…" if s.get("key") else "unsigned"
+        signer = s.get("trusted_as") or s.get("signed_by") or key
         table.add_row(f"{s['name']}@{s['version']}", _concepts(s), categories,
                       f"{s['family']} {s['base_fingerprint'][:12]}…", signer)  # fmt: skip
     output.err.print(table)
@@ -137,10 +139,13 @@ def show(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None, json: Js
 
 
 @app.command("rm")
-def rm(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None) -> None:
+def rm(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
     """Remove NAME@VERSION (its blob stays until `registry gc`). Example: patchkit registry rm no-circle@1.0.0"""
     output: Output = ctx.obj
     entry = service.remove(ref, registry)
+    if json:
+        output.json({"removed": entry.ref, "blob": entry.blob})
+        return
     output.say(f"removed {entry.ref}; run patchkit registry gc to free its blob")
 
 
@@ -168,10 +173,14 @@ def export(
     ref: RefArg,
     out: Annotated[Path, typer.Option("--output", "-o", help="Folder to copy the patch (and its .sig) into.")],
     registry: RegistryOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Copy an entry out as NAME-VERSION.safetensors. Example: patchkit registry export no-circle@1.0.0 -o dist/"""
     output: Output = ctx.obj
     target = service.export(ref, out, registry)
+    if json:
+        output.json({"output": str(target)})
+        return
     output.out.print(str(target), highlight=False)
 
 
@@ -196,10 +205,14 @@ def verify(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = Fal
 
 
 @app.command("reindex")
-def reindex(ctx: typer.Context, registry: RegistryOpt = None) -> None:
-    """Rebuild the index from the entries on disk."""
+def reindex(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
+    """Rebuild the index from the entries on disk, after a restore or a crash. Example: patchkit registry reindex"""
     output: Output = ctx.obj
-    output.say(f"indexed {service.reindex(registry)} entries")
+    count = service.reindex(registry)
+    if json:
+        output.json({"entries": count})
+        return
+    output.say(f"indexed {count} entries")
 
 
 @app.command("push")
@@ -209,6 +222,7 @@ def push(
     repo: Annotated[str, typer.Option("--repo", help="Hub repo id ORG/NAME (created if missing).")],
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
     registry: RegistryOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Publish an entry to the Hugging Face Hub: the patch, its signature and a model card, in one commit.
 
@@ -218,6 +232,9 @@ def push(
 
     output: Output = ctx.obj
     result = push_service(ref, repo, root=registry, private=private)
+    if json:
+        output.json({"repo": result.repo, "files": result.files})
+        return
     output.say(f"pushed {', '.join(result.files)} to https://huggingface.co/{result.repo}")
 
 
@@ -226,12 +243,16 @@ def pull(
     ctx: typer.Context,
     spec: Annotated[str, typer.Argument(help="ORG/NAME[@REVISION] on the Hub.", show_default=False)],
     registry: RegistryOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Fetch a patch from the Hub (through its cache) and add it. Example: patchkit registry pull my-team/no-circle"""
     from patchkit.services.hub import pull as pull_service
 
     output: Output = ctx.obj
     result = pull_service(spec, root=registry)
+    if json:
+        output.json({"ref": result.entry.ref, "blob": result.entry.blob, "added": result.added})
+        return
     output.say(f"{'added' if result.added else 'already present:'} {result.entry.ref}")
 
 

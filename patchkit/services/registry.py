@@ -12,7 +12,7 @@ from typing import Any
 from patchkit.core.names import check_name, check_version, looks_like_ref, parse_ref
 from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError
 from patchkit.io.patch_file import read_intact_patch
-from patchkit.io.signatures import signature_path_for
+from patchkit.io.signatures import read_bundle, signature_path_for
 from patchkit.services.signing import trust_store, verify
 from patchkit.store.locations import registry_dir, require_signed_by_default
 from patchkit.store.registry import Entry, Registry, file_sha256
@@ -44,25 +44,27 @@ def _summary(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]
         "author": manifest.get("author", ""),
         "signed": record["signed"],
         "signed_by": record["signed_by"],
+        "key": record.get("key"),
         "added_at": record["added_at"],
     }
 
 
-def _signature(patch: Path, require_signed: bool) -> tuple[bool, str | None, Path | None]:
-    """(signed, trusted signer name, signature path). A signature present must verify against a trusted key."""
+def _signature(patch: Path, require_signed: bool) -> tuple[str | None, str | None, Path | None]:
+    """(signing key id, trusted signer name, signature path). A signature present must verify if its key is trusted."""
     sig = signature_path_for(patch)
     if not sig.is_file():
         if require_signed:
             raise PolicyError(f"{patch} is not signed, and policy requires signed patches",
                               hint=f"sign it: patchkit sign {patch} --key KEY")  # fmt: skip
-        return False, None, None
+        return None, None, None
+    key = read_bundle(sig).key_hint
     try:
         result = verify(patch, use_trust_store=True, store=trust_store())
     except PolicyError:
         if require_signed:
             raise
-        return True, None, sig  # signed by a key we do not know: kept, and listed as untrusted
-    return True, result.signer, sig
+        return key, None, sig  # signed by a key we do not know: kept, listed by key id until it is trusted
+    return key, result.signer, sig
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def add(patch: Path, *, root: Path | None = None, name: str | None = None, versi
     name = check_name(parsed.manifest["name"] if name is None else name)
     version = check_version(parsed.manifest["version"] if version is None else version)
     require = require_signed_by_default() if require_signed is None else require_signed
-    signed, signer, sig = _signature(patch, require)
+    key, signer, sig = _signature(patch, require)
     added_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     with registry.locked():
         existing = registry.read_entry(name, version)
@@ -94,8 +96,8 @@ def add(patch: Path, *, root: Path | None = None, name: str | None = None, versi
         blob = registry.put_blob(patch, sig)
         if blob != digest:
             raise CorruptFileError(f"{patch} changed while it was being added", hint="add it again")
-        record = {"patch_id": parsed.patch_id, "manifest": parsed.manifest, "signed": signed, "signed_by": signer,
-                  "added_at": added_at}  # fmt: skip
+        record = {"patch_id": parsed.patch_id, "manifest": parsed.manifest, "signed": key is not None,
+                  "signed_by": signer, "key": key, "added_at": added_at}  # fmt: skip
         entry = Entry(name, version, blob, record)
         registry.put_entry(entry)
         _index_with(registry, entry)
@@ -137,6 +139,9 @@ def entries(root: Path | None = None, *, concept: str | None = None, category: s
     """Index summaries matching every filter given, sorted by name then version."""
     from patchkit.core.names import version_key
 
+    # a trust-store name stands for its key, so keys trusted after the patch was added still match
+    trusted = {k.fingerprint: k.name for k in trust_store().trusted_keys()}
+    keys = {fp for fp, name in trusted.items() if name == signed_by}
     found = []
     for summary in open_registry(root).read_index().values():
         concepts = summary["concepts"]
@@ -146,9 +151,9 @@ def entries(root: Path | None = None, *, concept: str | None = None, category: s
             continue
         if base is not None and summary["base_fingerprint"] != base:
             continue
-        if signed_by is not None and summary.get("signed_by") != signed_by:
+        if signed_by is not None and summary.get("signed_by") != signed_by and summary.get("key") not in keys:
             continue
-        found.append(summary)
+        found.append(dict(summary, trusted_as=trusted.get(summary.get("key") or "")))
     return sorted(found, key=lambda s: (s["name"], version_key(s["version"])))
 
 

@@ -152,3 +152,15 @@ def test_a_folder_that_is_not_a_registry_is_refused(made, tmp_path):
     (stranger / "cat.jpg").write_bytes(b"x")
     with pytest.raises(InputError, match="not a patchkit registry"):
         registry.add(made["circle"], root=stranger)
+
+
+def test_signed_by_follows_the_trust_store_for_keys_trusted_later(made, tmp_path):
+    (tmp_path / "keys").mkdir()
+    pair = signing.new_key(tmp_path / "keys", "late", None)
+    signing.sign(made["noir"], pair.private)
+    entry = registry.add(made["noir"]).entry  # signed, but by a key nobody trusts yet
+    assert entry.record["signed_by"] is None and entry.record["key"]
+    assert registry.entries(signed_by="late team") == []
+    signing.trust_store().add(pair.public, "late team")
+    [found] = registry.entries(signed_by="late team")
+    assert found["name"] == "synthetic-noir" and found["trusted_as"] == "late team"
