@@ -55,8 +55,16 @@ print(json.dumps({"work": time.perf_counter() - start}))
 )
 
 
+def quiet(outputs: Path) -> None:
+    """Remove earlier arms' outputs and flush dirty pages, so no arm pays for another's writeback."""
+    for path in outputs.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    subprocess.run(["sync"], check=True)
+
+
 def run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float | None]:
     """(wall seconds, peak RSS in MB, in-process work seconds if printed)."""
+    quiet(OUTPUTS)
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(process.pid, 0)
@@ -82,6 +90,9 @@ if not patch.is_file():
 """
 
 
+OUTPUTS = Path("/tmp/patchkit-bench/outputs")
+
+
 def fixture(root: Path) -> tuple[Path, Path, Path]:
     """Built in a child process: a forked child inherits its parent's peak RSS, so the parent stays small."""
     folder, single, patch = root / "sd15-fp16", root / "sd15-fp16.safetensors", root / "rank4.safetensors"
@@ -96,10 +107,12 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/patchkit-bench"))
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
+    global OUTPUTS
+    OUTPUTS = args.root / "outputs"
     folder, single, patch = fixture(args.root)
-    outputs = args.root / "outputs"
+    outputs = OUTPUTS
     shutil.rmtree(outputs, ignore_errors=True)
-    outputs.mkdir()
+    outputs.mkdir(parents=True)
     cache = args.root / "digests"
     shutil.rmtree(cache, ignore_errors=True)
     python = sys.executable
