@@ -45,7 +45,7 @@ if size:
 pixels = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
 concepts = [Concept("circle", "object")]
 items = training_prompts(concepts, templates_for(ref.source))
-retain = default_retain_prompts(ref.source, concepts)[:4]
+retain = default_retain_prompts(ref.source, concepts)[:4] or ["a photo of a dog", "a painting of a house"]
 rng = np.random.default_rng(0)
 images = [Image.fromarray(rng.integers(0, 256, (pixels, pixels, 3), dtype=np.uint8)) for _ in range(4)]
 settings = ForgetSettings(steps=steps, batch_size=batch)

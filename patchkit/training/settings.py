@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ForgetSettings:
-    """Defaults picked from bench/tradeoff.py on the testbed (docs/forget.md)."""
+    """Defaults picked from sweeps on the testbed (docs/forget.md); bench/tradeoff.py is still to come."""
 
     steps: int = 60
     learning_rate: float = 1e-2
