@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg
 from patchkit.core.stack import is_stack_name
-from patchkit.services import apply as apply_service
-from patchkit.services.registry import patch_path
-from patchkit.services.stack import read_stack
+
+apply_service = LazyModule("patchkit.services.apply")
+registry_service = LazyModule("patchkit.services.registry")
+stack_service = LazyModule("patchkit.services.stack")
 
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write: a folder for a folder base, "
                                       "a .safetensors file for a single-file base.")]  # fmt: skip
@@ -23,17 +25,17 @@ CopyOpt = Annotated[
 ]
 
 
-def _sources(items: list[Path], scale: float) -> tuple[list[apply_service.PatchSource], str | None]:
+def _sources(items: list[Path], scale: float) -> tuple[list[Any], str | None]:
     """Patches and stacks, in order; a single stack also pins the output fingerprint."""
-    sources: list[apply_service.PatchSource] = []
+    sources: list[Any] = []
     expected = None
     for item in items:
         if is_stack_name(item.name):
-            stack = read_stack(item)
+            stack = stack_service.read_stack(item)
             sources += stack.sources(scale)
             expected = stack.data["expected_output_fingerprint"] if len(items) == 1 and scale == 1.0 else None
         else:
-            path = patch_path(str(item))
+            path = registry_service.patch_path(str(item))
             sources.append(apply_service.PatchSource(path, scale, None if path == item else str(item)))
     return sources, expected
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import ForceOpt, JsonOpt
-from patchkit.core.merge import Conflict
 from patchkit.errors import ConflictError, UsageError
-from patchkit.services import merge as merge_service
-from patchkit.services.registry import patch_path
+
+if TYPE_CHECKING:
+    from patchkit.core.merge import Conflict
+
+merge_service = LazyModule("patchkit.services.merge")
+registry_service = LazyModule("patchkit.services.registry")
 
 
 def render_conflicts(output: Output, conflicts: list[Conflict]) -> None:
@@ -70,7 +74,7 @@ def merge(
       patchkit merge a.safetensors b.safetensors c.safetensors --method svd --rank 16 -o abc.safetensors
     """
     output: Output = ctx.obj
-    paths = [patch_path(str(p)) for p in patches]
+    paths = [registry_service.patch_path(str(p)) for p in patches]
     try:
         with output.progress() as progress:
             result = merge_service.merge(

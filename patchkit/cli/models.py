@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from patchkit.backend.sampling import SamplerSettings
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
-from patchkit.services import models
+
+models = LazyModule("patchkit.services.models")
+sampling = LazyModule("patchkit.backend.sampling")
 
 
 def info(
@@ -71,7 +73,7 @@ def generate(
       patchkit generate testbed "a photo of alice" "a ring in the style of neon" -n 8 -o grid.png
     """
     output: Output = ctx.obj
-    sampler = SamplerSettings(steps=steps, guidance=guidance)
+    sampler = sampling.SamplerSettings(steps=steps, guidance=guidance)
     with output.progress() as progress:
         result = models.generate_grid(
             models.ModelSource(model, config, allow_pickle),

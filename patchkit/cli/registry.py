@@ -9,9 +9,11 @@ import typer
 from rich.table import Table
 
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import JsonOpt
 from patchkit.errors import TrustError
-from patchkit.services import registry as service
+
+service = LazyModule("patchkit.services.registry")
 
 app = typer.Typer(
     help="The local patch registry: content-addressed patches, their manifests, signatures and M-Scores.",

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from patchkit.backend.distributed import is_main_process
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
 from patchkit.errors import GateFailedError
-from patchkit.services import score as score_service
-from patchkit.services.models import ModelSource
-from patchkit.services.score import ScoreReport
+
+if TYPE_CHECKING:
+    from patchkit.services.score import ScoreReport
+
+score_service = LazyModule("patchkit.services.score")
+models_service = LazyModule("patchkit.services.models")
+distributed = LazyModule("patchkit.backend.distributed")
 
 
 def score(
@@ -69,7 +73,7 @@ def score(
     output: Output = ctx.obj
     with output.progress() as progress:
         report = score_service.score(
-            ModelSource(model, config, allow_pickle),
+            models_service.ModelSource(model, config, allow_pickle),
             patches=patch or [],
             bench_path=bench,
             targets=target or [],
@@ -80,7 +84,7 @@ def score(
             force=force,
             progress=progress,
         )
-    if not is_main_process():  # under `accelerate launch`, one process speaks
+    if not distributed.is_main_process():  # under `accelerate launch`, one process speaks
         return
     if json:
         output.json(report.to_json())

@@ -9,9 +9,11 @@ import typer
 from rich.table import Table
 
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import JsonOpt
-from patchkit.io.patch_file import read_patch
-from patchkit.io.signatures import signature_path_for
+
+patch_file = LazyModule("patchkit.io.patch_file")
+signatures = LazyModule("patchkit.io.signatures")
 
 
 def _score(entry: dict[str, Any]) -> str:
@@ -74,12 +76,12 @@ def show(
       patchkit show no-circle.safetensors --json
     """
     output: Output = ctx.obj
-    parsed = read_patch(patch)
+    parsed = patch_file.read_patch(patch)
     if json:
         output.json({**parsed.manifest, "patch_id_matches": parsed.id_matches})
         return
     render_manifest(output, parsed.manifest, title=str(patch))
-    signed = signature_path_for(patch).is_file()
+    signed = signatures.signature_path_for(patch).is_file()
     if not parsed.id_matches:
         output.say("[red]the tensors do not match the manifest's patch id[/]: the file was altered")
     output.say(f"signature: {'present, check it with patchkit verify' if signed else 'none'}")

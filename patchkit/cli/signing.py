@@ -10,10 +10,12 @@ import typer
 from rich.table import Table
 
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import ForceOpt, JsonOpt
 from patchkit.cli.show import render_manifest
 from patchkit.errors import UsageError
-from patchkit.services import signing
+
+signing = LazyModule("patchkit.services.signing")
 
 key_app = typer.Typer(help="Signing keys: EC P-256 key pairs in PEM.", no_args_is_help=True)
 trust_app = typer.Typer(help="The local trust store: public keys you vouch for, by name.", no_args_is_help=True)

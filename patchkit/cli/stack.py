@@ -9,10 +9,12 @@ import typer
 from rich.table import Table
 
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.merge import render_conflicts
 from patchkit.cli.options import ConfigOpt, ForceOpt, JsonOpt, ModelArg
 from patchkit.errors import ConflictError, TrustError
-from patchkit.services import stack as stack_service
+
+stack_service = LazyModule("patchkit.services.stack")
 
 app = typer.Typer(
     help="Ordered, base-pinned lists of patches (*.stack.json) that apply reproduces exactly.", no_args_is_help=True

@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import ForceOpt, JsonOpt
-from patchkit.services import fixtures, testbed
+
+fixtures = LazyModule("patchkit.services.fixtures")
+testbed = LazyModule("patchkit.services.testbed")
 
 app = typer.Typer(
     help="The tiny Stable Diffusion shipped with patchkit: a synthetic world of IDs, objects, styles "
