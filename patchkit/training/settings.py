@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ForgetSettings:
-    """Defaults picked from sweeps on the testbed (docs/forget.md); bench/tradeoff.py is still to come."""
+    """Defaults at the knee of bench/tradeoff.py on the testbed (README, docs/tradeoff.png)."""
 
     steps: int = 60
     learning_rate: float = 1e-2
