@@ -85,8 +85,8 @@ class Registry:
     def ref_path(self, name: str, version: str) -> Path:
         return self.refs / check_name(name) / f"{check_version(version)}.json"
 
-    def ensure(self) -> None:
-        """Create the layout, or check that `root` is a registry of a layout we understand."""
+    def _check(self) -> None:
+        """Refuse a folder that is not a registry, or one of a layout we do not understand."""
         marker = self.root / "registry.json"
         if marker.is_file():
             try:
@@ -98,21 +98,36 @@ class Registry:
                 raise InputError(
                     f"{self.root}: registry layout {version} is not {LAYOUT_VERSION}", hint="upgrade patchkit"
                 )
-        elif self.root.exists() and any(self.root.iterdir()):
+            return
+        # another writer may be creating the layout right now: only its own names are allowed
+        foreign = [p.name for p in self.root.iterdir() if not _ours(p.name)] if self.root.exists() else []
+        if foreign:
             raise InputError(
-                f"{self.root} is not a patchkit registry", hint="point --registry at an empty or registry folder"
+                f"{self.root} is not a patchkit registry (it holds {foreign[0]!r})",
+                hint="point --registry at an empty folder or an existing registry",
             )
+
+    def _initialise(self) -> None:
         for folder in (self.blobs, self.refs, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
+        marker = self.root / "registry.json"
         if not marker.is_file():
             write_bytes_atomic(marker, b'{"layout_version": 1}\n')
 
+    def ensure(self) -> None:
+        """Check `root`, and create the layout under the lock if it is not there yet."""
+        with self.locked():
+            pass
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        self.ensure()
+        """The write lock; the layout is created inside it, so concurrent first writers agree."""
+        self._check()
+        self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
+                self._initialise()
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
@@ -219,6 +234,13 @@ class Registry:
             if not pid.isdigit() or not pid_alive(int(pid)):
                 stale.append(path)
         return sorted(stale)
+
+
+_LAYOUT_NAMES = {"blobs", "refs", "tmp", ".lock", "index.json", "registry.json"}
+
+
+def _ours(name: str) -> bool:
+    return name in _LAYOUT_NAMES or (name.startswith(".") and name.endswith(".partial"))
 
 
 def _entry(path: Path) -> Entry:

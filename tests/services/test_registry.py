@@ -164,3 +164,12 @@ def test_signed_by_follows_the_trust_store_for_keys_trusted_later(made, tmp_path
     signing.trust_store().add(pair.public, "late team")
     [found] = registry.entries(signed_by="late team")
     assert found["name"] == "synthetic-noir" and found["trusted_as"] == "late team"
+
+
+def test_a_registry_half_created_by_another_writer_is_accepted(made, tmp_path):
+    root = tmp_path / "fresh"
+    (root / "blobs").mkdir(parents=True)  # what a concurrent first writer leaves before its marker
+    (root / ".lock").touch()
+    (root / ".registry.json.123.abc.partial").touch()
+    assert registry.add(made["circle"], root=root).added
+    assert (root / "registry.json").is_file()
