@@ -17,8 +17,7 @@ from patchkit.services import registry as registry_service
 from patchkit.services.registry import AddResult
 from patchkit.store.registry import Entry
 
-_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_HUB_BASE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # a Hub repo id: ORG/NAME
 CARD_TAGS = ["lora", "patchkit", "forget-me-not", "concept-removal"]
 
 
@@ -36,7 +35,7 @@ def model_card(entry: Entry) -> str:
     base = manifest["base"]
     categories = sorted({c["category"] for c in manifest["concepts"]})
     data = ModelCardData(
-        base_model=base["reference"] if _HUB_BASE.fullmatch(base["reference"]) else None,
+        base_model=base["reference"] if _REPO.fullmatch(base["reference"]) else None,
         base_model_relation="adapter",
         library_name="diffusers",
         license=manifest.get("license"),

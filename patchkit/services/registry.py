@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchkit.core.names import check_name, check_version, looks_like_ref, parse_ref
+from patchkit.core.names import check_name, check_version, looks_like_ref, parse_ref, version_key
 from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.signatures import read_bundle, signature_path_for
@@ -137,8 +137,6 @@ def reindex(root: Path | None = None) -> int:
 def entries(root: Path | None = None, *, concept: str | None = None, category: str | None = None,
             base: str | None = None, signed_by: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Index summaries matching every filter given, sorted by name then version."""
-    from patchkit.core.names import version_key
-
     # a trust-store name stands for its key, so keys trusted after the patch was added still match
     trusted = {k.fingerprint: k.name for k in trust_store().trusted_keys()}
     keys = {fp for fp, name in trusted.items() if name == signed_by}
@@ -287,16 +285,17 @@ def verify_registry(root: Path | None = None) -> RegistryReport:
     for blob in blobs:
         if file_sha256(registry.blob_path(blob)) != blob:
             problems.append(f"blob {blob[:16]}… is corrupted (its bytes no longer hash to its name)")
-    refs = []
+    refs, referenced = [], set()
     for path in sorted(registry.refs.glob("*/*.json")) if registry.refs.is_dir() else []:
         try:
             entry = registry.read_entry(path.parent.name, path.stem)
-        except (CorruptFileError, Exception) as exc:
+        except Exception as exc:  # every unreadable ref (bad name, bad JSON) is one finding, not a crash
             problems.append(f"{path.relative_to(registry.root)}: {getattr(exc, 'message', exc)}")
             continue
         if entry is None:
             continue
         refs.append(entry.ref)
+        referenced.add(entry.blob)
         if not registry.blob_path(entry.blob).is_file():
             problems.append(f"{entry.ref}: its blob {entry.blob[:16]}… is missing")
     index = registry.read_index()
@@ -308,7 +307,7 @@ def verify_registry(root: Path | None = None) -> RegistryReport:
     missing = sorted(set(refs) - set(index))
     if missing:
         notes.append(f"{len(missing)} entries are not in the index yet (run patchkit registry reindex)")
-    unreferenced = len(set(blobs) - {registry.read_entry(*r.split("@")).blob for r in refs})  # type: ignore[union-attr]
+    unreferenced = len(set(blobs) - referenced)
     if unreferenced:
         notes.append(f"{unreferenced} unreferenced blobs (patchkit registry gc removes them)")
     return RegistryReport(registry.root, len(blobs), len(refs), problems, notes)
