@@ -74,7 +74,7 @@ def dense_sum(paths: list[Path]) -> dict[str, torch.Tensor]:
     total: dict[str, torch.Tensor] = {}
     for path in paths:
         for factor in lora_factors(load_file(str(path))):
-            delta = factor.delta()
+            delta = torch.from_numpy(factor.delta())
             total[factor.module] = total[factor.module] + delta if factor.module in total else delta
     return total
 

@@ -41,3 +41,10 @@ def hand_made_forget_patch(pipe, concept_prompts, anchor_prompts, retain_prompts
         tensors[f"unet.{name}.lora_A.weight"] = (root[:, None] * vh[:rank]).float().contiguous()
     save_file(tensors, str(out), metadata={"format": "pt"})
     return out
+
+
+def patch_deltas(tensors) -> dict[str, torch.Tensor]:
+    """Each module's fused delta (B @ A, alpha applied) by weight key, as torch tensors."""
+    from patchkit.core.fusion import lora_factors
+
+    return {f.weight_key: torch.from_numpy(f.delta()) for f in lora_factors(tensors)}

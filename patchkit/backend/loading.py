@@ -16,18 +16,19 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from patchkit.core.fingerprint import Leaf, combine
 from patchkit.errors import InputError, ModelMismatchError, NotCachedError, UsageError
 from patchkit.io import pipeline_folder as pf
 from patchkit.io.digests import DigestCache, Progress, model_leaves
 from patchkit.io.safetensors_io import LazyTensors, looks_like_pickle, read_header, refuse_pickle
-from patchkit.io.tensor_spans import TORCH_DTYPES, ModelSpans, SpanReader, folder_spans, single_file_spans
+from patchkit.io.tensor_spans import TORCH_NAMES, ModelSpans, SpanReader, folder_spans, single_file_spans
 from patchkit.store.locations import digest_cache_dir
 from patchkit.testbed.paths import TESTBED_MODEL, TESTBED_NAMES
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: apply and info never need it
+    import torch
 
 Family = Literal["sd1", "sd2", "sdxl"]
 Layout = Literal["folder", "single_file"]
@@ -178,6 +179,7 @@ def _hub_snapshot(repo_id: str) -> Path:
 
 def _pickle_to_safetensors(path: Path) -> Path:
     """Load a pickle with weights_only=True (no code runs) and re-store it as safetensors."""
+    import torch
     from safetensors.torch import save_file
 
     try:
@@ -254,19 +256,21 @@ def describe(ref: ModelRef, progress: Progress | None = None) -> ModelInfo:
         layout=ref.layout,
         weights=ref.weights,
         family=family_of(configs["unet"]),
-        dtype=str(TORCH_DTYPES[unet[min(unet)].dtype]).removeprefix("torch."),
+        dtype=TORCH_NAMES[unet[min(unet)].dtype],
         fingerprint=combine(leaves(spans, progress)),
         configs=configs,
     )
 
 
-def load_pipeline(ref: ModelRef, *, dtype: torch.dtype = torch.float32) -> Any:
-    """A ready diffusers pipeline for `ref`, on CPU, never touching the network."""
+def load_pipeline(ref: ModelRef, *, dtype: torch.dtype | None = None) -> Any:
+    """A ready diffusers pipeline for `ref` (float32 unless told), on CPU, never touching the network."""
+    import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from patchkit.backend import quiet_libraries
 
     quiet_libraries()
+    dtype = dtype or torch.float32
     family = family_of(pf.component_config(ref.config_folder, "unet"))
     cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     extra: dict[str, Any] = {} if family == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}

@@ -24,7 +24,7 @@ from diffusers.loaders.single_file_utils import (
 from patchkit.core.fingerprint import HASHED_COMPONENTS, canonical_key, is_hashed_key
 from patchkit.core.ldm_layout import OPENCLIP_COMPONENTS, TEXT_ENCODER_PREFIXES
 from patchkit.io.safetensors_io import Header
-from patchkit.io.tensor_spans import TORCH_DTYPES, ModelSpans, TensorSpan, header_spans
+from patchkit.io.tensor_spans import ModelSpans, TensorSpan, header_spans, torch_dtype
 
 
 def _text_encoder(
@@ -87,7 +87,7 @@ def single_file_spans(path: Path, header: Header, configs: Mapping[str, dict[str
     and each output tensor is traced back to the checkpoint key it came from.
     """
     spans = header_spans(path, header)
-    metas = {k: torch.empty(s.shape, dtype=TORCH_DTYPES[s.dtype], device="meta") for k, s in spans.items()}
+    metas = {k: torch.empty(s.shape, dtype=torch_dtype(s.dtype), device="meta") for k, s in spans.items()}
     origin = {id(t): k for k, t in metas.items()}
     converted = to_diffusers_components(metas, configs, family)
     out: ModelSpans = {}

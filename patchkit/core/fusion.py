@@ -10,8 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
-import torch
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# apply reads factors as numpy arrays (no torch import); merge and the trainer hand in tensors
+Matrix = Union[np.ndarray, "torch.Tensor"]
 
 _FACTOR = re.compile(r"(?P<component>[a-z_0-9]+)\.(?P<module>.+)\.lora_(?P<side>[AB])\.weight")
 _ALPHA = re.compile(r"(?P<component>[a-z_0-9]+)\.(?P<module>.+)\.alpha")
@@ -25,8 +32,8 @@ class PatchFormatError(ValueError):
 class LoraFactors:
     component: str  # unet, text_encoder, ...
     module: str  # e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k
-    down: torch.Tensor  # A: rank x in
-    up: torch.Tensor  # B: out x rank
+    down: Matrix  # A: rank x in
+    up: Matrix  # B: out x rank
     alpha: float | None
 
     @property
@@ -41,15 +48,23 @@ class LoraFactors:
     def out_in(self) -> tuple[int, int]:
         return int(self.up.shape[0]), int(self.down.shape[1])
 
-    def delta(self) -> torch.Tensor:
+    def delta(self) -> np.ndarray:
         """B @ A in float32, times alpha / rank where the patch gives an alpha."""
-        scale = 1.0 if self.alpha is None else self.alpha / self.rank
-        return (self.up.float() @ self.down.float()) * scale
+        delta = _float32(self.up) @ _float32(self.down)
+        if self.alpha is not None:
+            delta *= np.float32(self.alpha / self.rank)
+        return delta
 
 
-def lora_factors(tensors: Mapping[str, torch.Tensor]) -> list[LoraFactors]:
+def _float32(matrix: Matrix) -> np.ndarray:
+    if isinstance(matrix, np.ndarray):
+        return matrix.astype(np.float32, copy=False)
+    return matrix.detach().float().numpy()  # through torch: numpy cannot read a bfloat16 tensor
+
+
+def lora_factors(tensors: Mapping[str, Matrix]) -> list[LoraFactors]:
     """Pair up every module's A and B (sorted by module), or say which key breaks the layout."""
-    sides: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    sides: dict[tuple[str, str], dict[str, Matrix]] = {}
     alphas: dict[tuple[str, str], float] = {}
     for key, tensor in tensors.items():
         if match := _FACTOR.fullmatch(key):
@@ -72,9 +87,9 @@ def lora_factors(tensors: Mapping[str, torch.Tensor]) -> list[LoraFactors]:
     return factors
 
 
-def fuse(weight: torch.Tensor, deltas: Sequence[tuple[torch.Tensor, float]]) -> torch.Tensor:
-    """weight + sum(scale * delta), computed in float32 and cast back to the weight's dtype once."""
-    fused = weight.float()
+def fuse(weight: np.ndarray, deltas: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+    """weight + sum(scale * delta) in float32; the caller casts the result back to the stored dtype once."""
+    fused = np.array(weight, dtype=np.float32)
     for delta, scale in deltas:
-        fused = fused + scale * delta
-    return fused.to(weight.dtype)
+        fused += np.float32(scale) * delta
+    return fused

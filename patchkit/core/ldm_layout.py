@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from patchkit.core.fingerprint import canonical_key
+
+if TYPE_CHECKING:
+    import torch
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -136,6 +137,8 @@ def openclip_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
     q/k/v projections merge into one `in_proj`, and the projection is stored transposed.
     """
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key in _OPENCLIP_TOP:

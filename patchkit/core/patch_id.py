@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping
-
-import torch
+from typing import TYPE_CHECKING
 
 from patchkit.core.fingerprint import dtype_name, tensor_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 PREFIX = "sha256:"
 _MAGIC = b"patchkit-patch-id/1\n"

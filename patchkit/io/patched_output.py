@@ -16,14 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import safe_open
-
 from patchkit.core.patch_metadata import canonical_json
 from patchkit.errors import CorruptFileError, UsageError
 from patchkit.io.atomic import atomic_path
 from patchkit.io.rewrite import check_free_space, data_length, edited_header, link_or_copy, raw_header, write_file
-from patchkit.io.safetensors_io import read_header
+from patchkit.io.safetensors_io import RawTensor, read_header, read_raw
 from patchkit.io.tensors_out import save_tensors
 
 PROVENANCE_KEY = "patchkit.applied"
@@ -100,7 +97,7 @@ def write_folder(source: Path, output: Path, edits: list[FileEdits], provenance:
     files = _folder_files(source)
     check_free_space(output.parent, sum(e.path.stat().st_size for e in edits) + (1 << 20))
     written = linked = 0
-    revert: dict[str, torch.Tensor] = {}
+    revert: dict[str, RawTensor] = {}
     with atomic_path(output) as tmp:
         tmp.mkdir()
         for file in files:
@@ -110,7 +107,7 @@ def write_folder(source: Path, output: Path, edits: list[FileEdits], provenance:
             if file in by_path:
                 written += _write_edited(file.resolve(), target, by_path[file], provenance, {}, copied)
                 for name, data in _revert_entries(by_path[file], f"{relative.as_posix()}::").items():
-                    revert[name] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                    revert[name] = RawTensor("U8", (len(data),), data)
             else:
                 # hard links only for weights: configs are tiny, and a linked config edited in place
                 # would change the base too
@@ -137,8 +134,7 @@ def _original_length(head: bytes) -> int:
 
 
 def _u8_entries(path: Path, prefix: str) -> dict[str, bytes]:
-    with safe_open(str(path), framework="pt") as handle:
-        return {k: handle.get_tensor(k).numpy().tobytes() for k in handle.keys() if k.startswith(prefix)}  # noqa: SIM118
+    return {name: raw.data for name, raw in read_raw(path, lambda name: name.startswith(prefix)).items()}
 
 
 def revert_single_file(patched: Path, output: Path) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from patchkit.errors import NotAPipelineError
 from patchkit.io.safetensors_io import PICKLE_SUFFIXES, LazyTensors, refuse_pickle
 
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
+if TYPE_CHECKING:
+    import torch
+
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
@@ -71,7 +72,7 @@ def weight_files(folder: Path, component: str) -> list[Path]:
     )
 
 
-class ComponentTensors(Mapping[str, torch.Tensor]):
+class ComponentTensors(Mapping[str, "torch.Tensor"]):
     """All tensors of one component, across its shards, loaded lazily."""
 
     def __init__(self, folder: Path, component: str) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from safetensors import safe_open
+from typing import TYPE_CHECKING
 
 from patchkit.errors import CorruptFileError, InputError, PickleRefusedError
+
+if TYPE_CHECKING:
+    import torch
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own cap on header size
@@ -23,6 +25,33 @@ class Header:
     tensors: dict[str, dict[str, object]]
     metadata: dict[str, str]
     data_start: int
+
+
+@dataclass(frozen=True)
+class RawTensor:
+    """A tensor as the file stores it: safetensors dtype name, shape and little-endian bytes."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+
+def read_raw(path: Path, wanted: Callable[[str], bool] = lambda _: True) -> dict[str, RawTensor]:
+    """The tensors of a (small) safetensors file whose names are `wanted`, as stored, without torch."""
+    header = read_header(path)
+    tensors = {}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for name, info in header.tensors.items():
+            if not wanted(name):
+                continue
+            begin, end = info["data_offsets"]  # type: ignore[index]
+            data = os.pread(fd, int(end) - int(begin), header.data_start + int(begin))
+            shape = tuple(int(d) for d in info["shape"])  # type: ignore[union-attr]
+            tensors[name] = RawTensor(str(info["dtype"]), shape, data)
+    finally:
+        os.close(fd)
+    return tensors
 
 
 def looks_like_pickle(path: Path) -> bool:
@@ -102,10 +131,12 @@ def _byte_size(info: dict[str, object]) -> int | None:
     return count * item
 
 
-class LazyTensors(Mapping[str, torch.Tensor]):
+class LazyTensors(Mapping[str, "torch.Tensor"]):
     """A read-only mapping over one safetensors file that loads a tensor only when asked."""
 
     def __init__(self, path: Path) -> None:
+        from safetensors import safe_open
+
         read_header(path)
         self._path = path
         self._handle = safe_open(str(path), framework="pt")

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from patchkit.core.fingerprint import HASHED_COMPONENTS, canonical_key, is_hashed_key
 from patchkit.core.ldm_layout import (
@@ -23,21 +23,22 @@ from patchkit.core.ldm_layout import (
     openclip_keys_from_ldm,
     unet_key_from_ldm,
 )
+from patchkit.io import arrays
 from patchkit.io import pipeline_folder as pf
 from patchkit.io.safetensors_io import Header, read_header
 
-TORCH_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+if TYPE_CHECKING:
+    import torch
+
+TORCH_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}  # fmt: skip
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype name (torch imported only by callers that need tensors)."""
+    import torch
+
+    return getattr(torch, TORCH_NAMES[dtype])
 
 
 @dataclass(frozen=True)
@@ -119,19 +120,31 @@ class SpanReader:
                 digest.update(block)
         return digest.hexdigest()
 
+    def array(self, span: TensorSpan) -> np.ndarray:
+        """The diffusers tensor in its storage type (BF16 as raw bits), transposed back where stored transposed."""
+        stored = arrays.stored(self.raw(span), span.dtype, span.shape[::-1] if span.transposed else span.shape)
+        return np.ascontiguousarray(stored.T) if span.transposed else stored
+
+    def floats(self, span: TensorSpan) -> np.ndarray:
+        """The diffusers tensor as a new float32 array."""
+        shape = span.shape[::-1] if span.transposed else span.shape
+        values = arrays.to_float32(self.raw(span), span.dtype, shape)
+        return np.ascontiguousarray(values.T) if span.transposed else values
+
     def tensor(self, span: TensorSpan) -> torch.Tensor:
-        """A copy of the span as the diffusers tensor (transposed back where it is stored transposed)."""
-        dtype = TORCH_DTYPES[span.dtype]
-        stored = span.shape[::-1] if span.transposed else span.shape
-        flat = torch.frombuffer(bytearray(self.raw(span)), dtype=dtype) if span.nbytes else torch.empty(0, dtype=dtype)
-        tensor = flat.reshape(stored)
-        return tensor.T.contiguous() if span.transposed else tensor
+        """The diffusers tensor as a torch tensor (a copy)."""
+        import torch
+
+        data = bytearray(self.canonical_bytes(span))
+        dtype = torch_dtype(span.dtype)
+        flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+        return flat.reshape(span.shape)
 
     def canonical_bytes(self, span: TensorSpan) -> bytes:
         """The bytes of the diffusers tensor: the raw span, except where it is stored transposed."""
         if not span.transposed:
             return self.raw(span)
-        return self.tensor(span).reshape(-1).view(torch.uint8).numpy().tobytes()
+        return self.array(span).tobytes()
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -12,39 +12,50 @@ import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Union
 
 from patchkit.core.fingerprint import dtype_name, tensor_bytes
 from patchkit.io.atomic import atomic_path
+from patchkit.io.safetensors_io import RawTensor
+
+if TYPE_CHECKING:
+    import torch
+
+# RawTensor lets torch-free paths (apply's revert data) write files too
+Storable = Union["torch.Tensor", RawTensor]
 
 
-def header_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+def _layout(tensor: Storable) -> tuple[str, list[int], int]:
+    if isinstance(tensor, RawTensor):
+        return tensor.dtype, list(tensor.shape), len(tensor.data)
+    return dtype_name(tensor.dtype), list(tensor.shape), tensor.numel() * tensor.element_size()
+
+
+def _data(tensor: Storable) -> bytes:
+    return tensor.data if isinstance(tensor, RawTensor) else tensor_bytes(tensor)
+
+
+def header_bytes(tensors: Mapping[str, Storable], metadata: Mapping[str, str] | None = None) -> bytes:
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {k: str(metadata[k]) for k in sorted(metadata)}
     offset = 0
     for key in sorted(tensors):
-        tensor = tensors[key]
-        size = tensor.numel() * tensor.element_size()
-        header[key] = {
-            "dtype": dtype_name(tensor.dtype),
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
+        dtype, shape, size = _layout(tensors[key])
+        header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
 
 
-def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
-    return header_bytes(tensors, metadata) + b"".join(tensor_bytes(tensors[k]) for k in sorted(tensors))
+def serialize(tensors: Mapping[str, Storable], metadata: Mapping[str, str] | None = None) -> bytes:
+    return header_bytes(tensors, metadata) + b"".join(_data(tensors[k]) for k in sorted(tensors))
 
 
-def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def save_tensors(path: Path, tensors: Mapping[str, Storable], metadata: Mapping[str, str] | None = None) -> None:
     """Write `tensors` to `path` one tensor at a time via a temporary sibling: never half a file."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         handle.write(header_bytes(tensors, metadata))
         for key in sorted(tensors):
-            handle.write(tensor_bytes(tensors[key]))
+            handle.write(_data(tensors[key]))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from patchkit import __version__
 from patchkit.backend import loading
@@ -22,11 +22,10 @@ from patchkit.core.fingerprint import Leaf, combine
 from patchkit.core.fusion import LoraFactors, PatchFormatError, fuse, lora_factors
 from patchkit.core.progress import Progress
 from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, UsageError
-from patchkit.io import patched_output
+from patchkit.io import arrays, patched_output
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan
-from patchkit.services.patches import peft_tensors
 from patchkit.services.signing import enforce_policy
 from patchkit.store.locations import require_signed_by_default
 
@@ -117,8 +116,8 @@ def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch
     patch = read_intact_patch(source.path)
     enforce_policy(source.path, require_signed)
     try:
-        factors = lora_factors(peft_tensors(source.path, patch.manifest))
-    except PatchFormatError as exc:
+        factors = lora_factors(_peft_arrays(source.path, patch.manifest))
+    except (PatchFormatError, ValueError) as exc:
         hint = "patchkit applies LoRA patches in the PEFT layout"
         raise CorruptFileError(f"{source.path}: {exc}", hint=hint) from exc
     manifest = patch.manifest
@@ -126,6 +125,15 @@ def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch
                            source.label or source.path.name,
                            manifest["base"]["fingerprint"])  # fmt: skip
     return applied, factors
+
+
+def _peft_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The patch's factors under PEFT names; only a kohya-layout patch needs torch (diffusers' converters)."""
+    if manifest.get("format", {}).get("keys") == "kohya":
+        from patchkit.services.patches import peft_tensors
+
+        return dict(peft_tensors(path, manifest))
+    return arrays.read_float32(path)
 
 
 def _check_base(applied: AppliedPatch, path: Path, base: str, fingerprint: str, force: bool) -> bool:
@@ -156,9 +164,10 @@ def _target(spans: ModelSpans, factors: LoraFactors, path: Path, base: str) -> T
     return span
 
 
-def _stored_bytes(tensor: torch.Tensor, span: TensorSpan) -> bytes:
-    stored = tensor.T.contiguous() if span.transposed else tensor.contiguous()
-    return stored.reshape(-1).view(torch.uint8).numpy().tobytes()
+def _stored_bytes(values: np.ndarray, span: TensorSpan) -> bytes:
+    """float32 values cast once to the span's dtype, laid out as the file stores them."""
+    cast = arrays.from_float32(values, span.dtype)
+    return (cast.T if span.transposed else cast).tobytes()
 
 
 def plan_apply(
@@ -186,7 +195,7 @@ def plan_apply(
     leaves = loading.leaves(spans, hashed)
     fingerprint = combine(leaves)
     forced = []
-    deltas: dict[tuple[str, str], list[tuple[torch.Tensor, float]]] = {}
+    deltas: dict[tuple[str, str], list[tuple[np.ndarray, float]]] = {}
     targets: dict[tuple[str, str], TensorSpan] = {}
     for (applied, factors), path in loaded:
         if _check_base(applied, path, base.reference, fingerprint, force):
@@ -199,9 +208,8 @@ def plan_apply(
     with SpanReader() as reader:
         for i, key in enumerate(sorted(targets)):
             span = targets[key]
-            weight = reader.tensor(span)
-            fused = fuse(weight, deltas[key])
-            edits[key] = TensorEdit(span, bytes(reader.raw(span)), _stored_bytes(fused, span))
+            fused = fuse(reader.floats(span), deltas[key])
+            edits[key] = TensorEdit(span, reader.raw(span), _stored_bytes(fused, span))
             if progress:
                 progress("fuse", i + 1, len(targets), {})
     out_leaves = [_edited_leaf(leaf, edits.get((leaf.component, leaf.key))) for leaf in leaves]
@@ -213,8 +221,8 @@ def _edited_leaf(leaf: Leaf, edit: TensorEdit | None) -> Leaf:
         return leaf
     canonical = edit.fused
     if edit.span.transposed:
-        stored = torch.frombuffer(bytearray(edit.fused), dtype=loading.TORCH_DTYPES[edit.span.dtype])
-        canonical = _stored_bytes(stored.reshape(edit.span.shape[::-1]), edit.span)
+        stored = arrays.stored(edit.fused, edit.span.dtype, edit.span.shape[::-1])
+        canonical = stored.T.tobytes()
     return Leaf(leaf.component, leaf.key, leaf.dtype, leaf.shape, leaf.nbytes, hashlib.sha256(canonical).hexdigest())
 
 

@@ -49,6 +49,33 @@ def test_exit_codes_and_one_line_errors(tiny_models, tmp_path):
     assert not any((tmp_path / n).exists() for n in ("o2", "o3", "o4"))
 
 
+# torch's import alone costs more than fusing every attention weight of SD 1.5, so the
+# apply path must never import it: a poisoned module entry makes any such import fail
+_WITHOUT_TORCH = """
+import runpy, sys
+sys.modules["torch"] = None
+sys.argv = ["patchkit", *sys.argv[1:]]
+runpy.run_module("patchkit", run_name="__main__")
+"""
+
+
+def test_apply_and_revert_never_import_torch(tiny_models, tmp_path):
+    folder, single = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    out = tmp_path / "out.safetensors"
+    run = [sys.executable, "-c", _WITHOUT_TORCH]
+    applied = subprocess.run([*run, "apply", str(single), str(patch), "--config", str(folder), "-o", str(out),
+                              "--json"], capture_output=True, text=True)  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    record = json.loads(applied.stdout)
+    patched = loading.resolve(str(out), config=folder)
+    assert loading.describe(patched).fingerprint == record["output_fingerprint"]
+    back = subprocess.run([*run, "revert", str(out), "--config", str(folder), "-o", str(tmp_path / "back.safetensors")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert (tmp_path / "back.safetensors").read_bytes() == single.read_bytes()
+
+
 @pytest.fixture
 def big_folder(tiny_models, tmp_path) -> Path:
     """The tiny SD 1.5 folder with a 256 MB extra weight file, so that copying it takes a while."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from patchkit.core.fusion import PatchFormatError, fuse, lora_factors
+from patchkit.io.arrays import from_float32
 
 
 def _pair(out: int = 6, inner: int = 5, rank: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -21,14 +23,14 @@ def test_factors_pair_and_delta_is_b_at_a():
     [factor] = lora_factors(tensors)
     assert (factor.component, factor.module, factor.weight_key) == ("unet", "m.attn2.to_k", "m.attn2.to_k.weight")
     expected = tensors["unet.m.attn2.to_k.lora_B.weight"] @ tensors["unet.m.attn2.to_k.lora_A.weight"]
-    assert torch.allclose(factor.delta(), expected)
+    assert np.allclose(factor.delta(), expected.numpy(), atol=1e-6)
 
 
 def test_kohya_alpha_scales_by_alpha_over_rank():
     tensors = _pair(rank=2) | {"unet.m.attn2.to_k.alpha": torch.tensor(1.0)}
     [factor] = lora_factors(tensors)
     plain = lora_factors(_pair(rank=2))[0].delta()
-    assert torch.allclose(factor.delta(), plain * 0.5)
+    assert np.allclose(factor.delta(), plain * 0.5)
 
 
 @pytest.mark.parametrize(
@@ -45,9 +47,16 @@ def test_bad_layouts_are_named(tensors, message):
 
 
 def test_fuse_adds_in_float32_and_casts_once():
-    weight = torch.full((2, 2), 1.0, dtype=torch.float16)
-    tiny = torch.full((2, 2), 2.0**-12)  # below fp16's resolution at 1.0 on its own
+    weight = np.full((2, 2), 1.0, dtype=np.float16)
+    tiny = np.full((2, 2), 2.0**-12, dtype=np.float32)  # below fp16's resolution at 1.0 on its own
     fused = fuse(weight, [(tiny, 1.0), (tiny, 1.0), (tiny, 1.0), (tiny, 1.0)])
-    assert fused.dtype == torch.float16
+    assert fused.dtype == np.float32
     # four steps cast separately would each round away; summed in fp32 they reach 1 + 2^-10
-    assert torch.equal(fused, torch.full((2, 2), 1.0 + 2.0**-10, dtype=torch.float16))
+    assert np.array_equal(from_float32(fused, "F16"), np.full((2, 2), 1.0 + 2.0**-10, dtype=np.float16))
+
+
+def test_bfloat16_factors_go_through_torch():
+    tensors = {k: v.to(torch.bfloat16) for k, v in _pair().items()}
+    [factor] = lora_factors(tensors)
+    expected = tensors["unet.m.attn2.to_k.lora_B.weight"].float() @ tensors["unet.m.attn2.to_k.lora_A.weight"].float()
+    assert np.allclose(factor.delta(), expected.numpy(), atol=1e-6)

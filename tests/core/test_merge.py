@@ -29,7 +29,10 @@ def test_concat_is_the_weighted_sum_of_deltas():
     merged = {m.module: m for m in merge.concat(patches, weights)}
     for module in ("a", "b", "c"):
         expected = sum(
-            w * f.delta().double() for p, w in zip(patches, weights, strict=True) for f in p if f.module == module
+            w * torch.from_numpy(f.delta()).double()
+            for p, w in zip(patches, weights, strict=True)
+            for f in p
+            if f.module == module
         )
         assert torch.allclose(_delta(merged[module]), expected, atol=1e-5)
     assert merged["b"].down.shape[0] == 9 and merged["a"].down.shape[0] == 6  # ranks add where modules overlap

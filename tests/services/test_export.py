@@ -7,16 +7,16 @@ import torch
 from safetensors.torch import load_file
 
 from patchkit.backend import loading
-from patchkit.core.fusion import lora_factors
 from patchkit.errors import UsageError
 from patchkit.io.patch_file import read_patch
 from patchkit.services.apply import PatchSource, apply
 from patchkit.services.export import export
 from patchkit.services.patches import peft_tensors, synthetic_patch
+from tests.helpers import patch_deltas
 
 
 def _deltas(path):
-    return {f.weight_key: f.delta() for f in lora_factors(peft_tensors(path, read_patch(path).manifest))}
+    return patch_deltas(peft_tensors(path, read_patch(path).manifest))
 
 
 def test_round_trip_keeps_the_delta_and_kohya_loads_in_diffusers(tiny_models, tmp_path):

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from patchkit.core.fusion import lora_factors
 from patchkit.core.stack import StackError
 from patchkit.errors import ConflictError, ModelMismatchError, UsageError
 from patchkit.io.patch_file import read_patch
@@ -18,6 +17,7 @@ from patchkit.services.apply import apply
 from patchkit.services.merge import merge
 from patchkit.services.patches import synthetic_patch, write_patch
 from patchkit.services.stack import add_patch, new_stack, read_stack, verify_stack
+from tests.helpers import patch_deltas
 
 
 @pytest.fixture
@@ -104,8 +104,8 @@ def test_stack_file_errors_are_one_line(tmp_path):
 def test_merge_concat_is_exact_and_records_parents(patches, tmp_path):
     _, (circle, noir) = patches
     result = merge([circle, noir], tmp_path / "m.safetensors", weights=[1.0, -0.5])
-    merged = {f.weight_key: f.delta() for f in lora_factors(load_file(str(result.output)))}
-    parts = [{f.weight_key: f.delta() for f in lora_factors(load_file(str(p)))} for p in (circle, noir)]
+    merged = patch_deltas(load_file(str(result.output)))
+    parts = [patch_deltas(load_file(str(p))) for p in (circle, noir)]
     for key, delta in merged.items():
         assert torch.allclose(delta, parts[0][key] - 0.5 * parts[1][key], atol=1e-6)
     manifest = read_patch(result.output).manifest
