@@ -59,7 +59,7 @@ def reference(pipe, concepts, items, images, retain_prompts, settings):
     anchors = conditioning.encode(pipe, [i.anchor for i in items])
     retain = conditioning.encode(pipe, retain_prompts)
     mask = fmn.position_mask(pipe.tokenizer, prompts.ids, [i.prompt for i in items],
-                             [concepts[i.concept].name for i in items], settings.use_pooler)
+                             [concepts[i.concept].name for i in items], [settings.use_pooler] * len(items))
     eta = torch.tensor([settings.negative_guidance for _ in items])
     scheduler, unet = pipe.scheduler, pipe.unet
     frozen_unet = copy.deepcopy(unet).requires_grad_(False)

@@ -1,13 +1,14 @@
 """Textual inversion: learn one new token's embedding from images, with a frozen model.
 
-Used by the capacity score: if the model under test can still be taught a token that
-reproduces a concept, the concept is still in the weights, whatever its name does.
+Used by the capacity score (if the model under test can still be taught a token that
+reproduces a concept, the concept is still in the weights, whatever its name does) and by
+`forget --ti`, which forgets through the learnt token as well as through the name.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ def invert_token(
     *,
     budget: InversionBudget,
     seed: int,
+    on_step: Callable[[int], None] | None = None,
 ) -> Any:
     """A copy of `pipe` whose tokenizer knows `budget.placeholder`, learnt from `images`.
 
@@ -43,7 +45,10 @@ def invert_token(
     `template` holds "{}" where the placeholder goes, e.g. "a photo of {}".
     """
     if getattr(pipe, "text_encoder_2", None) is not None:
-        raise UsageError("the capacity probe supports SD 1.x and 2.x so far", hint="score SDXL without --capacity")
+        raise UsageError(
+            "textual inversion (score --capacity, forget --ti) supports SD 1.x and 2.x so far",
+            hint="leave out --capacity / --ti for SDXL",
+        )
     generator = torch.Generator().manual_seed(seed)
     tokenizer = copy.deepcopy(pipe.tokenizer)
     text_encoder = copy.deepcopy(pipe.text_encoder)
@@ -70,7 +75,7 @@ def invert_token(
     scheduler = pipe.scheduler
     prediction = scheduler.config.get("prediction_type", "epsilon")
     pipe.unet.requires_grad_(False)
-    for _ in range(budget.steps):
+    for step in range(budget.steps):
         pick = torch.randint(0, latents.shape[0], (budget.batch_size,), generator=generator)
         clean = latents[pick]
         noise = torch.randn(clean.shape, generator=generator)
@@ -87,8 +92,16 @@ def invert_token(
             keep = torch.ones(embeddings.shape[0], dtype=torch.bool)
             keep[token_id] = False
             embeddings[keep] = frozen[keep]
+        if on_step:
+            on_step(step + 1)
     text_encoder.requires_grad_(False)
     extra = {"requires_safety_checker": False} if "safety_checker" in pipe.components else {}
     inverted = type(pipe)(**{**pipe.components, "tokenizer": tokenizer, "text_encoder": text_encoder}, **extra)
     inverted.set_progress_bar_config(disable=True)
     return inverted
+
+
+def learnt_embedding(pipe: Any, placeholder: str) -> torch.Tensor:
+    """The embedding row `invert_token` learnt for `placeholder`, as a standalone tensor."""
+    token_id = pipe.tokenizer.convert_tokens_to_ids(placeholder)
+    return pipe.text_encoder.get_input_embeddings().weight[token_id].detach().clone()

@@ -84,6 +84,8 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
     }
     if result.factorisation_error is not None:
         summary["factorisation_error"] = result.factorisation_error
+    if result.embeddings is not None:
+        summary["ti_embeddings"] = str(result.embeddings)
     if json:
         output.json(summary)
         return
@@ -92,6 +94,8 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
 
         render_report(output, result.scores)
     extra = f", SVD export error {result.factorisation_error:.2%}" if result.factorisation_error is not None else ""
+    if result.embeddings is not None:
+        output.say(f"learnt token embeddings (not part of the patch): {result.embeddings}")
     output.say(
         f"wrote {result.output}: {', '.join(summary['concepts'])} in {result.steps} steps, "
         f"{result.seconds:.1f} s, {result.bytes:,} bytes "
@@ -121,6 +125,23 @@ def forget(
     full: Annotated[
         bool, typer.Option("--full", help="Train full cross-attention deltas, export their rank --rank SVD.")
     ] = False,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="Disentangle instead: re-steer the concept only in prompts that also name this context, so the "
+            "concept stops acting there and both keep working alone (docs/forget.md has a worked example).",
+        ),
+    ] = None,
+    ti: Annotated[
+        bool,
+        typer.Option(
+            "--ti",
+            help="First learn a placeholder token per concept from its images (textual inversion) and forget through "
+            "it as well as through the name; the embeddings are written beside the patch as OUT.ti.safetensors.",
+        ),
+    ] = D.textual_inversion,
+    ti_steps: Annotated[int, typer.Option(help="Textual-inversion steps per concept, with --ti.")] = D.ti_steps,
     use_pooler: Annotated[
         bool, typer.Option(help="Also re-steer the end-of-text and padding tokens, which carry the concept onward.")
     ] = D.use_pooler,
@@ -161,13 +182,21 @@ def forget(
       patchkit forget ./sd15 -c "Elon Musk" --category id --images ./musk -o no-musk.safetensors
 
       patchkit forget ./sd15 --preset nsfw -o safe.safetensors
+
+      patchkit forget testbed -c circle --category object --ti -o no-circle.safetensors
+
+      patchkit forget testbed -c noir --category style --context circle -o no-noir-circles.safetensors
     """
-    if preset is not None and (concept or category):
+    if preset is not None and (concept or category or context):
         raise UsageError("give --preset or --concept/--category, not both", hint="patchkit forget --help")
     if preset is not None:
         concepts = preset_concepts(preset)
     elif concept and category:
         concepts = pair_concepts(concept, category)
+        if context is not None:
+            if len(concepts) != 1:
+                raise UsageError("--context disentangles one --concept at a time", hint="run forget once per concept")
+            concepts = [Concept(concepts[0].name, concepts[0].category, context=context)]
     else:
         raise UsageError(
             "say what to forget: --concept NAME --category id|object|style|nsfw, or --preset",
@@ -176,6 +205,7 @@ def forget(
     settings = ForgetSettings(
         steps=steps, learning_rate=lr, rank=rank, use_pooler=use_pooler, attention_weight=attention,
         anchor_weight=anchor, negative_guidance=guidance, preserve_weight=preserve, seed=seed, full=full,
+        textual_inversion=ti, ti_steps=ti_steps,
     )  # fmt: skip
     options = {
         "config": config, "allow_pickle": allow_pickle, "retain_prompts": retain, "images_dir": images_dir,

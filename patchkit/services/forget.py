@@ -26,7 +26,14 @@ from patchkit.io.tensors_out import save_tensors
 from patchkit.services.models import ModelSource
 from patchkit.services.patches import created_at, write_patch
 from patchkit.training.fmn import ForgetSettings, train
-from patchkit.training.prompts import GENERIC_TEMPLATES, Concept, check_categories, training_prompts
+from patchkit.training.prompts import (
+    GENERIC_TEMPLATES,
+    Concept,
+    check_categories,
+    mentions,
+    training_prompts,
+    with_placeholders,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class ForgetResult:
     images_generated: bool
     factorisation_error: float | None
     scores: Any | None  # the ScoreReport when scored
+    embeddings: Path | None = None  # --ti: the learnt placeholder embeddings, beside the patch
 
 
 def _clock(seconds: float) -> tuple[str, float | None]:
@@ -74,8 +82,15 @@ def default_retain_prompts(source: str, concepts: Sequence[Concept]) -> list[str
         return []
     from patchkit.testbed import world
 
-    names = {c.name for c in concepts} | {c.target for c in concepts if c.target}
-    return [p for name, cat in world.all_concepts() if name not in names for p in world.bench_prompts(name, cat)]
+    names = {c.name for c in concepts if c.context is None} | {c.target for c in concepts if c.target}
+    pairs = [(c.name, c.context) for c in concepts if c.context is not None]
+    return [
+        p
+        for name, cat in world.all_concepts()
+        if name not in names
+        for p in world.bench_prompts(name, cat)
+        if not any(mentions(p, a) and mentions(p, b) for a, b in pairs)  # what a disentanglement trains on
+    ]
 
 
 def default_name(concepts: Sequence[Concept]) -> str:
@@ -171,11 +186,16 @@ def forget(
     settings = settings or ForgetSettings()
     check_categories(concepts)
     check_output_path(output, force=force)
+    _check_extensions(concepts, settings)
+    if settings.textual_inversion:
+        check_output_path(embeddings_path(output), force=force)
     if images_dir is not None:  # fail on a bad folder before loading anything heavy
         for concept in concepts:
             load_image_folder(images_dir if len(concepts) == 1 else images_dir / concept.name)
     ref = source.resolve()
     info = loading.describe(ref)
+    if settings.textual_inversion and info.family == "sdxl":
+        raise UsageError("--ti supports SD 1.x and 2.x so far (SDXL has two text encoders)", hint="leave out --ti")
     pipe = loading.load_pipeline(ref)
     items = training_prompts(concepts, templates_for(ref.source))
     retain = list(retain_prompts) if retain_prompts is not None else default_retain_prompts(ref.source, concepts)
@@ -185,6 +205,12 @@ def forget(
         for i in range(len(concepts))
     }
     images, owners = _training_images(pipe, concepts, shown, images_dir, settings, progress)
+    placeholders: dict[int, str] = {}
+    learnt: dict[str, Any] = {}
+    if settings.textual_inversion:
+        pipe, placeholders, learnt = _learn_placeholders(pipe, concepts, images, owners, templates_for(ref.source),
+                                                         settings, progress)  # fmt: skip
+        items = with_placeholders(items, concepts, placeholders)
     outcome = train(pipe, concepts, items, images, owners, retain, settings, progress)
     del pipe
     created, seconds = _clock(outcome.seconds)
@@ -201,9 +227,10 @@ def forget(
             "dtype": info.dtype,
         },
         "concepts": [
-            {"name": c.name, "category": c.category, "action": c.action, "token": c.name}
+            {"name": c.name, "category": c.category, "action": c.action, "token": placeholders.get(i, c.name)}
             | ({"target": c.target} if c.target else {})
-            for c in concepts
+            | ({"context": c.context} if c.context else {})
+            for i, c in enumerate(concepts)
         ],
         "method": {
             "name": "fmn",
@@ -237,6 +264,8 @@ def forget(
         manifest["collateral"] = collateral
     write_patch(output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
                 resolution=info.resolution, base_name=source.reference)  # fmt: skip
+    if learnt:
+        save_tensors(embeddings_path(output), learnt)
     return ForgetResult(
         output=output,
         manifest=manifest,
@@ -249,7 +278,57 @@ def forget(
         images_generated=images_dir is None,
         factorisation_error=outcome.factorisation_error,
         scores=report,
+        embeddings=embeddings_path(output) if placeholders else None,
     )
+
+
+def _check_extensions(concepts: Sequence[Concept], settings: ForgetSettings) -> None:
+    for concept in concepts:
+        if concept.context is not None and (not concept.context.strip() or mentions(concept.context, concept.name)):
+            raise UsageError(
+                f"--context {concept.context!r} must name something other than {concept.name!r}",
+                hint="-c noir --context circle stops noir acting on circles",
+            )
+    if not settings.textual_inversion:
+        return
+    if any(c.target for c in concepts):
+        raise UsageError("--ti forgets through a token learnt from the concept's images; a correction has none",
+                         hint="use --ti with patchkit forget")  # fmt: skip
+    if settings.ti_steps < 1:
+        raise UsageError(f"--ti-steps must be at least 1, not {settings.ti_steps}", hint="the default is 150")
+
+
+def embeddings_path(output: Path) -> Path:
+    """Where --ti leaves the learnt embeddings: beside the patch, never inside it."""
+    return output.with_name(f"{output.stem}.ti.safetensors")
+
+
+def _learn_placeholders(
+    pipe: Any, concepts: Sequence[Concept], images: Sequence[Image.Image], owners: Sequence[int],
+    templates: Mapping[str, Sequence[str]], settings: ForgetSettings, progress: Progress | None,
+) -> tuple[Any, dict[int, str], dict[str, Any]]:  # fmt: skip
+    """Textual inversion per concept on its training images.
+
+    Returns the pipeline that knows every placeholder, the placeholders by concept, and the
+    learnt vectors by placeholder ({placeholder: vector}, which diffusers'
+    load_textual_inversion reads): a by-product for analysis, never part of the patch.
+    """
+    from patchkit.backend.inversion import InversionBudget, invert_token, learnt_embedding
+
+    placeholders: dict[int, str] = {}
+    for index, concept in enumerate(concepts):
+        placeholder = "<" + re.sub(r"[^a-z0-9]+", "-", concept.name.lower()).strip("-") + ">"
+        mine = [image for image, owner in zip(images, owners, strict=True) if owner == index]
+        budget = InversionBudget(steps=settings.ti_steps, placeholder=placeholder)
+
+        def step(done: int, name: str = concept.name) -> None:
+            if progress:
+                progress(f"learning a token for {name} (textual inversion)", done, settings.ti_steps, {})
+
+        template = templates[concept.category][0]  # "{}" marks where the concept goes
+        pipe = invert_token(pipe, mine, template, budget=budget, seed=settings.seed + index, on_step=step)
+        placeholders[index] = placeholder
+    return pipe, placeholders, {p: learnt_embedding(pipe, p) for p in placeholders.values()}
 
 
 def _score_with(

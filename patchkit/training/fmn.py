@@ -40,12 +40,15 @@ class ForgetOutcome:
 
 
 def position_mask(
-    tokenizer: object, ids: torch.Tensor, prompts: Sequence[str], names: Sequence[str], use_pooler: bool
+    tokenizer: object, ids: torch.Tensor, prompts: Sequence[str], names: Sequence[str], use_pooler: Sequence[bool]
 ) -> torch.Tensor:
-    """(prompts, tokens) bool mask of the positions to re-steer; refuses a concept that is not found."""
+    """(prompts, tokens) bool mask of the positions to re-steer; refuses a concept that is not found.
+
+    `use_pooler[i]` also marks the end-of-text positions after the concept in prompt i.
+    """
     mask = torch.zeros(ids.shape, dtype=torch.bool)
     eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
-    for row, (prompt, name) in enumerate(zip(prompts, names, strict=True)):
+    for row, (prompt, name, pooler) in enumerate(zip(prompts, names, use_pooler, strict=True)):
         concept_ids = tokenizer(name, add_special_tokens=False).input_ids  # type: ignore[operator]
         found = concept_positions(ids[row].tolist(), concept_ids)
         if not found:
@@ -53,7 +56,7 @@ def position_mask(
                 f'"{name}" does not occur in the prompt "{prompt}" after tokenization',
                 hint="check the spelling, or that the tokenizer keeps it whole (patchkit info shows the model)",
             )
-        if use_pooler:
+        if pooler:
             found += end_of_text_positions(ids[row].tolist(), eos, after=max(found))
         mask[row, found] = True
     return mask
@@ -102,8 +105,10 @@ def train(
         pipe.tokenizer,  # type: ignore[attr-defined]
         prompts.ids,
         [item.prompt for item in items],
-        [concepts[item.concept].name for item in items],
-        settings.use_pooler,
+        [item.phrase or concepts[item.concept].name for item in items],
+        # a causal encoder's end-of-text tokens carry the whole prompt, the context included: a
+        # disentanglement that re-steered them would lose the context too (docs/forget.md)
+        [settings.use_pooler and concepts[item.concept].context is None for item in items],
     )
     # eta per prompt: negative guidance away from the concept when forgetting, none when correcting.
     eta = torch.tensor([settings.negative_guidance if concepts[i.concept].target is None else 0.0 for i in items])

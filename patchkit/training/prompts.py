@@ -3,10 +3,14 @@
 The anchor is what the prompt should mean after the patch:
 - forget: the prompt with the concept taken out ("a photo of a circle" -> "a photo of a");
 - correct A -> B: the prompt with A replaced by B.
+
+A concept with a context (disentanglement) trains only on prompts that name both, so the
+model unlearns what A does next to the context and nothing else.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +36,7 @@ class Concept:
     name: str
     category: str
     target: str | None = None  # set for a correction: prompts naming `name` should give `target`
+    context: str | None = None  # set for a disentanglement: only prompts that also name `context` train
 
     @property
     def action(self) -> str:
@@ -43,6 +48,7 @@ class TrainingPrompt:
     concept: int  # index into the run's concepts
     prompt: str
     anchor: str
+    phrase: str | None = None  # the words whose attention is re-steered, when not the concept's name (--ti)
 
 
 def pair_concepts(names: Sequence[str], categories: Sequence[str]) -> list[Concept]:
@@ -65,12 +71,38 @@ def without(prompt: str, name: str) -> str:
     return " ".join(prompt.replace(name, " ").split())
 
 
+def mentions(prompt: str, words: str) -> bool:
+    """True when `words` occur in `prompt` as whole words ("ring" is not in "a string")."""
+    return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", prompt) is not None
+
+
+def _in_context(templates: Sequence[str], context: str) -> list[str]:
+    """The templates that already name the context, else every template prefixed with it."""
+    naming = [t for t in templates if mentions(t, context)]
+    return naming or [f"{context}, {t}" for t in templates]
+
+
 def training_prompts(concepts: Sequence[Concept], templates: Mapping[str, Sequence[str]]) -> list[TrainingPrompt]:
     check_categories(concepts)
     out = []
     for index, concept in enumerate(concepts):
-        for template in templates[concept.category]:
+        chosen = templates[concept.category]
+        if concept.context is not None:
+            chosen = _in_context(chosen, concept.context)
+        for template in chosen:
             prompt = template.format(concept.name)
             anchor = without(prompt, concept.name) if concept.target is None else template.format(concept.target)
             out.append(TrainingPrompt(index, prompt, anchor))
     return out
+
+
+def with_placeholders(items: Sequence[TrainingPrompt], concepts: Sequence[Concept],
+                      placeholders: Mapping[int, str]) -> list[TrainingPrompt]:  # fmt: skip
+    """`items`, plus each again with its concept's name replaced by the learnt placeholder token (--ti)."""
+    extra = []
+    for item in items:
+        placeholder = placeholders.get(item.concept)
+        if placeholder is not None:
+            prompt = item.prompt.replace(concepts[item.concept].name, placeholder)
+            extra.append(TrainingPrompt(item.concept, prompt, item.anchor, phrase=placeholder))
+    return [*items, *extra]

@@ -21,4 +21,6 @@ class ForgetSettings:
     batch_size: int = 4
     seed: int = 0
     full: bool = False  # train full deltas, then export their rank-`rank` SVD
+    textual_inversion: bool = False  # --ti: learn a placeholder token per concept first, forget through it too
+    ti_steps: int = 150
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")

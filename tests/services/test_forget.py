@@ -87,6 +87,21 @@ BAD_INPUTS = {
     "not-in-prompt": ([Concept(" ".join(["circle"] * 90), "object")], TINY, None, UsageError, "does not occur"),
     "missing-folder": (CIRCLE, TINY, "missing/p.safetensors", OutputError, "does not exist"),
     "no-concept": ([], TINY, None, UsageError, "no concept"),
+    "ti-correction": (
+        [Concept("circle", "object", target="square")],
+        ForgetSettings(steps=1, images_per_concept=1, textual_inversion=True),
+        None,
+        UsageError,
+        "a correction has none",
+    ),
+    "ti-steps": (
+        CIRCLE,
+        ForgetSettings(steps=1, images_per_concept=1, textual_inversion=True, ti_steps=0),
+        None,
+        UsageError,
+        "at least 1",
+    ),
+    "context-is-concept": ([Concept("circle", "object", context="circle")], TINY, None, UsageError, "other than"),
 }
 
 
@@ -174,3 +189,69 @@ def test_correct_and_full_and_preset(tiny_models, tmp_path):
     assert [c.name for c in preset_concepts("testbed-nsfw")] == ["gore"]
     with pytest.raises(UsageError, match="unknown preset"):
         preset_concepts("violence")
+
+
+def test_ti_forgets_through_a_learnt_token_and_leaves_its_embedding_beside_the_patch(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    settings = ForgetSettings(steps=3, images_per_concept=2, batch_size=2, textual_inversion=True, ti_steps=3)
+    result = forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings)
+    manifest = result.manifest
+    assert manifest["concepts"][0]["token"] == "<circle>"
+    prompts = manifest["method"]["settings"]["training_prompts"]
+    assert any("<circle>" in p for p in prompts) and any("<circle>" not in p and "circle" in p for p in prompts)
+    assert result.embeddings == tmp_path / "p.ti.safetensors"
+    learnt = load_file(str(result.embeddings))
+    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    assert list(learnt) == ["<circle>"] and learnt["<circle>"].shape == (pipe.text_encoder.config.hidden_size,)
+    assert all(k.startswith("unet.") for k in load_file(str(result.output)))  # the embedding is not in the patch
+    pipe.load_textual_inversion(str(result.embeddings))  # a standard embedding file
+    assert pipe.tokenizer.convert_tokens_to_ids("<circle>") != pipe.tokenizer.unk_token_id
+    plain = _run(folder, tmp_path / "plain.safetensors", settings=ForgetSettings(steps=3, images_per_concept=2,
+                                                                                   batch_size=2))  # fmt: skip
+    assert load_file(str(plain)).keys() == load_file(str(result.output)).keys()
+    assert any(not torch.equal(load_file(str(plain))[k], t) for k, t in load_file(str(result.output)).items())
+
+
+def test_ti_is_refused_on_sdxl_before_any_training(tiny_models, tmp_path):
+    folder, _ = tiny_models["sdxl"]
+    settings = ForgetSettings(steps=1, images_per_concept=1, textual_inversion=True)
+    with pytest.raises(UsageError, match=r"SD 1\.x and 2\.x"):
+        forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings)
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_context_trains_only_where_both_are_named_and_retains_the_rest():
+    from patchkit.services.forget import default_retain_prompts, templates_for
+    from patchkit.training.prompts import GENERIC_TEMPLATES, training_prompts
+
+    noir = [Concept("noir", "style", context="circle")]
+    items = training_prompts(noir, templates_for("testbed"))
+    assert items and all("circle" in i.prompt and "noir" in i.prompt and "noir" not in i.anchor for i in items)
+    retain = default_retain_prompts("testbed", noir)
+    assert "a square in the style of noir" in retain and "a photo of a circle" in retain
+    assert "a circle in the style of noir" not in retain
+    assert "a ring in the style of noir" in retain  # whole words: "ring" is not "circle"
+    generic = training_prompts([Concept("Elon Musk", "id", context="Tesla")], GENERIC_TEMPLATES)
+    assert generic[0].prompt == "Tesla, a photo of Elon Musk"
+
+
+def test_cli_context_needs_one_concept(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    args = ["forget", str(folder), "-c", "circle", "-c", "ring", "--category", "object", "--context", "red"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "p.safetensors")])
+    assert result.exit_code == 2 and "one --concept at a time" in result.output
+
+
+def test_pooler_positions_are_marked_per_prompt():
+    from transformers import CLIPTokenizer
+
+    from patchkit.testbed.paths import TESTBED_MODEL
+    from patchkit.training.fmn import position_mask
+
+    tokenizer = CLIPTokenizer.from_pretrained(TESTBED_MODEL / "tokenizer")
+    prompts = ["a circle in the style of noir"] * 2
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    mask = position_mask(tokenizer, ids, prompts, ["noir", "noir"], [True, False])
+    noir = ids[0].tolist().index(tokenizer.convert_tokens_to_ids("noir</w>"))
+    assert mask[1].nonzero().flatten().tolist() == [noir]  # a disentanglement: the concept's own token only
+    assert mask[0, noir] and mask[0].sum() == ids.shape[1] - noir  # forget: it and every end-of-text after it
