@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -11,11 +11,8 @@ from rich.table import Table
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg
-from patchkit.core.stack import is_stack_name
 
 apply_service = LazyModule("patchkit.services.apply")
-registry_service = LazyModule("patchkit.services.registry")
-stack_service = LazyModule("patchkit.services.stack")
 
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write: a folder for a folder base, "
                                       "a .safetensors file for a single-file base.")]  # fmt: skip
@@ -23,21 +20,6 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if 
 CopyOpt = Annotated[
     bool, typer.Option("--copy", help="Copy untouched weight files of a folder instead of hard-linking them.")
 ]
-
-
-def _sources(items: list[Path], scale: float) -> tuple[list[Any], str | None]:
-    """Patches and stacks, in order; a single stack also pins the output fingerprint."""
-    sources: list[Any] = []
-    expected = None
-    for item in items:
-        if is_stack_name(item.name):
-            stack = stack_service.read_stack(item)
-            sources += stack.sources(scale)
-            expected = stack.data["expected_output_fingerprint"] if len(items) == 1 and scale == 1.0 else None
-        else:
-            path = registry_service.patch_path(str(item))
-            sources.append(apply_service.PatchSource(path, scale, None if path == item else str(item)))
-    return sources, expected
 
 
 def apply(
@@ -91,7 +73,7 @@ def apply(
       patchkit apply sd15.safetensors release.stack.json -o sd15-release.safetensors
     """
     output: Output = ctx.obj
-    sources, expected = _sources(patches, scale)
+    sources, expected = apply_service.sources_for(patches, scale)
     with output.progress() as progress:
         result = apply_service.apply(
             base, sources, output_path, config=config, allow_pickle=allow_pickle, force=force, overwrite=overwrite,

@@ -21,11 +21,13 @@ from patchkit.backend import loading
 from patchkit.core.fingerprint import Leaf, combine
 from patchkit.core.fusion import LoraFactors, PatchFormatError, fuse, lora_factors
 from patchkit.core.progress import Progress
+from patchkit.core.stack import is_stack_name
 from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, UsageError
 from patchkit.io import arrays, patched_output
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan
+from patchkit.services.registry import patch_path
 from patchkit.services.signing import enforce_policy
 from patchkit.store.locations import require_signed_by_default
 
@@ -93,6 +95,26 @@ class ApplyResult:
     linked_files: int
     seconds: float
     forced_mismatch: list[str]
+
+
+def sources_for(items: Sequence[Path], scale: float = 1.0) -> tuple[list[PatchSource], str | None]:
+    """Patch files, registry NAME@VERSION refs and *.stack.json stacks, expanded in order.
+
+    A lone stack applied at scale 1 also pins the output fingerprint apply must reproduce.
+    """
+    sources: list[PatchSource] = []
+    expected = None
+    for item in items:
+        if is_stack_name(item.name):
+            from patchkit.services.stack import read_stack  # the stack service builds on this one: import late
+
+            stack = read_stack(item)
+            sources += stack.sources(scale)
+            expected = stack.data["expected_output_fingerprint"] if len(items) == 1 and scale == 1.0 else None
+        else:
+            path = patch_path(str(item))
+            sources.append(PatchSource(path, scale, None if path == item else str(item)))
+    return sources, expected
 
 
 def read_provenance(ref: loading.ModelRef) -> dict[str, Any] | None:

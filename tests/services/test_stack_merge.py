@@ -13,7 +13,7 @@ from patchkit.core.stack import StackError
 from patchkit.errors import ConflictError, ModelMismatchError, UsageError
 from patchkit.io.patch_file import read_patch
 from patchkit.services import signing
-from patchkit.services.apply import apply
+from patchkit.services.apply import apply, sources_for
 from patchkit.services.merge import merge
 from patchkit.services.patches import synthetic_patch, write_patch
 from patchkit.services.stack import add_patch, new_stack, read_stack, verify_stack
@@ -48,9 +48,11 @@ def test_stack_pins_the_output_and_apply_reproduces_it(patches, tmp_path):
     data = json.loads(stack_path.read_text())
     assert [p["source"] for p in data["patches"]] == ["circle.safetensors", "noir.safetensors"]
     assert data["patches"][1]["scale"] == 0.5
-    result = apply(
-        str(folder), stack.sources(), tmp_path / "out", expected_fingerprint=data["expected_output_fingerprint"]
-    )
+    sources, expected = sources_for([stack_path])
+    assert sources == stack.sources() and expected == data["expected_output_fingerprint"]
+    assert sources_for([stack_path, circle])[1] is None  # only a lone stack pins the output
+    assert sources_for([stack_path], scale=0.5)[1] is None
+    result = apply(str(folder), sources, tmp_path / "out", expected_fingerprint=expected)
     assert result.output_fingerprint == data["expected_output_fingerprint"]
     assert verify_stack(stack_path, str(folder)).ok
     on_patched = verify_stack(stack_path, str(tmp_path / "out"))
