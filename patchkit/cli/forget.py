@@ -14,7 +14,7 @@ from patchkit.training.settings import ForgetSettings
 
 if TYPE_CHECKING:
     from patchkit.services.forget import ForgetResult
-from patchkit.training.presets import PRESETS, preset_concepts
+from patchkit.training.presets import PRESETS, preset_concepts, preset_settings
 from patchkit.training.prompts import Concept, pair_concepts
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Patch file to write (.safetensors).")]
@@ -43,6 +43,8 @@ VersionOpt = Annotated[str, typer.Option("--version", help="Patch version in the
 AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author recorded in the manifest.")]
 LicenseOpt = Annotated[str | None, typer.Option("--license", help="License recorded in the manifest (SPDX id).")]
 D = ForgetSettings()
+# command-line parameter -> the ForgetSettings field it sets, for the ones presets override
+_SETTING_PARAMS = {"steps": "steps", "ti": "textual_inversion"}
 
 
 def _run(
@@ -103,6 +105,12 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
     )
 
 
+def _given(ctx: typer.Context, param: str) -> bool:
+    """True when the user set `param` (command line or environment), not its default."""
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def forget(
     ctx: typer.Context,
     model: ModelArg,
@@ -115,7 +123,12 @@ def forget(
         typer.Option("--category", help="id, object, style or nsfw; one for all concepts, or one per --concept."),
     ] = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help=f"A curated concept list instead: {', '.join(PRESETS)}.")
+        str | None,
+        typer.Option(
+            "--preset",
+            help=f"A curated concept list instead: {', '.join(PRESETS)}. Presets train with --ti and 90 steps "
+            "unless told otherwise.",
+        ),
     ] = None,
     images_dir: ImagesOpt = None,
     rank: RankOpt = D.rank,
@@ -136,9 +149,10 @@ def forget(
     ti: Annotated[
         bool,
         typer.Option(
-            "--ti",
+            "--ti/--no-ti",
             help="First learn a placeholder token per concept from its images (textual inversion) and forget through "
-            "it as well as through the name; the embeddings are written beside the patch as OUT.ti.safetensors.",
+            "it as well as through the name; the embeddings are written beside the patch as OUT.ti.safetensors. "
+            "On by default with a preset.",
         ),
     ] = D.textual_inversion,
     ti_steps: Annotated[int, typer.Option(help="Textual-inversion steps per concept, with --ti.")] = D.ti_steps,
@@ -207,6 +221,9 @@ def forget(
         anchor_weight=anchor, negative_guidance=guidance, preserve_weight=preserve, seed=seed, full=full,
         textual_inversion=ti, ti_steps=ti_steps,
     )  # fmt: skip
+    if preset is not None:
+        given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
+        settings = preset_settings(preset, settings, given)
     options = {
         "config": config, "allow_pickle": allow_pickle, "retain_prompts": retain, "images_dir": images_dir,
         "name": name, "version": version, "author": author, "license_id": license_id,

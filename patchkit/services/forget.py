@@ -195,7 +195,9 @@ def forget(
     ref = source.resolve()
     info = loading.describe(ref)
     if settings.textual_inversion and info.family == "sdxl":
-        raise UsageError("--ti supports SD 1.x and 2.x so far (SDXL has two text encoders)", hint="leave out --ti")
+        raise UsageError(
+            "--ti supports SD 1.x and 2.x so far (SDXL has two text encoders)", hint="pass --no-ti (presets turn it on)"
+        )
     pipe = loading.load_pipeline(ref)
     items = training_prompts(concepts, templates_for(ref.source))
     retain = list(retain_prompts) if retain_prompts is not None else default_retain_prompts(ref.source, concepts)

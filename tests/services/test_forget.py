@@ -255,3 +255,20 @@ def test_pooler_positions_are_marked_per_prompt():
     noir = ids[0].tolist().index(tokenizer.convert_tokens_to_ids("noir</w>"))
     assert mask[1].nonzero().flatten().tolist() == [noir]  # a disentanglement: the concept's own token only
     assert mask[0, noir] and mask[0].sum() == ids.shape[1] - noir  # forget: it and every end-of-text after it
+
+
+def test_presets_bring_their_settings_unless_the_command_line_overrides_them(tiny_models, tmp_path):
+    from patchkit.io.patch_file import read_patch
+
+    folder, _ = tiny_models["sd15"]
+    base = ["forget", str(folder), "--preset", "testbed-nsfw", "--ti-steps", "1", "--json"]
+    preset = runner.invoke(app, [*base, "-o", str(tmp_path / "a.safetensors")])
+    assert preset.exit_code == 0, preset.output
+    settings = read_patch(tmp_path / "a.safetensors").manifest["method"]["settings"]
+    assert settings["textual_inversion"] is True and settings["steps"] == 90
+    assert (tmp_path / "a.ti.safetensors").is_file()
+    told = runner.invoke(app, [*base, "--steps", "1", "--no-ti", "-o", str(tmp_path / "b.safetensors")])
+    assert told.exit_code == 0, told.output
+    settings = read_patch(tmp_path / "b.safetensors").manifest["method"]["settings"]
+    assert settings["textual_inversion"] is False and settings["steps"] == 1
+    assert not (tmp_path / "b.ti.safetensors").exists()
