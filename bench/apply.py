@@ -9,7 +9,7 @@ The arms take turns for --repeats rounds; each row is the arm's median round. Ar
 - cp: the disk limit, and cp + sync: the same made durable, as apply's output is;
 - patchkit apply, cold: the apply service with the digest cache off (it hashes all 1.7 GB);
 - patchkit apply, warm: the same with the digest cache filled by an earlier run;
-- `patchkit apply` CLI, warm: the command as users run it;
+- `patchkit apply` CLI, warm: the command as users run it, and with --no-fsync (not durable, like cp);
 - diffusers: from_single_file + load_lora_weights + fuse_lora + save_pretrained.
 
 "work" is the time inside the process after imports, so process start-up (Python, torch)
@@ -134,6 +134,7 @@ def main() -> None:
         "patchkit apply, cold digests": ([*arm, str(outputs / "cold.safetensors"), str(folder)], cold),
         "patchkit apply, warm digests": ([*arm, str(outputs / "warm.safetensors"), str(folder)], warm),
         "`patchkit apply` CLI, warm": ([*cli, "-o", str(outputs / "cli.safetensors")], warm),
+        "`patchkit apply --no-fsync` CLI, warm": ([*cli, "--no-fsync", "-o", str(outputs / "ns.safetensors")], warm),
         "diffusers load + fuse_lora + save": (diffusers, None),
     }
     # the arms take turns, `repeats` rounds, and each row is its median round: a slow disk

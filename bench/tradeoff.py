@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 
+from _testbed import TestbedBench
+
 from patchkit.backend import loading
 from patchkit.backend.lora import load_patch, unload_patches
-from patchkit.core.bench import parse_bench
-from patchkit.evaluation.judges import load_judge
 from patchkit.services.forget import forget
 from patchkit.services.models import ModelSource
-from patchkit.services.score import _score_all
-from patchkit.testbed.paths import TESTBED_BENCH
 from patchkit.training.prompts import Concept
 from patchkit.training.settings import ForgetSettings
 
@@ -49,12 +46,9 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = json.loads(TESTBED_BENCH.read_text())
-    data["concepts"] = [dict(c, images_per_prompt=args.images) for c in data["concepts"]]
-    bench = parse_bench(data, "testbed (reduced)")
-    judges = {c: load_judge(s, c, bench.names(c), base_dir=TESTBED_BENCH.parent) for c, s in bench.judges.items()}
+    bench = TestbedBench(args.images)
     pipe = loading.load_pipeline(loading.resolve("testbed"))
-    base, _ = _score_all(pipe, bench, judges, "base", None)
+    base = bench.scores(pipe, "base")
     points = []
     print(f"forget {args.concept}, {args.images} images per bench prompt; defaults {DEFAULTS}")
     print("| knob | value | target after | collateral (mean loss of the others) |")
@@ -66,12 +60,12 @@ def main() -> None:
                 patch = Path(folder) / f"{knob}-{value}.safetensors"
                 forget(ModelSource("testbed"), [Concept(args.concept, args.category)], patch, settings=settings)
                 load_patch(pipe, patch, adapter_name="sweep")
-                after, _ = _score_all(pipe, bench, judges, "patched", None)
+                after = bench.scores(pipe, "patched")
                 unload_patches(pipe)
                 others = [n for n in base if n != args.concept]
-                collateral = sum(base[n].score - after[n].score for n in others) / len(others)
-                points.append((knob, value, after[args.concept].score, collateral))
-                print(f"| {knob} | {value} | {after[args.concept].score:.2f} | {collateral:+.3f} |", flush=True)
+                collateral = sum(base[n] - after[n] for n in others) / len(others)
+                points.append((knob, value, after[args.concept], collateral))
+                print(f"| {knob} | {value} | {after[args.concept]:.2f} | {collateral:+.3f} |", flush=True)
 
     figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
     for knob in SWEEP:

@@ -52,6 +52,14 @@ def apply(
             "(default: the PATCHKIT_REQUIRE_SIGNED setting).",
         ),
     ] = None,
+    no_fsync: Annotated[
+        bool,
+        typer.Option(
+            "--no-fsync",
+            help="Skip flushing OUT to disk before the rename: faster, still atomic if patchkit dies, but a power "
+            "loss may leave a damaged OUT. For scratch outputs only.",
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Fuse patches into a checkpoint's weights and write a patched copy in the same layout.
@@ -61,8 +69,8 @@ def apply(
     float32 and cast once. Every patch's base fingerprint must match BASE ([bold]--force[/] to
     override). OUT records what was applied (safetensors metadata `patchkit.applied`, and
     patchkit.json beside a folder) and keeps the original tensors so that
-    [bold]patchkit revert[/] restores the base bit for bit. The write is atomic: an interrupted
-    apply leaves no OUT.
+    [bold]patchkit revert[/] restores the base bit for bit. The write is atomic and durable: an
+    interrupted apply leaves no OUT, and OUT is on disk before it takes its name.
 
     Examples:
 
@@ -78,6 +86,7 @@ def apply(
         result = apply_service.apply(
             base, sources, output_path, config=config, allow_pickle=allow_pickle, force=force, overwrite=overwrite,
             link=not copy, revertible=not no_revert, require_signed=require_signed, expected_fingerprint=expected,
+            durable=not no_fsync,
             progress=progress,
         )  # fmt: skip
     for name in result.forced_mismatch:

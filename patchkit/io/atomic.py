@@ -23,11 +23,13 @@ def check_output_path(path: Path, *, force: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
 
     Works for files and folders. On any exception, including KeyboardInterrupt, the
-    temporary is removed and `path` is left as it was.
+    temporary is removed and `path` is left as it was. `durable` fsyncs the data before
+    the rename, so that even a power loss leaves the old or the new content; without it
+    the rename is still atomic for crashes of this process, not for the machine.
     """
     _sweep_stale(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent)
@@ -36,7 +38,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp.unlink()
     try:
         yield tmp
-        _fsync(tmp)
+        if durable:
+            _fsync(tmp)
         if path.is_dir() and not path.is_symlink():
             # A folder cannot be replaced in one rename: park the old one first, so that a
             # crash leaves either the old or the new folder in place, never neither.
@@ -46,7 +49,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
             shutil.rmtree(parked, ignore_errors=True)
         else:
             os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -67,22 +67,23 @@ def _revert_entries(edits: FileEdits, prefix: str) -> dict[str, bytes]:
 
 
 def _write_edited(source: Path, destination: Path, edits: FileEdits | None, provenance: dict[str, Any],
-                  appended: Mapping[str, bytes], copied: Copied | None) -> int:  # fmt: skip
+                  appended: Mapping[str, bytes], copied: Copied | None, durable: bool) -> int:  # fmt: skip
     header = read_header(source)
     metadata = {**header.metadata, PROVENANCE_KEY: canonical_json(provenance)}
     head = edited_header(header, {k: len(v) for k, v in appended.items()}, metadata)
     ranges = {} if edits is None else {o - header.data_start: new for o, (_, new) in edits.ranges.items()}
     tail = [appended[name] for name in sorted(appended)]
-    return write_file(destination, head, source, header.data_start, data_length(header), ranges, tail, copied)
+    return write_file(destination, head, source, header.data_start, data_length(header), ranges, tail, copied,
+                      durable=durable)  # fmt: skip
 
 
 def write_single_file(edits: FileEdits, output: Path, provenance: dict[str, Any], *, revertible: bool,
-                      copied: Copied | None = None) -> int:  # fmt: skip
+                      copied: Copied | None = None, durable: bool = True) -> int:  # fmt: skip
     appended = _revert_entries(edits, REVERT_PREFIX) if revertible else {}
     needed = edits.path.stat().st_size + sum(len(v) for v in appended.values()) + (1 << 20)
     check_free_space(output.parent, needed)
-    with atomic_path(output) as tmp:
-        return _write_edited(edits.path, tmp, edits, provenance, appended, copied)
+    with atomic_path(output, durable=durable) as tmp:
+        return _write_edited(edits.path, tmp, edits, provenance, appended, copied, durable)
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -91,21 +92,21 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def write_folder(source: Path, output: Path, edits: list[FileEdits], provenance: dict[str, Any], *, revertible: bool,
-                 link: bool, copied: Copied | None = None) -> tuple[int, int]:  # fmt: skip
+                 link: bool, copied: Copied | None = None, durable: bool = True) -> tuple[int, int]:  # fmt: skip
     """Copy or link every file of `source`, rewriting the edited weight files; (bytes written, files linked)."""
     by_path = {e.path: e for e in edits}
     files = _folder_files(source)
     check_free_space(output.parent, sum(e.path.stat().st_size for e in edits) + (1 << 20))
     written = linked = 0
     revert: dict[str, RawTensor] = {}
-    with atomic_path(output) as tmp:
+    with atomic_path(output, durable=durable) as tmp:
         tmp.mkdir()
         for file in files:
             relative = file.relative_to(source)
             target = tmp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             if file in by_path:
-                written += _write_edited(file.resolve(), target, by_path[file], provenance, {}, copied)
+                written += _write_edited(file.resolve(), target, by_path[file], provenance, {}, copied, durable)
                 for name, data in _revert_entries(by_path[file], f"{relative.as_posix()}::").items():
                     revert[name] = RawTensor("U8", (len(data),), data)
             else:

@@ -96,9 +96,9 @@ class Writeback:
     only: where it is missing (not Linux) or fails, the fsync does all the work, as before.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, enabled: bool = True) -> None:
         self._fd = fd
-        self._pool = ThreadPoolExecutor(max_workers=1) if _SYNC_FILE_RANGE is not None else None
+        self._pool = ThreadPoolExecutor(max_workers=1) if enabled and _SYNC_FILE_RANGE is not None else None
 
     def start(self, offset: int, count: int) -> None:
         if self._pool is not None:
@@ -138,13 +138,14 @@ def write_file(
     replacements: Mapping[int, bytes],
     appended: Sequence[bytes] = (),
     copied: Copied | None = None,
+    durable: bool = True,
 ) -> int:
     """`head`, then `copy_length` data bytes of `source` with `replacements` (data offset -> bytes), then `appended`."""
     try:
         with open(source, "rb") as src, open(destination, "wb") as dst:
             _write_at(dst.fileno(), head, 0)
             base = len(head)
-            with Writeback(dst.fileno()) as writeback:
+            with Writeback(dst.fileno(), enabled=durable) as writeback:
                 for start in range(0, copy_length, _CHUNK):
                     count = min(_CHUNK, copy_length - start)
                     _copy_range(src.fileno(), dst.fileno(), count, source_data_start + start, base + start)

@@ -261,9 +261,10 @@ def apply(
     revertible: bool = True,
     require_signed: bool | None = None,
     expected_fingerprint: str | None = None,
+    durable: bool = True,
     progress: Progress | None = None,
 ) -> ApplyResult:
-    """Fuse `sources` into `base` and write `output` in the same layout, atomically."""
+    """Fuse `sources` into `base` and write `output` in the same layout, atomically (and fsynced when `durable`)."""
     started = time.perf_counter()
     ref = resolve_base(base, config, allow_pickle)
     check_output(ref, output, overwrite=overwrite)
@@ -273,7 +274,7 @@ def apply(
             f"applying would give fingerprint {plan.output_fingerprint}, not the {expected_fingerprint} recorded",
             hint="a patch or the base differs from when the stack was made: patchkit stack verify STACK BASE",
         )
-    written, linked = _write(plan, output, link=link, revertible=revertible, progress=progress)
+    written, linked = _write(plan, output, link=link, revertible=revertible, durable=durable, progress=progress)
     return ApplyResult(output, ref.layout, plan.base_fingerprint, plan.output_fingerprint, plan.patches,
                        len(plan.edits), written, linked, time.perf_counter() - started,
                        plan.forced_mismatch)  # fmt: skip
@@ -298,7 +299,7 @@ def _file_edits(plan: ApplyPlan) -> list[patched_output.FileEdits]:
     return [patched_output.FileEdits(path, ranges) for path, ranges in sorted(by_file.items())]
 
 
-def _write(plan: ApplyPlan, output: Path, *, link: bool, revertible: bool,
+def _write(plan: ApplyPlan, output: Path, *, link: bool, revertible: bool, durable: bool,
            progress: Progress | None) -> tuple[int, int]:  # fmt: skip
     record = plan.provenance(revertible)
     edits = _file_edits(plan)
@@ -312,10 +313,11 @@ def _write(plan: ApplyPlan, output: Path, *, link: bool, revertible: bool,
 
     if plan.base.layout == "single_file":
         single = edits[0] if edits else patched_output.FileEdits(plan.base.weights, {})
-        written = patched_output.write_single_file(single, output, record, revertible=revertible, copied=copied)
+        written = patched_output.write_single_file(single, output, record, revertible=revertible, copied=copied,
+                                                   durable=durable)  # fmt: skip
         return written, 0
     return patched_output.write_folder(plan.base.weights, output, edits, record, revertible=revertible, link=link,
-                                       copied=copied)  # fmt: skip
+                                       copied=copied, durable=durable)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -319,7 +319,8 @@ def _learn_placeholders(
 
     placeholders: dict[int, str] = {}
     for index, concept in enumerate(concepts):
-        placeholder = "<" + re.sub(r"[^a-z0-9]+", "-", concept.name.lower()).strip("-") + ">"
+        slug = re.sub(r"[^a-z0-9]+", "-", concept.name.lower()).strip("-") or "concept"
+        placeholder = f"<{slug}>" if f"<{slug}>" not in placeholders.values() else f"<{slug}-{index}>"
         mine = [image for image, owner in zip(images, owners, strict=True) if owner == index]
         budget = InversionBudget(steps=settings.ti_steps, placeholder=placeholder)
 

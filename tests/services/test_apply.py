@@ -252,3 +252,19 @@ def test_policy_refuses_a_valid_signature_from_an_untrusted_key(tiny_models, tmp
     assert not (tmp_path / "out").exists() and registry.entries() == []
     signing.trust_store().add(stranger.public, "now trusted")
     assert apply(str(folder), [PatchSource(patch)], tmp_path / "out", require_signed=True).touched == 20
+
+
+def test_no_fsync_writes_the_same_bytes_without_flushing(tiny_models, tmp_path, monkeypatch):
+    import os
+
+    folder, single = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    apply(str(single), [PatchSource(patch)], tmp_path / "durable.safetensors", config=folder)
+    assert synced  # the data and the folder entry
+    synced.clear()
+    apply(str(single), [PatchSource(patch)], tmp_path / "scratch.safetensors", config=folder, durable=False)
+    assert synced == []
+    assert (tmp_path / "scratch.safetensors").read_bytes() == (tmp_path / "durable.safetensors").read_bytes()
