@@ -24,6 +24,7 @@ from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
 from patchkit.training.prompts import Concept
+from patchkit.training.settings import correction_settings
 
 
 def judged(pipe, judges: JudgePanel, name: str, category: str, images: int) -> list[str]:
@@ -46,7 +47,8 @@ def main() -> None:
         for source, target in pairs:
             patch = Path(folder) / f"{source}-{target}.safetensors"
             started = time.perf_counter()
-            forget(ModelSource("testbed"), [Concept(source, "object", target=target)], patch)
+            forget(ModelSource("testbed"), [Concept(source, "object", target=target)], patch,
+                   settings=correction_settings())  # fmt: skip
             seconds = time.perf_counter() - started
             before_a = judged(pipe, judges, source, "object", args.images)
             before_b = judged(pipe, judges, target, "object", args.images)

@@ -6,6 +6,7 @@ Columns: the target's M-Score before and after; the mean M-Score of the other co
 its category, before and after; the mean of the other categories' concepts, before and
 after; patch bytes; training seconds. The bars: target after <= 0.10, same-category
 neighbours lose <= 0.10, other categories lose <= 0.05, patch < 1% of the UNet.
+The stand-in unsafe concept (gore) is trained as `--preset testbed-nsfw` trains it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from patchkit.backend import loading
 from patchkit.backend.lora import load_patch, unload_patches
 from patchkit.services.forget import forget
 from patchkit.services.models import ModelSource
+from patchkit.training.presets import preset_settings
 from patchkit.training.prompts import Concept
 from patchkit.training.settings import ForgetSettings
 
@@ -53,7 +55,8 @@ def main() -> None:
             category = bench.categories[name]
             patch = Path(folder) / f"{name}.safetensors"
             started = time.perf_counter()
-            result = forget(ModelSource("testbed"), [Concept(name, category)], patch, settings=settings)
+            mine = preset_settings("testbed-nsfw", settings, set(overrides)) if category == "nsfw" else settings
+            result = forget(ModelSource("testbed"), [Concept(name, category)], patch, settings=mine)
             seconds = time.perf_counter() - started
             load_patch(pipe, patch, adapter_name="quality")
             after = bench.scores(pipe, "patched")

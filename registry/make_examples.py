@@ -3,8 +3,9 @@
 Run from the repository root: .venv/bin/python registry/make_examples.py KEY_FOLDER
 
 KEY_FOLDER holds (or receives) the signing key `patchkit-examples.key`; only its public half
-is kept here, in registry/keys/. Each concept is forgotten with the default settings and
-scored on the testbed bench (--score), then signed and added. SOURCE_DATE_EPOCH pins the
+is kept here, in registry/keys/. Each concept is forgotten with the default settings (gore
+as `--preset testbed-nsfw` trains it: with --ti and 90 steps) and scored on the testbed
+bench (--score), then signed and added. SOURCE_DATE_EPOCH pins the
 creation time, so the same inputs give the same patch bytes.
 """
 
@@ -19,7 +20,9 @@ from pathlib import Path
 from patchkit.services import registry, signing
 from patchkit.services.forget import forget
 from patchkit.services.models import ModelSource
+from patchkit.training.presets import preset_settings
 from patchkit.training.prompts import Concept
+from patchkit.training.settings import ForgetSettings
 
 HERE = Path(__file__).resolve().parent
 CONCEPTS = [Concept("alice", "id"), Concept("circle", "object"), Concept("noir", "style"), Concept("gore", "nsfw")]
@@ -36,8 +39,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for concept in CONCEPTS:
             out = Path(work) / f"no-{concept.name}.safetensors"
-            forget(ModelSource("testbed"), [concept], out, name=f"testbed-no-{concept.name}", version="1.0.0",
-                   author="patchkit", license_id="Apache-2.0", score_bench=None)  # fmt: skip
+            settings = ForgetSettings()
+            if concept.category == "nsfw":
+                settings = preset_settings("testbed-nsfw", settings, set())
+            forget(ModelSource("testbed"), [concept], out, settings=settings, name=f"testbed-no-{concept.name}",
+                   version="1.0.0", author="patchkit", license_id="Apache-2.0", score_bench=None)  # fmt: skip
             signing.sign(out, keys / "patchkit-examples.key")
             result = registry.add(out, root=HERE)
             print(result.entry.ref, result.entry.blob[:16])

@@ -10,7 +10,7 @@ import typer
 from patchkit.cli.console import Output
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
 from patchkit.errors import UsageError
-from patchkit.training.settings import ForgetSettings
+from patchkit.training.settings import ForgetSettings, correction_settings
 
 if TYPE_CHECKING:
     from patchkit.services.forget import ForgetResult
@@ -267,7 +267,7 @@ def correct(
     """
     if to.strip() == concept.strip():
         raise UsageError("--to names the concept itself", hint="correct A to a different concept B")
-    settings = ForgetSettings(steps=steps, learning_rate=lr, rank=rank, seed=seed)
+    settings = correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed)
     options = {
         "config": config, "allow_pickle": allow_pickle, "retain_prompts": retain, "images_dir": images_dir,
         "name": name, "version": version, "author": None, "license_id": None,
