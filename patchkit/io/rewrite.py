@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import shutil
@@ -72,7 +73,8 @@ def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+@functools.cache  # looked up on the first durable write, not when the module is imported
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -83,7 +85,6 @@ def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return function  # type: ignore[no-any-return]
 
 
-_SYNC_FILE_RANGE = _libc_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -98,11 +99,12 @@ class Writeback:
 
     def __init__(self, fd: int, *, enabled: bool = True) -> None:
         self._fd = fd
-        self._pool = ThreadPoolExecutor(max_workers=1) if enabled and _SYNC_FILE_RANGE is not None else None
+        self._sync = _sync_file_range() if enabled else None
+        self._pool = ThreadPoolExecutor(max_workers=1) if self._sync is not None else None
 
     def start(self, offset: int, count: int) -> None:
-        if self._pool is not None:
-            self._pool.submit(_SYNC_FILE_RANGE, self._fd, offset, count, _SYNC_FILE_RANGE_WRITE)  # type: ignore[arg-type]
+        if self._pool is not None and self._sync is not None:
+            self._pool.submit(self._sync, self._fd, offset, count, _SYNC_FILE_RANGE_WRITE)
 
     def __enter__(self) -> Writeback:
         return self

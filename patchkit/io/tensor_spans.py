@@ -125,12 +125,6 @@ class SpanReader:
         stored = arrays.stored(self.raw(span), span.dtype, span.shape[::-1] if span.transposed else span.shape)
         return np.ascontiguousarray(stored.T) if span.transposed else stored
 
-    def floats(self, span: TensorSpan) -> np.ndarray:
-        """The diffusers tensor as a new float32 array."""
-        shape = span.shape[::-1] if span.transposed else span.shape
-        values = arrays.to_float32(self.raw(span), span.dtype, shape)
-        return np.ascontiguousarray(values.T) if span.transposed else values
-
     def tensor(self, span: TensorSpan) -> torch.Tensor:
         """The diffusers tensor as a torch tensor (a copy)."""
         import torch
@@ -156,6 +150,13 @@ class SpanReader:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def span_floats(span: TensorSpan, raw: bytes) -> np.ndarray:
+    """The span's bytes (already read) as the diffusers tensor, in a new float32 array."""
+    shape = span.shape[::-1] if span.transposed else span.shape
+    values = arrays.to_float32(raw, span.dtype, shape)
+    return np.ascontiguousarray(values.T) if span.transposed else values
 
 
 def iter_spans(spans: ModelSpans) -> Iterator[tuple[str, str, TensorSpan]]:

@@ -26,7 +26,7 @@ from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, U
 from patchkit.io import arrays, patched_output
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import read_intact_patch
-from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan
+from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan, span_floats
 from patchkit.services.registry import patch_path
 from patchkit.services.signing import enforce_policy
 from patchkit.store.locations import require_signed_by_default
@@ -230,8 +230,9 @@ def plan_apply(
     with SpanReader() as reader:
         for i, key in enumerate(sorted(targets)):
             span = targets[key]
-            fused = fuse(reader.floats(span), deltas[key])
-            edits[key] = TensorEdit(span, reader.raw(span), _stored_bytes(fused, span))
+            original = reader.raw(span)
+            fused = fuse(span_floats(span, original), deltas[key])
+            edits[key] = TensorEdit(span, original, _stored_bytes(fused, span))
             if progress:
                 progress("fuse", i + 1, len(targets), {})
     out_leaves = [_edited_leaf(leaf, edits.get((leaf.component, leaf.key))) for leaf in leaves]
