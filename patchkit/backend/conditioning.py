@@ -31,15 +31,21 @@ class Conditioning:
         )
 
     def cat(self, other: Conditioning) -> Conditioning:
-        def join(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-            return None if a is None or b is None else torch.cat([a, b])
+        return concat([self, other])
 
-        return Conditioning(
-            torch.cat([self.ids, other.ids]),
-            torch.cat([self.states, other.states]),
-            join(self.pooled, other.pooled),
-            join(self.time_ids, other.time_ids),
-        )
+
+def concat(parts: Sequence[Conditioning]) -> Conditioning:
+    """The rows of every part, in order: one UNet call for several batches."""
+
+    def join(fields: list[torch.Tensor | None]) -> torch.Tensor | None:
+        return None if any(f is None for f in fields) else torch.cat(fields)  # type: ignore[arg-type]
+
+    return Conditioning(
+        torch.cat([p.ids for p in parts]),
+        torch.cat([p.states for p in parts]),
+        join([p.pooled for p in parts]),
+        join([p.time_ids for p in parts]),
+    )
 
 
 def is_sdxl(pipe: Any) -> bool:

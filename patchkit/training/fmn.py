@@ -13,7 +13,7 @@ Only adapters on the chosen projections train; images are VAE-encoded once.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +85,91 @@ def _encode_latents(pipe: object, images: Sequence[Image.Image]) -> torch.Tensor
     return encoded * pipe.vae.config.scaling_factor  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class _Draw:
+    """One step's random choices: prompt rows, a latent for each, noise, timesteps and retain rows."""
+
+    rows: torch.Tensor
+    picks: list[int]
+    noise: torch.Tensor
+    t: torch.Tensor
+    keep: torch.Tensor | None
+
+    def conditioning(
+        self, prompts: conditioning.Conditioning, retain: conditioning.Conditioning | None
+    ) -> conditioning.Conditioning:
+        """The trained forward's prompts: the step's concept rows, then its retain rows."""
+        cond = prompts.rows(self.rows)
+        return cond if retain is None or self.keep is None else cond.cat(retain.rows(self.keep))
+
+
+def _draw_steps(
+    steps: int,
+    batch: int,
+    items: Sequence[TrainingPrompt],
+    by_concept: dict[int, list[int]],
+    retain_rows: int,
+    latent_shape: Sequence[int],
+    timesteps: int,
+    generator: torch.Generator,
+) -> list[_Draw]:
+    """Every step's draws up front, in the order a step-at-a-time loop makes them: the frozen
+    model can then run over several steps in one batch, and a seed still gives the same patch."""
+    draws = []
+    for _ in range(steps):
+        rows = torch.randint(0, len(items), (batch,), generator=generator)
+        owners = [by_concept[items[r].concept] for r in rows.tolist()]
+        picks = [o[int(torch.randint(0, len(o), (1,), generator=generator))] for o in owners]
+        noise = torch.randn((batch, *latent_shape), generator=generator)
+        t = torch.randint(0, timesteps, (batch,), generator=generator)
+        keep = torch.randint(0, retain_rows, (batch,), generator=generator) if retain_rows else None
+        draws.append(_Draw(rows, picks, noise, t, keep))
+    return draws
+
+
+# Latent elements per frozen forward. Small models are dominated by per-call overhead, so
+# several steps share one call; at SD 1.5 sizes one step's batch already exceeds this.
+_FROZEN_BATCH_ELEMENTS = 1 << 15
+
+
+def _frozen_targets(
+    unet: object,
+    adapters: object,
+    draws: Sequence[_Draw],
+    latents: torch.Tensor,
+    scheduler: object,
+    prompts: conditioning.Conditioning,
+    anchors: conditioning.Conditioning,
+    retain: conditioning.Conditioning | None,
+    eta: torch.Tensor,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per step, the frozen model's (anchor target, retain outputs), computed a few steps at a time.
+
+    Per step the frozen batch is the concept prompts, the retain prompts and the anchors, all
+    on the step's noisy latents: target = anchor - eta * (concept - anchor).
+    """
+    per_step = len(draws[0].rows) * (3 if retain is not None else 2) if draws else 1
+    chunk = max(1, _FROZEN_BATCH_ELEMENTS // (per_step * latents[0].numel()))
+    for start in range(0, len(draws), chunk):
+        group = draws[start : start + chunk]
+        noisy, t, conds = [], [], []
+        for draw in group:
+            step_noisy = scheduler.add_noise(latents[draw.picks], draw.noise, draw.t)  # type: ignore[attr-defined]
+            cond = draw.conditioning(prompts, retain).cat(anchors.rows(draw.rows))
+            copies = cond.ids.shape[0] // len(draw.rows)
+            noisy.append(torch.cat([step_noisy] * copies))
+            t.append(draw.t.repeat(copies))
+            conds.append(cond)
+        with torch.no_grad(), lora_layers.disabled(adapters):
+            frozen = conditioning.predict(unet, torch.cat(noisy), torch.cat(t), conditioning.concat(conds))
+        for draw, step_frozen in zip(group, frozen.split([len(c.ids) for c in conds]), strict=True):
+            batch = len(draw.rows)
+            concept, anchor = step_frozen[:batch], step_frozen[-batch:]
+            weight = eta[draw.rows].view(-1, *([1] * (concept.dim() - 1)))
+            rest = step_frozen[batch:-batch] if draw.keep is not None else None
+            yield anchor - weight * (concept - anchor), rest
+
+
 def train(
     pipe: object,
     concepts: Sequence[Concept],
@@ -118,37 +203,25 @@ def train(
     unet.requires_grad_(False)
     adapters = lora_layers.inject(unet, settings.modules, settings.rank, settings.seed, full=settings.full)
     batch = settings.batch_size
+    draws = _draw_steps(settings.steps, batch, items, by_concept, 0 if retain is None else retain.ids.shape[0],
+                        latents.shape[1:], scheduler.config.num_train_timesteps, generator)  # fmt: skip
     try:
+        frozen = _frozen_targets(unet, adapters, draws, latents, scheduler, prompts, anchors, retain, eta)
         params = lora_layers.parameters(adapters)
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
         first = last = 0.0
-        for step in range(settings.steps):
-            rows = torch.randint(0, len(items), (batch,), generator=generator)
-            owners = [by_concept[items[r].concept] for r in rows.tolist()]
-            picks = [o[int(torch.randint(0, len(o), (1,), generator=generator))] for o in owners]
-            clean = latents[picks]
-            noise = torch.randn(clean.shape, generator=generator)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
-            noisy = scheduler.add_noise(clean, noise, t)
-            cond = prompts.rows(rows)
-            if retain is not None:
-                keep = torch.randint(0, retain.ids.shape[0], (batch,), generator=generator)
-                cond = cond.cat(retain.rows(keep))
-            both_noisy, both_t = torch.cat([noisy] * (cond.ids.shape[0] // batch)), t.repeat(cond.ids.shape[0] // batch)
-            with torch.no_grad(), lora_layers.disabled(adapters):
-                frozen = conditioning.predict(unet, torch.cat([both_noisy, noisy]), torch.cat([both_t, t]),
-                                              cond.cat(anchors.rows(rows)))  # fmt: skip
-            frozen_concept, frozen_rest = frozen[:batch], frozen[batch:]
-            frozen_anchor = frozen_rest[-batch:]
-            weight = eta[rows].view(-1, *([1] * (noisy.dim() - 1)))
-            target = frozen_anchor - weight * (frozen_concept - frozen_anchor)
+        for step, draw in enumerate(draws):
+            target, frozen_rest = next(frozen)
+            noisy = scheduler.add_noise(latents[draw.picks], draw.noise, draw.t)
+            cond = draw.conditioning(prompts, retain)
+            copies = cond.ids.shape[0] // batch
             with record_cross_attention(unet) as recorder:
-                out = conditioning.predict(unet, both_noisy, both_t, cond)
-                attention = attention_loss(recorder.maps, mask[rows], cond.ids.shape[0])
+                out = conditioning.predict(unet, torch.cat([noisy] * copies), draw.t.repeat(copies), cond)
+                attention = attention_loss(recorder.maps, mask[draw.rows], cond.ids.shape[0])
             anchor = F.mse_loss(out[:batch], target)
             loss = settings.attention_weight * attention + settings.anchor_weight * anchor
-            if retain is not None:
-                loss = loss + settings.preserve_weight * F.mse_loss(out[batch:], frozen_rest[: out.shape[0] - batch])
+            if frozen_rest is not None:
+                loss = loss + settings.preserve_weight * F.mse_loss(out[batch:], frozen_rest)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

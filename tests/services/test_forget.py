@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from patchkit.backend import loading
+from patchkit.backend import conditioning, loading, lora_layers
 from patchkit.backend.lora import load_patch
 from patchkit.cli.app import app
 from patchkit.core.patch_id import patch_id_of
@@ -19,8 +19,9 @@ from patchkit.core.patch_metadata import MANIFEST_KEY, data_section_sha256
 from patchkit.errors import InputError, OutputError, UsageError
 from patchkit.services.forget import forget
 from patchkit.services.models import ModelSource
+from patchkit.training import fmn
 from patchkit.training.fmn import ForgetSettings
-from patchkit.training.prompts import Concept
+from patchkit.training.prompts import Concept, TrainingPrompt
 
 QUICK = ForgetSettings(steps=3, images_per_concept=2, batch_size=2)
 runner = CliRunner()
@@ -70,6 +71,37 @@ def test_same_seed_same_bytes(tiny_models, tmp_path, monkeypatch):
         folder, tmp_path / "c.safetensors", settings=ForgetSettings(steps=3, images_per_concept=2, batch_size=2, seed=1)
     )
     assert other.read_bytes() != first
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_frozen_targets_batched_over_steps_equal_one_step_at_a_time(tiny_models, monkeypatch, name):
+    """The frozen model runs several steps per call; each step must get back its own targets."""
+    folder, _ = tiny_models[name]
+    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    items = [TrainingPrompt(0, "a photo of a circle", "a photo of an object"),
+             TrainingPrompt(0, "a circle, drawn", "an object, drawn")]  # fmt: skip
+    prompts = conditioning.encode(pipe, [i.prompt for i in items])
+    anchors = conditioning.encode(pipe, [i.anchor for i in items])
+    retain = conditioning.encode(pipe, ["a photo of alice", "a photo of a square", "a noir photo"])
+    size = pipe.unet.config.sample_size
+    latents = torch.randn((3, pipe.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(1))
+    draws = fmn._draw_steps(6, 2, items, {0: [0, 1, 2]}, 3, latents.shape[1:], 1000, torch.Generator().manual_seed(0))
+    adapters = lora_layers.inject(pipe.unet, ("attn2.to_k", "attn2.to_v"), 2, 0, full=False)
+    eta = torch.tensor([1.0, 0.5])
+
+    def targets() -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        run = fmn._frozen_targets(pipe.unet, adapters, draws, latents, pipe.scheduler, prompts, anchors, retain, eta)
+        return list(run)
+
+    batched = targets()
+    monkeypatch.setattr(fmn, "_FROZEN_BATCH_ELEMENTS", 1)  # one step per call
+    stepwise = targets()
+    assert len(batched) == len(stepwise) == 6
+    for (target, rest), (step_target, step_rest) in zip(batched, stepwise, strict=True):
+        assert target.shape == (2, *latents.shape[1:]) and rest is not None and rest.shape == target.shape
+        torch.testing.assert_close(target, step_target, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rest, step_rest, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(batched[0][0], batched[1][0])  # steps differ: each got its own
 
 
 TINY = ForgetSettings(steps=1, images_per_concept=1)
