@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,12 +86,14 @@ def run(command: list[str], env: dict[str, str] | None = None, cold: Path | None
     else:
         subprocess.run(["cat", str(SOURCE)], stdout=subprocess.DEVNULL, check=True)
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    out = process.stdout.read().decode() if process.stdout else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{command[:3]} failed")
+    with tempfile.TemporaryFile() as errors:  # the arms' chatter, shown only when one fails
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        out = process.stdout.read().decode() if process.stdout else ""
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            raise SystemExit(f"{command[:3]} failed:\n{errors.read().decode(errors='replace')}")
     work = json.loads(out.strip().splitlines()[-1])["work"] if out.strip() else None
     return wall, usage.ru_maxrss / 1024, work
 

@@ -10,7 +10,8 @@ class ForgetSettings:
     """Defaults at the knee of bench/tradeoff.py on the testbed (README, docs/tradeoff.png).
 
     Preservation is 3, not the 1 the sweep was centred on: bench/quality.py showed 1 lets
-    `john doe` take `carl` and `pastel` take `bella` with them.
+    `john doe` take `carl` and `pastel` take `bella` with them. Negative guidance stays 1:
+    3 is what `triangle` needs, but over all 13 concepts it breaks three other rows.
     """
 
     steps: int = 60
