@@ -7,6 +7,7 @@ and slices it by rows, without knowing which family it drives.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,13 +53,14 @@ def is_sdxl(pipe: Any) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None
 
 
-def encode(pipe: Any, prompts: Sequence[str]) -> Conditioning:
-    """Frozen text-encoder outputs for `prompts`, computed once."""
+def encode(pipe: Any, prompts: Sequence[str], *, trainable: bool = False) -> Conditioning:
+    """Text-encoder outputs for `prompts`: frozen (computed once) unless `trainable`, where
+    gradients flow back into the encoders (textual inversion trains an embedding row)."""
     ids = pipe.tokenizer(
         list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
         truncation=True, return_tensors="pt",
     ).input_ids  # fmt: skip
-    with torch.no_grad():
+    with contextlib.nullcontext() if trainable else torch.no_grad():
         if not is_sdxl(pipe):
             return Conditioning(ids, pipe.text_encoder(ids)[0])
         states, _, pooled, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from patchkit.backend import conditioning
 from patchkit.core.pixels import to_tensor
-from patchkit.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,15 @@ class InversionBudget:
     placeholder: str = "<concept>"
 
 
+# (tokenizer, text encoder) pairs by pipeline attribute: SD 1.x/2.x have one, SDXL two,
+# and the placeholder is learnt in each, named as the SDXL embedding format names them
+_TOWERS = (("tokenizer", "text_encoder", "clip_l"), ("tokenizer_2", "text_encoder_2", "clip_g"))
+
+
+def _towers(pipe: Any) -> list[tuple[str, str, str]]:
+    return [tower for tower in _TOWERS if getattr(pipe, tower[1], None) is not None]
+
+
 def invert_token(
     pipe: Any,
     images: Sequence[Image.Image],
@@ -39,39 +48,37 @@ def invert_token(
     seed: int,
     on_step: Callable[[int], None] | None = None,
 ) -> Any:
-    """A copy of `pipe` whose tokenizer knows `budget.placeholder`, learnt from `images`.
+    """A copy of `pipe` whose tokenizers know `budget.placeholder`, learnt from `images`.
 
-    Only the new token's embedding row is trained; the pipeline passed in is not changed.
-    `template` holds "{}" where the placeholder goes, e.g. "a photo of {}".
+    Only the new token's embedding rows train (one per text encoder: SDXL has two); the
+    pipeline passed in is not changed. `template` holds "{}" where the placeholder goes,
+    e.g. "a photo of {}".
     """
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise UsageError(
-            "textual inversion (score --capacity, forget --ti) supports SD 1.x and 2.x so far",
-            hint="leave out --capacity / --ti for SDXL",
-        )
     generator = torch.Generator().manual_seed(seed)
-    tokenizer = copy.deepcopy(pipe.tokenizer)
-    text_encoder = copy.deepcopy(pipe.text_encoder)
-    tokenizer.add_tokens([budget.placeholder])
-    token_id = tokenizer.convert_tokens_to_ids(budget.placeholder)
-    text_encoder.resize_token_embeddings(len(tokenizer))
-    embeddings = text_encoder.get_input_embeddings().weight
-    with torch.no_grad():
-        embeddings[token_id] = embeddings[:-1].mean(0)
-    frozen = embeddings.detach().clone()
-    text_encoder.requires_grad_(False)
-    embeddings.requires_grad_(True)
-    optimizer = torch.optim.AdamW([embeddings], lr=budget.learning_rate, weight_decay=0.0)
+    replaced: dict[str, Any] = {}
+    rows: list[tuple[torch.Tensor, int, torch.Tensor]] = []  # (embedding matrix, new row, frozen copy)
+    for tokenizer_name, encoder_name, _ in _towers(pipe):
+        tokenizer = copy.deepcopy(getattr(pipe, tokenizer_name))
+        text_encoder = copy.deepcopy(getattr(pipe, encoder_name))
+        tokenizer.add_tokens([budget.placeholder])
+        token_id = tokenizer.convert_tokens_to_ids(budget.placeholder)
+        text_encoder.resize_token_embeddings(len(tokenizer))
+        text_encoder.requires_grad_(False)
+        embeddings = text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            embeddings[token_id] = embeddings[:-1].mean(0)
+        embeddings.requires_grad_(True)
+        rows.append((embeddings, token_id, embeddings.detach().clone()))
+        replaced |= {tokenizer_name: tokenizer, encoder_name: text_encoder}
+    extra = {"requires_safety_checker": False} if "safety_checker" in pipe.components else {}
+    inverted = type(pipe)(**{**pipe.components, **replaced}, **extra)
+    inverted.set_progress_bar_config(disable=True)
+    optimizer = torch.optim.AdamW([r[0] for r in rows], lr=budget.learning_rate, weight_decay=0.0)
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     with torch.no_grad():
         latents = pipe.vae.encode(to_tensor(images, size)).latent_dist.mean * pipe.vae.config.scaling_factor
-    ids = tokenizer(
-        template.format(budget.placeholder),
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        return_tensors="pt",
-    ).input_ids
+    prompts = [template.format(budget.placeholder)] * budget.batch_size
     scheduler = pipe.scheduler
     prediction = scheduler.config.get("prediction_type", "epsilon")
     pipe.unet.requires_grad_(False)
@@ -81,27 +88,40 @@ def invert_token(
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (budget.batch_size,), generator=generator)
         noisy = scheduler.add_noise(clean, noise, timesteps)
-        states = text_encoder(ids.expand(budget.batch_size, -1))[0]
-        predicted = pipe.unet(noisy, timesteps, states).sample
+        cond = conditioning.encode(inverted, prompts, trainable=True)
+        predicted = conditioning.predict(pipe.unet, noisy, timesteps, cond)
         target = scheduler.get_velocity(clean, noise, timesteps) if prediction == "v_prediction" else noise
         loss = F.mse_loss(predicted, target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         with torch.no_grad():  # every row but the new token's stays as it was
-            keep = torch.ones(embeddings.shape[0], dtype=torch.bool)
-            keep[token_id] = False
-            embeddings[keep] = frozen[keep]
+            for embeddings, token_id, frozen in rows:
+                keep = torch.ones(embeddings.shape[0], dtype=torch.bool)
+                keep[token_id] = False
+                embeddings[keep] = frozen[keep]
         if on_step:
             on_step(step + 1)
-    text_encoder.requires_grad_(False)
-    extra = {"requires_safety_checker": False} if "safety_checker" in pipe.components else {}
-    inverted = type(pipe)(**{**pipe.components, "tokenizer": tokenizer, "text_encoder": text_encoder}, **extra)
-    inverted.set_progress_bar_config(disable=True)
+    for embeddings, _, _ in rows:
+        embeddings.requires_grad_(False)
     return inverted
 
 
-def learnt_embedding(pipe: Any, placeholder: str) -> torch.Tensor:
-    """The embedding row `invert_token` learnt for `placeholder`, as a standalone tensor."""
-    token_id = pipe.tokenizer.convert_tokens_to_ids(placeholder)
-    return pipe.text_encoder.get_input_embeddings().weight[token_id].detach().clone()
+def learnt_embeddings(pipe: Any, placeholders: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The rows `invert_token` learnt, as a file diffusers' `load_textual_inversion` reads.
+
+    SD 1.x/2.x: {placeholder: vector}. SDXL, one placeholder: {"clip_l": ..., "clip_g": ...},
+    the format SDXL embeddings are shared in (loaded once per text encoder); several:
+    {"<placeholder>.clip_l": ..., "<placeholder>.clip_g": ...}.
+    """
+    towers = _towers(pipe)
+
+    def row(tower: tuple[str, str, str], placeholder: str) -> torch.Tensor:
+        token_id = getattr(pipe, tower[0]).convert_tokens_to_ids(placeholder)
+        return getattr(pipe, tower[1]).get_input_embeddings().weight[token_id].detach().clone()
+
+    if len(towers) == 1:
+        return {p: row(towers[0], p) for p in placeholders}
+    if len(placeholders) == 1:
+        return {tower[2]: row(tower, placeholders[0]) for tower in towers}
+    return {f"{p}.{tower[2]}": row(tower, p) for p in placeholders for tower in towers}

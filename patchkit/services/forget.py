@@ -194,10 +194,6 @@ def forget(
             load_image_folder(images_dir if len(concepts) == 1 else images_dir / concept.name)
     ref = source.resolve()
     info = loading.describe(ref)
-    if settings.textual_inversion and info.family == "sdxl":
-        raise UsageError(
-            "--ti supports SD 1.x and 2.x so far (SDXL has two text encoders)", hint="pass --no-ti (presets turn it on)"
-        )
     pipe = loading.load_pipeline(ref)
     items = training_prompts(concepts, templates_for(ref.source))
     retain = list(retain_prompts) if retain_prompts is not None else default_retain_prompts(ref.source, concepts)
@@ -312,10 +308,10 @@ def _learn_placeholders(
     """Textual inversion per concept on its training images.
 
     Returns the pipeline that knows every placeholder, the placeholders by concept, and the
-    learnt vectors by placeholder ({placeholder: vector}, which diffusers'
-    load_textual_inversion reads): a by-product for analysis, never part of the patch.
+    learnt vectors in a file layout diffusers' load_textual_inversion reads (see
+    learnt_embeddings): a by-product for analysis, never part of the patch.
     """
-    from patchkit.backend.inversion import InversionBudget, invert_token, learnt_embedding
+    from patchkit.backend.inversion import InversionBudget, invert_token, learnt_embeddings
 
     placeholders: dict[int, str] = {}
     for index, concept in enumerate(concepts):
@@ -331,7 +327,7 @@ def _learn_placeholders(
         template = templates[concept.category][0]  # "{}" marks where the concept goes
         pipe = invert_token(pipe, mine, template, budget=budget, seed=settings.seed + index, on_step=step)
         placeholders[index] = placeholder
-    return pipe, placeholders, {p: learnt_embedding(pipe, p) for p in placeholders.values()}
+    return pipe, placeholders, learnt_embeddings(pipe, list(placeholders.values()))
 
 
 def _score_with(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -244,12 +245,45 @@ def test_ti_forgets_through_a_learnt_token_and_leaves_its_embedding_beside_the_p
     assert any(not torch.equal(load_file(str(plain))[k], t) for k, t in load_file(str(result.output)).items())
 
 
-def test_ti_is_refused_on_sdxl_before_any_training(tiny_models, tmp_path):
+def test_ti_on_sdxl_learns_the_token_in_both_text_encoders(tiny_models, tmp_path):
     folder, _ = tiny_models["sdxl"]
-    settings = ForgetSettings(steps=1, images_per_concept=1, textual_inversion=True)
-    with pytest.raises(UsageError, match=r"SD 1\.x and 2\.x"):
-        forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings)
-    assert not (tmp_path / "p.safetensors").exists()
+    settings = ForgetSettings(steps=2, images_per_concept=2, batch_size=2, textual_inversion=True, ti_steps=3)
+    result = forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings)
+    assert result.manifest["concepts"][0]["token"] == "<circle>"
+    learnt = load_file(str(result.embeddings))
+    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    widths = {"clip_l": pipe.text_encoder.config.hidden_size, "clip_g": pipe.text_encoder_2.config.hidden_size}
+    assert {k: tuple(v.shape) for k, v in learnt.items()} == {k: (w,) for k, w in widths.items()}
+    # the SDXL embedding format: loaded once per text encoder, as diffusers documents it
+    pipe.load_textual_inversion(learnt["clip_l"], token="<circle>", text_encoder=pipe.text_encoder,
+                                tokenizer=pipe.tokenizer)  # fmt: skip
+    pipe.load_textual_inversion(learnt["clip_g"], token="<circle>", text_encoder=pipe.text_encoder_2,
+                                tokenizer=pipe.tokenizer_2)  # fmt: skip
+    for tokenizer, encoder, key in ((pipe.tokenizer, pipe.text_encoder, "clip_l"),
+                                    (pipe.tokenizer_2, pipe.text_encoder_2, "clip_g")):  # fmt: skip
+        row = encoder.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("<circle>")]
+        torch.testing.assert_close(row, learnt[key])
+        mean = encoder.get_input_embeddings().weight[:-1].mean(0)
+        assert not torch.allclose(row, mean)  # trained away from its starting point
+    assert all(k.startswith("unet.") for k in load_file(str(result.output)))
+
+
+def test_sdxl_inversion_of_several_tokens_names_each_and_samples(tiny_models):
+    from patchkit.backend.inversion import InversionBudget, invert_token, learnt_embeddings
+    from patchkit.backend.sampling import SamplerSettings, generate
+
+    folder, _ = tiny_models["sdxl"]
+    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    images = [Image.new("RGB", (size, size), colour) for colour in ("red", "blue")]
+    for name in ("<a>", "<b>"):
+        pipe = invert_token(pipe, images, "a photo of {}", budget=InversionBudget(steps=1, placeholder=name), seed=0)
+    learnt = learnt_embeddings(pipe, ["<a>", "<b>"])
+    assert sorted(learnt) == ["<a>.clip_g", "<a>.clip_l", "<b>.clip_g", "<b>.clip_l"]
+    assert learnt["<a>.clip_g"].shape == (pipe.text_encoder_2.config.hidden_size,)
+    # the capacity probe's next step: sampling with the learnt token through both encoders
+    (image,) = generate(pipe, ["a photo of <b>"], [0], SamplerSettings(steps=2, guidance=5.0, batch_size=1))
+    assert image.size == (size, size)
 
 
 def test_context_trains_only_where_both_are_named_and_retains_the_rest():
