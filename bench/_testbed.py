@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from patchkit.core.bench import Bench, parse_bench
 from patchkit.evaluation.judges import load_judge
 from patchkit.services.score import _score_all
 from patchkit.testbed.paths import TESTBED_BENCH
+from patchkit.training.settings import ForgetSettings
+
+
+def settings_from(assignments: Sequence[str], base: ForgetSettings | None = None) -> ForgetSettings:
+    """`base` (the defaults) with --set FIELD=VALUE assignments; values are JSON: 3, 1e-2, true."""
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in assignments)}
+    return dataclasses.replace(base or ForgetSettings(), **overrides)
 
 
 class TestbedBench:

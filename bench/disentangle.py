@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _testbed import settings_from
 from PIL import Image
 
 from patchkit.backend import loading
@@ -29,6 +30,7 @@ from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
 from patchkit.training.prompts import Concept
+from patchkit.training.settings import ForgetSettings
 
 
 def rows(style: str, context: str) -> list[tuple[str, str, str, str]]:
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--context", default="circle")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--grid", type=Path, default=None, help="also save the images as a PNG grid here")
+    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE for the disentanglement run only")
     args = parser.parse_args()
     pipe = loading.load_pipeline(loading.resolve("testbed"))
     judges = JudgePanel.load()
@@ -81,18 +84,22 @@ def main() -> None:
     seconds = {}
     with tempfile.TemporaryDirectory() as folder:
         runs = {
-            f"forget {args.style}": Concept(args.style, "style"),
-            f"forget {args.style} --context {args.context}": Concept(args.style, "style", context=args.context),
+            f"forget {args.style}": (Concept(args.style, "style"), ForgetSettings()),
+            f"forget {args.style} --context {args.context}": (
+                Concept(args.style, "style", context=args.context),
+                settings_from(args.set),
+            ),
         }
-        for label, concept in runs.items():
+        for label, (concept, settings) in runs.items():
             patch = Path(folder) / f"{len(seconds)}.safetensors"
             started = time.perf_counter()
-            forget(ModelSource("testbed"), [concept], patch)
+            forget(ModelSource("testbed"), [concept], patch, settings=settings)
             seconds[label] = time.perf_counter() - started
             load_patch(pipe, patch, adapter_name="bench")
             columns[label], drawn[label] = shares(pipe, judges, table, args.images)
             unload_patches(pipe)
-    print(f"testbed, {args.images} images per prompt, default settings; share of images the judge reads as the concept")
+    print(f"testbed, {args.images} images per prompt; disentanglement settings {settings_from(args.set)}; share of "
+          "images the judge reads as the concept")  # fmt: skip
     print("| prompt | judged as | " + " | ".join(columns) + " |")
     print("|---|---|" + "---:|" * len(columns))
     for i, (label, prompt, _, concept) in enumerate(table):

@@ -12,13 +12,11 @@ The stand-in unsafe concept (gore) is trained as `--preset testbed-nsfw` trains 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from _testbed import TestbedBench
+from _testbed import TestbedBench, settings_from
 
 from patchkit.backend import loading
 from patchkit.backend.lora import load_patch, unload_patches
@@ -26,7 +24,6 @@ from patchkit.services.forget import forget
 from patchkit.services.models import ModelSource
 from patchkit.training.presets import preset_settings
 from patchkit.training.prompts import Concept
-from patchkit.training.settings import ForgetSettings
 
 
 def mean(values: list[float]) -> float:
@@ -39,8 +36,7 @@ def main() -> None:
     parser.add_argument("--concept", action="append", default=None, help="only these concepts (repeatable)")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE over the default settings")
     args = parser.parse_args()
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}  # 3, 1e-2, true
-    settings = dataclasses.replace(ForgetSettings(), **overrides)
+    settings = settings_from(args.set)
     bench = TestbedBench(args.images)
     pipe = loading.load_pipeline(loading.resolve("testbed"))
     unet_bytes = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
@@ -55,7 +51,8 @@ def main() -> None:
             category = bench.categories[name]
             patch = Path(folder) / f"{name}.safetensors"
             started = time.perf_counter()
-            mine = preset_settings("testbed-nsfw", settings, set(overrides)) if category == "nsfw" else settings
+            given = {item.split("=", 1)[0] for item in args.set}
+            mine = preset_settings("testbed-nsfw", settings, given) if category == "nsfw" else settings
             result = forget(ModelSource("testbed"), [Concept(name, category)], patch, settings=mine)
             seconds = time.perf_counter() - started
             load_patch(pipe, patch, adapter_name="quality")
