@@ -141,7 +141,6 @@ def main() -> None:
     cache = args.root / "digests"
     shutil.rmtree(cache, ignore_errors=True)
     python = sys.executable
-    subprocess.run(["cat", str(single)], stdout=subprocess.DEVNULL, check=True)  # every arm starts page-cache warm
     cold = {"PATCHKIT_NO_CACHE": "1"}
     warm = {"PATCHKIT_CACHE_DIR": str(cache)}
     arm = [python, "-c", PATCHKIT_ARM, str(single), str(patch)]

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE over the default settings")
     args = parser.parse_args()
     settings = settings_from(args.set)
+    given = {item.split("=", 1)[0] for item in args.set}  # the fields --set names win over the preset's
     bench = TestbedBench(args.images)
     pipe = loading.load_pipeline(loading.resolve("testbed"))
     unet_bytes = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
@@ -51,7 +52,6 @@ def main() -> None:
             category = bench.categories[name]
             patch = Path(folder) / f"{name}.safetensors"
             started = time.perf_counter()
-            given = {item.split("=", 1)[0] for item in args.set}
             mine = preset_settings("testbed-nsfw", settings, given) if category == "nsfw" else settings
             result = forget(ModelSource("testbed"), [Concept(name, category)], patch, settings=mine)
             seconds = time.perf_counter() - started

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +30,20 @@ class InversionBudget:
     placeholder: str = "<concept>"
 
 
-# (tokenizer, text encoder) pairs by pipeline attribute: SD 1.x/2.x have one, SDXL two,
-# and the placeholder is learnt in each, named as the SDXL embedding format names them
-_TOWERS = (("tokenizer", "text_encoder", "clip_l"), ("tokenizer_2", "text_encoder_2", "clip_g"))
+class _Tower(NamedTuple):
+    """A (tokenizer, text encoder) pair by pipeline attribute, and its key in an SDXL embedding file."""
+
+    tokenizer: str
+    encoder: str
+    key: str
 
 
-def _towers(pipe: Any) -> list[tuple[str, str, str]]:
-    return [tower for tower in _TOWERS if getattr(pipe, tower[1], None) is not None]
+# SD 1.x/2.x have the first, SDXL both; the placeholder is learnt in each
+_TOWERS = (_Tower("tokenizer", "text_encoder", "clip_l"), _Tower("tokenizer_2", "text_encoder_2", "clip_g"))
+
+
+def _towers(pipe: Any) -> list[_Tower]:
+    return [tower for tower in _TOWERS if getattr(pipe, tower.encoder, None) is not None]
 
 
 def invert_token(
@@ -57,9 +64,9 @@ def invert_token(
     generator = torch.Generator().manual_seed(seed)
     replaced: dict[str, Any] = {}
     rows: list[tuple[torch.Tensor, int, torch.Tensor]] = []  # (embedding matrix, new row, frozen copy)
-    for tokenizer_name, encoder_name, _ in _towers(pipe):
-        tokenizer = copy.deepcopy(getattr(pipe, tokenizer_name))
-        text_encoder = copy.deepcopy(getattr(pipe, encoder_name))
+    for tower in _towers(pipe):
+        tokenizer = copy.deepcopy(getattr(pipe, tower.tokenizer))
+        text_encoder = copy.deepcopy(getattr(pipe, tower.encoder))
         tokenizer.add_tokens([budget.placeholder])
         token_id = tokenizer.convert_tokens_to_ids(budget.placeholder)
         text_encoder.resize_token_embeddings(len(tokenizer))
@@ -69,7 +76,7 @@ def invert_token(
             embeddings[token_id] = embeddings[:-1].mean(0)
         embeddings.requires_grad_(True)
         rows.append((embeddings, token_id, embeddings.detach().clone()))
-        replaced |= {tokenizer_name: tokenizer, encoder_name: text_encoder}
+        replaced |= {tower.tokenizer: tokenizer, tower.encoder: text_encoder}
     extra = {"requires_safety_checker": False} if "safety_checker" in pipe.components else {}
     inverted = type(pipe)(**{**pipe.components, **replaced}, **extra)
     inverted.set_progress_bar_config(disable=True)
@@ -116,12 +123,12 @@ def learnt_embeddings(pipe: Any, placeholders: Sequence[str]) -> dict[str, torch
     """
     towers = _towers(pipe)
 
-    def row(tower: tuple[str, str, str], placeholder: str) -> torch.Tensor:
-        token_id = getattr(pipe, tower[0]).convert_tokens_to_ids(placeholder)
-        return getattr(pipe, tower[1]).get_input_embeddings().weight[token_id].detach().clone()
+    def row(tower: _Tower, placeholder: str) -> torch.Tensor:
+        token_id = getattr(pipe, tower.tokenizer).convert_tokens_to_ids(placeholder)
+        return getattr(pipe, tower.encoder).get_input_embeddings().weight[token_id].detach().clone()
 
     if len(towers) == 1:
         return {p: row(towers[0], p) for p in placeholders}
     if len(placeholders) == 1:
-        return {tower[2]: row(tower, placeholders[0]) for tower in towers}
-    return {f"{p}.{tower[2]}": row(tower, p) for p in placeholders for tower in towers}
+        return {tower.key: row(tower, placeholders[0]) for tower in towers}
+    return {f"{p}.{tower.key}": row(tower, p) for p in placeholders for tower in towers}

@@ -102,6 +102,12 @@ class _Draw:
         cond = prompts.rows(self.rows)
         return cond if retain is None or self.keep is None else cond.cat(retain.rows(self.keep))
 
+    def unet_inputs(self, latents: torch.Tensor, scheduler: object, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's noisy latents and timesteps, repeated to match `rows` prompt rows."""
+        noisy = scheduler.add_noise(latents[self.picks], self.noise, self.t)  # type: ignore[attr-defined]
+        copies = rows // len(self.rows)
+        return torch.cat([noisy] * copies), self.t.repeat(copies)
+
 
 def _draw_steps(
     steps: int,
@@ -154,11 +160,10 @@ def _frozen_targets(
         group = draws[start : start + chunk]
         noisy, t, conds = [], [], []
         for draw in group:
-            step_noisy = scheduler.add_noise(latents[draw.picks], draw.noise, draw.t)  # type: ignore[attr-defined]
             cond = draw.conditioning(prompts, retain).cat(anchors.rows(draw.rows))
-            copies = cond.ids.shape[0] // len(draw.rows)
-            noisy.append(torch.cat([step_noisy] * copies))
-            t.append(draw.t.repeat(copies))
+            step_noisy, step_t = draw.unet_inputs(latents, scheduler, cond.ids.shape[0])
+            noisy.append(step_noisy)
+            t.append(step_t)
             conds.append(cond)
         with torch.no_grad(), lora_layers.disabled(adapters):
             frozen = conditioning.predict(unet, torch.cat(noisy), torch.cat(t), conditioning.concat(conds))
@@ -212,11 +217,9 @@ def train(
         first = last = 0.0
         for step, draw in enumerate(draws):
             target, frozen_rest = next(frozen)
-            noisy = scheduler.add_noise(latents[draw.picks], draw.noise, draw.t)
             cond = draw.conditioning(prompts, retain)
-            copies = cond.ids.shape[0] // batch
             with record_cross_attention(unet) as recorder:
-                out = conditioning.predict(unet, torch.cat([noisy] * copies), draw.t.repeat(copies), cond)
+                out = conditioning.predict(unet, *draw.unet_inputs(latents, scheduler, cond.ids.shape[0]), cond)
                 attention = attention_loss(recorder.maps, mask[draw.rows], cond.ids.shape[0])
             anchor = F.mse_loss(out[:batch], target)
             loss = settings.attention_weight * attention + settings.anchor_weight * anchor
