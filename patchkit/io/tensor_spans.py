@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -93,11 +94,15 @@ class SpanReader:
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
+        # hashing threads race to open a file first; the loser's descriptor would never be
+        # closed, and a leaked descriptor pins a deleted checkpoint's gigabytes on disk
+        self._opening = threading.Lock()
 
     def _fd(self, path: Path) -> int:
-        if path not in self._fds:
-            self._fds[path] = os.open(path, os.O_RDONLY)
-        return self._fds[path]
+        with self._opening:
+            if path not in self._fds:
+                self._fds[path] = os.open(path, os.O_RDONLY)
+            return self._fds[path]
 
     def raw(self, span: TensorSpan) -> bytes:
         data = os.pread(self._fd(span.file), span.nbytes, span.start)

@@ -62,3 +62,38 @@ def test_folder_spans_cover_sharded_components(tmp_path: Path) -> None:
     spans = folder_spans(folder)
     assert sorted(spans["unet"]) == ["a", "b"]
     assert spans["unet"]["a"].nbytes == 12 and spans["unet"]["b"].dtype == "F32"
+
+
+def _open_descriptors_under(folder: Path) -> list[str]:
+    targets = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{name}"))
+        except OSError:  # the listing's own descriptor is gone by now
+            continue
+    return [t for t in targets if t.startswith(str(folder))]
+
+
+def test_hashing_threads_leave_no_descriptor_open(tiny_models, tmp_path: Path) -> None:
+    # a descriptor left open on a deleted checkpoint keeps its gigabytes on disk until exit
+    folder, single = tiny_models["sd15"]
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    shutil.copy(single, tmp_path / "model.safetensors")
+    for _ in range(5):
+        loading.describe(loading.resolve(str(copy)))
+        loading.describe(loading.resolve(str(tmp_path / "model.safetensors"), config=copy))
+    assert _open_descriptors_under(tmp_path) == []
+
+
+def test_span_reader_opens_each_file_once_under_racing_threads(tiny_models) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from patchkit.io.tensor_spans import SpanReader, header_spans
+
+    unet_file = tiny_models["sd15"][0] / "unet" / "diffusion_pytorch_model.safetensors"
+    spans = list(header_spans(unet_file, read_header(unet_file)).values())
+    for _ in range(20):
+        with SpanReader() as reader, ThreadPoolExecutor(8) as pool:
+            list(pool.map(reader.raw, spans))
+        assert _open_descriptors_under(unet_file.parent) == []
