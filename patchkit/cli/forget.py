@@ -105,6 +105,18 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
     )
 
 
+def _service_options(
+    *, config: Path | None, allow_pickle: bool, retain: list[str] | None, images_dir: Path | None, name: str | None,
+    version: str, author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The keyword arguments forget and correct hand the training service alike."""
+    return {
+        "config": config, "allow_pickle": allow_pickle, "retain_prompts": retain, "images_dir": images_dir,
+        "name": name, "version": version, "author": author, "license_id": license_id,
+        "score_bench": (bench if score else False), "force": force,
+    }  # fmt: skip
+
+
 def _given(ctx: typer.Context, param: str) -> bool:
     """True when the user set `param` (command line or environment), not its default."""
     source = ctx.get_parameter_source(param)
@@ -224,11 +236,10 @@ def forget(
     if preset is not None:
         given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
         settings = preset_settings(preset, settings, given)
-    options = {
-        "config": config, "allow_pickle": allow_pickle, "retain_prompts": retain, "images_dir": images_dir,
-        "name": name, "version": version, "author": author, "license_id": license_id,
-        "score_bench": (bench if score else False), "force": force,
-    }  # fmt: skip
+    options = _service_options(
+        config=config, allow_pickle=allow_pickle, retain=retain, images_dir=images_dir, name=name, version=version,
+        author=author, license_id=license_id, score=score, bench=bench, force=force,
+    )  # fmt: skip
     _report(ctx, _run(ctx, model, concepts, output_path, settings, options), json)
 
 
@@ -249,6 +260,8 @@ def correct(
     bench: BenchOpt = None,
     name: NameOpt = None,
     version: VersionOpt = "1.0.0",
+    author: AuthorOpt = None,
+    license_id: LicenseOpt = None,
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
     force: ForceOpt = False,
@@ -268,11 +281,10 @@ def correct(
     if to.strip() == concept.strip():
         raise UsageError("--to names the concept itself", hint="correct A to a different concept B")
     settings = correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed)
-    options = {
-        "config": config, "allow_pickle": allow_pickle, "retain_prompts": retain, "images_dir": images_dir,
-        "name": name, "version": version, "author": None, "license_id": None,
-        "score_bench": (bench if score else False), "force": force,
-    }  # fmt: skip
+    options = _service_options(
+        config=config, allow_pickle=allow_pickle, retain=retain, images_dir=images_dir, name=name, version=version,
+        author=author, license_id=license_id, score=score, bench=bench, force=force,
+    )  # fmt: skip
     concepts = [Concept(concept, category, target=to)]
     _report(ctx, _run(ctx, model, concepts, output_path, settings, options), json)
 

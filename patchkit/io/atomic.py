@@ -84,8 +84,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 

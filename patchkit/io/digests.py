@@ -78,8 +78,10 @@ class DigestCache:
             entry.parent.mkdir(parents=True, exist_ok=True)
             payload = {"version": _CACHE_VERSION, "file": str(file.resolve()), "stat": _stat_key(file),
                        "digests": self._loaded[file]}  # fmt: skip
+            # not fsynced: an entry a power loss damages fails to parse or to match the file's
+            # stat and is rebuilt, so durability would only slow every first look at a model
             with contextlib.suppress(OSError):  # a read-only cache folder costs speed, not correctness
-                write_bytes_atomic(entry, json.dumps(payload, sort_keys=True).encode())
+                write_bytes_atomic(entry, json.dumps(payload, sort_keys=True).encode(), durable=False)
         self._dirty.clear()
 
 

@@ -338,3 +338,17 @@ def test_presets_bring_their_settings_unless_the_command_line_overrides_them(tin
     settings = read_patch(tmp_path / "b.safetensors").manifest["method"]["settings"]
     assert settings["textual_inversion"] is False and settings["steps"] == 1
     assert not (tmp_path / "b.ti.safetensors").exists()
+
+
+def test_cli_correct_records_its_target_author_and_license(tiny_models, tmp_path):
+    from patchkit.io.patch_file import read_patch
+
+    folder, _ = tiny_models["sd15"]
+    out = tmp_path / "c.safetensors"
+    args = ["correct", str(folder), "-c", "circle", "--to", "square", "--category", "object", "--steps", "1"]
+    result = runner.invoke(app, [*args, "--author", "Release Team", "--license", "CC-BY-4.0", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["concepts"] == ["circle -> square"]
+    manifest = read_patch(out).manifest
+    assert (manifest["author"], manifest["license"]) == ("Release Team", "CC-BY-4.0")
+    assert manifest["concepts"][0]["target"] == "square"
