@@ -25,4 +25,4 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -17,6 +17,12 @@ PatchkitError                 exit 1   anything patchkit refuses to do
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from patchkit.core.merge import Conflict
+
 
 class PatchkitError(Exception):
     """Base class: `message` is one line; `hint` says what to do about it."""
@@ -78,6 +84,6 @@ class ConflictError(PatchkitError):
 
     exit_code = 8
 
-    def __init__(self, message: str, hint: str | None = None, conflicts: list[object] | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, conflicts: Sequence[Conflict] = ()) -> None:
         super().__init__(message, hint)
-        self.conflicts = conflicts or []
+        self.conflicts = list(conflicts)

@@ -35,7 +35,7 @@ def record_cross_attention(unet: Any) -> Iterator[AttentionRecorder]:
         original = module.get_attention_scores
 
         def keep(query: torch.Tensor, key: torch.Tensor, mask: Any = None, _original: Any = original) -> torch.Tensor:
-            probs = _original(query, key, mask)
+            probs: torch.Tensor = _original(query, key, mask)
             recorder.maps.append(probs)
             return probs
 

@@ -58,4 +58,5 @@ class ClipJudge:
 def _unit(x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):  # transformers >= 5 may return an output object
         x = x.pooler_output
-    return x / x.norm(dim=-1, keepdim=True)
+    unit: torch.Tensor = x / x.norm(dim=-1, keepdim=True)
+    return unit

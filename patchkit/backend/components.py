@@ -7,11 +7,13 @@ everything else hands over dicts and tensors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def build_unet(config: dict[str, Any]) -> UNet2DConditionModel:
@@ -42,16 +44,21 @@ def build_component(name: str, config: dict[str, Any], *, meta: bool = False) ->
         from accelerate import init_empty_weights
 
         with init_empty_weights():
-            return builders[name](settings)
-    return builders[name](settings)
+            empty: torch.nn.Module = builders[name](settings)
+            return empty
+    module: torch.nn.Module = builders[name](settings)
+    return module
 
 
 def save_component(module: torch.nn.Module, folder: Path) -> None:
-    module.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
+    # every component patchkit builds is a diffusers ModelMixin or a transformers PreTrainedModel
+    save: Any = module.save_pretrained
+    save(str(folder), safe_serialization=True)
 
 
 def load_tokenizer(folder: Path) -> CLIPTokenizer:
-    return CLIPTokenizer.from_pretrained(str(folder))
+    tokenizer: CLIPTokenizer = CLIPTokenizer.from_pretrained(str(folder))
+    return tokenizer
 
 
 def build_scheduler(config: dict[str, Any]) -> DDIMScheduler:
@@ -82,7 +89,7 @@ def save_pipeline(pipeline: StableDiffusionPipeline, folder: Path) -> None:
     pipeline.save_pretrained(str(folder), safe_serialization=True)
 
 
-def trainable(module: torch.nn.Module) -> torch.nn.Module:
+def trainable(module: ModuleT) -> ModuleT:
     module.train()
     module.requires_grad_(True)
     return module

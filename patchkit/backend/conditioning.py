@@ -39,7 +39,8 @@ def concat(parts: Sequence[Conditioning]) -> Conditioning:
     """The rows of every part, in order: one UNet call for several batches."""
 
     def join(fields: list[torch.Tensor | None]) -> torch.Tensor | None:
-        return None if any(f is None for f in fields) else torch.cat(fields)  # type: ignore[arg-type]
+        present = [f for f in fields if f is not None]
+        return torch.cat(present) if len(present) == len(fields) else None
 
     return Conditioning(
         torch.cat([p.ids for p in parts]),
@@ -74,4 +75,5 @@ def predict(unet: Any, noisy: torch.Tensor, t: torch.Tensor, cond: Conditioning)
     extra = {}
     if cond.pooled is not None:
         extra["added_cond_kwargs"] = {"text_embeds": cond.pooled, "time_ids": cond.time_ids}
-    return unet(noisy, t, cond.states, **extra).sample
+    sample: torch.Tensor = unet(noisy, t, cond.states, **extra).sample
+    return sample

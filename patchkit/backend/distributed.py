@@ -38,8 +38,8 @@ def map_split(jobs: Sequence[T], work: Callable[[list[T]], list[R]]) -> list[R]:
     mine = list(range(rank, len(jobs), size))
     results = work([jobs[i] for i in mine])
     gathered = gather_object([list(zip(mine, results, strict=True))])
-    ordered: list[R | None] = [None] * len(jobs)
+    ordered: dict[int, R] = {}
     for part in gathered:
         for index, result in part:
             ordered[index] = result
-    return ordered  # type: ignore[return-value]
+    return [ordered[i] for i in range(len(jobs))]

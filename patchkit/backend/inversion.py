@@ -125,7 +125,8 @@ def learnt_embeddings(pipe: Any, placeholders: Sequence[str]) -> dict[str, torch
 
     def row(tower: _Tower, placeholder: str) -> torch.Tensor:
         token_id = getattr(pipe, tower.tokenizer).convert_tokens_to_ids(placeholder)
-        return getattr(pipe, tower.encoder).get_input_embeddings().weight[token_id].detach().clone()
+        vector: torch.Tensor = getattr(pipe, tower.encoder).get_input_embeddings().weight[token_id].detach().clone()
+        return vector
 
     if len(towers) == 1:
         return {p: row(towers[0], p) for p in placeholders}

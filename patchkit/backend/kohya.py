@@ -23,7 +23,7 @@ def kohya_to_peft(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
     def peft_names(keys: Mapping[str, object]) -> dict[str, str]:
         converted = convert_unet_state_dict_to_peft({k: k for k in keys})
-        return {old: new.replace(".processor.", ".") for new, old in converted.items()}  # type: ignore[misc]
+        return {old: new.replace(".processor.", ".") for new, old in converted.items()}
 
     state, alphas = _convert_non_diffusers_lora_to_diffusers(dict(tensors))
     names = peft_names(state)

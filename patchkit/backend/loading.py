@@ -63,7 +63,7 @@ class ModelInfo:
     def resolution(self) -> int:
         """Native image size in pixels: the UNet's latent size times the VAE's downsampling."""
         vae_levels = len(self.configs.get("vae", {}).get("block_out_channels", [0, 0, 0, 0]))
-        return int(self.configs["unet"]["sample_size"]) * 2 ** (vae_levels - 1)
+        return int(self.configs["unet"]["sample_size"]) * int(2 ** (vae_levels - 1))
 
     @property
     def revision(self) -> str | None:

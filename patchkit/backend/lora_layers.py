@@ -31,7 +31,7 @@ class LoRALinear(nn.Module):
             self.lora_A.uniform_(-bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
+        out: torch.Tensor = self.base(x)
         if self.enabled:
             out = out + (x @ self.lora_A.T) @ self.lora_B.T
         return out
@@ -47,7 +47,7 @@ class DeltaLinear(nn.Module):
         self.delta = nn.Parameter(torch.zeros_like(base.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
+        out: torch.Tensor = self.base(x)
         if self.enabled:
             out = out + x @ self.delta.T
         return out

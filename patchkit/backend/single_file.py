@@ -33,9 +33,11 @@ def _text_encoder(
     prefix = TEXT_ENCODER_PREFIXES[(family, name)]
     if (family, name) in OPENCLIP_COMPONENTS:
         model = SimpleNamespace(config=SimpleNamespace(hidden_size=config["hidden_size"]))
-        return convert_open_clip_checkpoint(model, checkpoint, prefix=prefix)
+        converted: dict[str, torch.Tensor] = convert_open_clip_checkpoint(model, checkpoint, prefix=prefix)
+        return converted
     only_this = {k: checkpoint[k] for k in checkpoint if k.startswith(prefix)}
-    return convert_ldm_clip_checkpoint(only_this, remove_prefix=prefix)
+    converted = convert_ldm_clip_checkpoint(only_this, remove_prefix=prefix)
+    return converted
 
 
 def to_diffusers_components(

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from patchkit import __version__
 from patchkit.cli.console import Output
 from patchkit.errors import PatchkitError
+
+if TYPE_CHECKING:
+    # typer >= 0.24 vendors click; TyperGroup.invoke takes the vendored Context
+    from typer._click import Context
 
 
 class PatchkitGroup(TyperGroup):
@@ -21,7 +24,7 @@ class PatchkitGroup(TyperGroup):
     Set PATCHKIT_DEBUG=1 to see the traceback instead.
     """
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except PatchkitError as error:

@@ -38,7 +38,7 @@ def demo(
                      "output_fingerprint": result.applied.output_fingerprint,
                      "examples": [f"{e['name']}@{e['version']}" for e in result.examples],
                      "mscores": {c.concept: {"before": c.before.score, "after": c.after.score if c.after else None}
-                                 for c in result.forgotten.scores.concepts}})  # fmt: skip
+                                 for c in result.scores.concepts}})  # fmt: skip
         return
     table = Table(title=f"testbed ({result.family}, fingerprint {result.fingerprint[:12]}…)")
     for column in ("concept", "category", "prompt", "judged as concept"):
@@ -47,16 +47,15 @@ def demo(
         table.add_row(c.concept, c.category, c.prompt, f"{c.rate:.0%}")
     output.out.print(table)
     output.out.print(f"grid: {result.grid}")
-    forgotten = result.forgotten
-    table = Table(
-        title=f"forget circle: M-Score before/after ({forgotten.scores.bench}, {forgotten.scores.definition})"
-    )
+    forgotten, scores = result.forgotten, result.scores
+    table = Table(title=f"forget circle: M-Score before/after ({scores.bench}, {scores.definition})")
     for column in ("concept", "category", "before", "after", "change"):
         table.add_column(column, justify="left" if column in ("concept", "category") else "right")
-    for c in forgotten.scores.concepts:
-        after = c.after.score if c.after else float("nan")
-        name = f"[bold]{c.concept}[/] (forgotten)" if c.target else c.concept
-        table.add_row(name, c.category, f"{c.before.score:.2f}", f"{after:.2f}", f"{after - c.before.score:+.2f}")
+    for score in scores.concepts:
+        after = score.after.score if score.after else float("nan")
+        name = f"[bold]{score.concept}[/] (forgotten)" if score.target else score.concept
+        before = score.before.score
+        table.add_row(name, score.category, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
     output.out.print(table)
     output.out.print(
         f"patch: {forgotten.output} ({forgotten.bytes:,} bytes, trained in {forgotten.seconds:.1f} s); "
@@ -72,9 +71,9 @@ def demo(
         for column in ("patch", "forgets", "category", "M-Score after"):
             table.add_column(column)
         for entry in result.examples:
-            for c in entry["concepts"]:  # type: ignore[attr-defined]
-                after = f"{c['after']:.2f}" if "after" in c else "–"
-                table.add_row(f"{entry['name']}@{entry['version']}", c["name"], c["category"], after)
+            for c in entry["concepts"]:
+                shown = f"{c['after']:.2f}" if "after" in c else "–"
+                table.add_row(f"{entry['name']}@{entry['version']}", c["name"], c["category"], shown)
         output.out.print(table)
     output.out.print(f"(demo {result.seconds:.0f} s)")
 

@@ -82,7 +82,7 @@ def merge(
                 version=version, force=force, progress=progress,
             )  # fmt: skip
     except ConflictError as error:
-        render_conflicts(output, error.conflicts)  # type: ignore[arg-type]
+        render_conflicts(output, error.conflicts)
         raise
     if json:
         output.json({"output": str(result.output), "patch_id": result.manifest["patch_id"], "method": result.method,
@@ -96,8 +96,8 @@ def merge(
         table = Table(title=f"svd to rank {result.rank}: relative Frobenius error (worst modules)")
         table.add_column("module", overflow="fold")
         table.add_column("error", justify="right")
-        for module, error in worst:
-            table.add_row(module, f"{error:.2%}")
+        for module, relative in worst:
+            table.add_row(module, f"{relative:.2%}")
         table.add_row("[bold]overall", f"[bold]{result.overall_error:.2%}")
         output.err.print(table)
     inherited = "; M-Scores copied from the parents: run patchkit score on it" if result.manifest.get(

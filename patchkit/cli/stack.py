@@ -58,7 +58,7 @@ def add(
         with output.progress() as progress:
             updated = stack_service.add_patch(stack, patch, scale=scale, base=base, config=config, progress=progress)
     except ConflictError as error:
-        render_conflicts(output, error.conflicts)  # type: ignore[arg-type]
+        render_conflicts(output, error.conflicts)
         raise
     output.say(
         f"{stack}: {len(updated.data['patches'])} patches; apply will give "

@@ -42,7 +42,7 @@ def build(
     if json:
         output.json(report)
         return
-    output.say(f"built {out} in {report['seconds']['total']:.0f} s")  # type: ignore[index]
+    output.say(f"built {out} in {report['seconds']['total']:.0f} s")
 
 
 @app.command()

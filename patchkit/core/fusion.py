@@ -50,7 +50,7 @@ class LoraFactors:
 
     def delta(self) -> np.ndarray:
         """B @ A in float32, times alpha / rank where the patch gives an alpha."""
-        delta = _float32(self.up) @ _float32(self.down)
+        delta: np.ndarray = _float32(self.up) @ _float32(self.down)
         if self.alpha is not None:
             delta *= np.float32(self.alpha / self.rank)
         return delta

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from patchkit.core.fusion import LoraFactors
@@ -36,9 +37,14 @@ class MergedModule:
     squared_norm: float = 0.0  # ||delta||_F^2, known after svd
 
 
+def _float(matrix: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A factor as a float32 torch tensor, whether it was read with torch or numpy."""
+    return torch.as_tensor(matrix).float()
+
+
 def _scaled(factors: LoraFactors, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     scale = weight * (1.0 if factors.alpha is None else factors.alpha / factors.rank)
-    return factors.down.float(), factors.up.float() * scale
+    return _float(factors.down), _float(factors.up) * scale
 
 
 def _grouped(patches: Sequence[Sequence[LoraFactors]]) -> dict[tuple[str, str], list[tuple[int, LoraFactors]]]:
@@ -98,8 +104,8 @@ def _inner_products(members: Sequence[LoraFactors]) -> torch.Tensor:
     block of A A^T, where B and A stack the members' factors.
     """
     ranks = [m.rank for m in members]
-    ups = torch.cat([m.up.float() for m in members], dim=1)
-    downs = torch.cat([m.down.float() for m in members], dim=0)
+    ups = torch.cat([_float(m.up) for m in members], dim=1)
+    downs = torch.cat([_float(m.down) for m in members], dim=0)
     product = (ups.T @ ups) * (downs @ downs.T)
     owner = torch.repeat_interleave(torch.arange(len(members)), torch.tensor(ranks))
     blocks = torch.nn.functional.one_hot(owner, len(members)).double()  # (sum of ranks) x members

@@ -15,7 +15,8 @@ from patchkit.errors import InputError
 @cache
 def schema(name: str) -> dict[str, Any]:
     text = resources.files("patchkit").joinpath("schemas", f"{name}.schema.json").read_text()
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def json_path(error: jsonschema.ValidationError) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -24,6 +25,11 @@ EXPOSED = frozenset(
     }
 )
 THRESHOLD = 0.6
+
+
+class Detection(NamedTuple):
+    label: str  # NudeNet's class name, e.g. FEMALE_BREAST_EXPOSED
+    score: float
 
 
 class NudenetJudge:
@@ -42,14 +48,14 @@ class NudenetJudge:
         self._concept = concepts[0]
         self._detector = NudeDetector()
 
-    def detections(self, image: Image.Image) -> list[dict[str, object]]:
+    def detections(self, image: Image.Image) -> list[Detection]:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="PNG")
-        return list(self._detector.detect(buffer.getvalue()))
+        return [Detection(str(d["class"]), float(d["score"])) for d in self._detector.detect(buffer.getvalue())]
 
     def classify(self, images: Sequence[Image.Image]) -> list[str]:
         verdicts = []
         for image in images:
-            found = any(d["class"] in EXPOSED and float(d["score"]) >= THRESHOLD for d in self.detections(image))  # type: ignore[arg-type]
+            found = any(d.label in EXPOSED and d.score >= THRESHOLD for d in self.detections(image))
             verdicts.append(self._concept if found else "none")
         return verdicts

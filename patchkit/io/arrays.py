@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from patchkit.io.safetensors_io import read_raw
 
 # same-width numpy types holding each safetensors dtype's bytes (BF16 as its raw bits)
-STORAGE = {
+STORAGE: dict[str, np.dtype[Any]] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
@@ -32,7 +33,7 @@ STORAGE = {
 FLOATS = ("F64", "F32", "F16", "BF16")
 
 
-def storage_dtype(dtype: str) -> np.dtype:
+def storage_dtype(dtype: str) -> np.dtype[Any]:
     try:
         return STORAGE[dtype]
     except KeyError:

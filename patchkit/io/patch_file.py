@@ -43,11 +43,8 @@ def file_patch_id(path: Path, header: Header) -> str:
     hasher = PatchHasher()
     for name in sorted(header.tensors):
         info = header.tensors[name]
-        begin, end = info["data_offsets"]  # type: ignore[index]
-        start = header.data_start + int(begin)
-        hasher.add(
-            name, str(info["dtype"]), info["shape"], _chunks(path, start, header.data_start + int(end)), end - begin
-        )  # type: ignore[arg-type,operator,index]
+        start = header.data_start + info.begin
+        hasher.add(name, info.dtype, info.shape, _chunks(path, start, header.data_start + info.end), info.nbytes)
     return hasher.patch_id
 
 

@@ -33,12 +33,12 @@ def raw_header(path: Path) -> bytes:
 
 
 def data_length(header: Header) -> int:
-    return max((int(info["data_offsets"][1]) for info in header.tensors.values()), default=0)  # type: ignore[index]
+    return max((info.end for info in header.tensors.values()), default=0)
 
 
 def edited_header(header: Header, appended: Mapping[str, int], metadata: Mapping[str, str]) -> bytes:
     """The header of `header`'s tensors (offsets unchanged), plus U8 tensors appended after them."""
-    entries: dict[str, object] = {k: dict(v) for k, v in header.tensors.items()}
+    entries: dict[str, object] = {k: v.to_json() for k, v in header.tensors.items()}
     offset = data_length(header)
     for name in sorted(appended):
         size = appended[name]
@@ -82,7 +82,7 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     except (OSError, AttributeError):
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 _SYNC_FILE_RANGE_WRITE = 2

@@ -21,8 +21,26 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
+class TensorInfo:
+    """One header entry, checked: dtype name, shape and byte offsets relative to the data section."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+    def to_json(self) -> dict[str, object]:
+        """The entry as the safetensors header spells it."""
+        return {"dtype": self.dtype, "shape": list(self.shape), "data_offsets": [self.begin, self.end]}
+
+
+@dataclass(frozen=True)
 class Header:
-    tensors: dict[str, dict[str, object]]
+    tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
     data_start: int
 
@@ -45,10 +63,8 @@ def read_raw(path: Path, wanted: Callable[[str], bool] = lambda _: True) -> dict
         for name, info in header.tensors.items():
             if not wanted(name):
                 continue
-            begin, end = info["data_offsets"]  # type: ignore[index]
-            data = os.pread(fd, int(end) - int(begin), header.data_start + int(begin))
-            shape = tuple(int(d) for d in info["shape"])  # type: ignore[union-attr]
-            tensors[name] = RawTensor(str(info["dtype"]), shape, data)
+            data = os.pread(fd, info.nbytes, header.data_start + info.begin)
+            tensors[name] = RawTensor(info.dtype, info.shape, data)
     finally:
         os.close(fd)
     return tensors
@@ -97,6 +113,7 @@ def read_header(path: Path) -> Header:
     metadata = header.pop("__metadata__", None) or {}
     data_size = size - 8 - length
     end = 0
+    tensors: dict[str, TensorInfo] = {}
     for name, info in header.items():
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
         if not (
@@ -110,11 +127,12 @@ def read_header(path: Path) -> Header:
                 f"{path}: tensor {name!r} has a dtype or shape that does not match its data_offsets", hint=fix
             )
         end = max(end, offsets[1])
+        tensors[name] = TensorInfo(str(info["dtype"]), tuple(info["shape"]), offsets[0], offsets[1])
     if end > data_size:
         raise CorruptFileError(
             f"{path} is truncated: tensors need {end} data bytes but only {data_size} are present", hint=fix
         )
-    return Header(tensors=header, metadata=dict(metadata), data_start=8 + length)
+    return Header(tensors=tensors, metadata=dict(metadata), data_start=8 + length)
 
 
 _ITEM_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
@@ -145,7 +163,8 @@ class LazyTensors(Mapping[str, "torch.Tensor"]):
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._keys:
             raise KeyError(key)
-        return self._handle.get_tensor(key)
+        tensor: torch.Tensor = self._handle.get_tensor(key)
+        return tensor
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)

@@ -91,6 +91,7 @@ def sign_file(path: Path, private_key: Path, passphrase: str | None, signature: 
     try:
         config = model_signing.signing.Config().use_elliptic_key_signer(
             private_key=private_key,
+            # model-signing 1.1.1 annotates str but hands it on to cryptography, which needs bytes
             password=passphrase.encode() if passphrase is not None else None,  # type: ignore[arg-type]
         )
     except TypeError as exc:  # cryptography: a passphrase is needed, or was given for a plain key

@@ -39,7 +39,8 @@ def torch_dtype(dtype: str) -> torch.dtype:
     """The torch dtype of a safetensors dtype name (torch imported only by callers that need tensors)."""
     import torch
 
-    return getattr(torch, TORCH_NAMES[dtype])
+    found: torch.dtype = getattr(torch, TORCH_NAMES[dtype])
+    return found
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,7 @@ def header_spans(path: Path, header: Header) -> dict[str, TensorSpan]:
     """Every tensor of one safetensors file, by its own key."""
     spans = {}
     for key, info in header.tensors.items():
-        begin, end = info["data_offsets"]  # type: ignore[index]
-        shape = tuple(int(d) for d in info["shape"])  # type: ignore[union-attr]
-        spans[key] = TensorSpan(
-            path, key, str(info["dtype"]), shape, header.data_start + int(begin), int(end) - int(begin)
-        )
+        spans[key] = TensorSpan(path, key, info.dtype, info.shape, header.data_start + info.begin, info.nbytes)
     return spans
 
 

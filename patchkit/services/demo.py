@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from patchkit.backend import loading
 from patchkit.backend.sampling import generate
@@ -15,6 +16,7 @@ from patchkit.services import registry
 from patchkit.services.apply import ApplyResult, PatchSource, apply
 from patchkit.services.forget import ForgetResult, forget
 from patchkit.services.models import ModelSource
+from patchkit.services.score import ScoreReport
 from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
@@ -49,8 +51,9 @@ class DemoResult:
     concepts: list[DemoConcept]
     seconds: float
     forgotten: ForgetResult
+    scores: ScoreReport  # the forget's M-Scores before and after, on the testbed's bench
     applied: ApplyResult
-    examples: list[dict[str, object]]  # the example registry's entries, when it is there
+    examples: list[dict[str, Any]]  # the example registry's entries, when it is there
 
 
 def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress | None = None) -> DemoResult:
@@ -84,6 +87,8 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
         force=True,
         progress=progress,
     )
+    if forgotten.scores is None:  # score_bench=None asks for the testbed's bench: always scored
+        raise RuntimeError("the demo's forget returned no M-Scores")
     # The release step: fuse it into a copy of the testbed, with provenance and revert data.
     applied = apply("testbed", [PatchSource(forgotten.output)], out_dir / "safe-testbed", overwrite=True)
     examples = registry.entries(EXAMPLE_REGISTRY) if (EXAMPLE_REGISTRY / "registry.json").is_file() else []
@@ -94,6 +99,7 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
         concepts=concepts,
         seconds=time.perf_counter() - started,
         forgotten=forgotten,
+        scores=forgotten.scores,
         applied=applied,
         examples=examples,
     )

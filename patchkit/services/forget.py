@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
@@ -25,7 +25,7 @@ from patchkit.io.images import load_image_folder
 from patchkit.io.tensors_out import save_tensors
 from patchkit.services.models import ModelSource
 from patchkit.services.patches import created_at, write_patch
-from patchkit.training.fmn import ForgetSettings, train
+from patchkit.training.fmn import train
 from patchkit.training.prompts import (
     GENERIC_TEMPLATES,
     Concept,
@@ -34,6 +34,10 @@ from patchkit.training.prompts import (
     training_prompts,
     with_placeholders,
 )
+from patchkit.training.settings import ForgetSettings
+
+if TYPE_CHECKING:
+    from patchkit.services.score import ScoreReport
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class ForgetResult:
     base_fingerprint: str
     images_generated: bool
     factorisation_error: float | None
-    scores: Any | None  # the ScoreReport when scored
+    scores: ScoreReport | None  # when scored
     embeddings: Path | None = None  # --ti: the learnt placeholder embeddings, beside the patch
 
 
@@ -121,7 +125,9 @@ def _training_images(
             images += mine
             owners += [index] * len(mine)
         return images, owners
-    prompts, owners, seeds = [], [], []
+    prompts: list[str] = []
+    seeds: list[int] = []
+    owners = []
     for index in range(len(concepts)):
         for k in range(settings.images_per_concept):
             choices = prompts_by_concept[index]
@@ -169,7 +175,7 @@ def forget(
     version: str = "1.0.0",
     author: str | None = None,
     license_id: str | None = None,
-    score_bench: Path | bool | None = False,
+    score_bench: Path | Literal[False] | None = False,
     force: bool = False,
     progress: Progress | None = None,
 ) -> ForgetResult:

@@ -101,7 +101,8 @@ def merge(
         raise UsageError("merge needs at least two patches", hint="patchkit merge A B [C...] -o M")
     if method not in METHODS:
         raise UsageError(f"unknown merge method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
-    if method == "svd" and (rank is None or rank < 1):
+    svd_rank = rank if method == "svd" else 0
+    if svd_rank is None or (method == "svd" and svd_rank < 1):
         raise UsageError("--method svd needs --rank R (R >= 1)", hint="for example --rank 32")
     weights = list(weights) if weights is not None else [1.0] * len(paths)
     if len(weights) != len(paths):
@@ -117,7 +118,7 @@ def merge(
     if method == "concat":
         modules = merge_maths.concat(factors, weights)
     else:
-        modules = merge_maths.svd(factors, weights, int(rank))  # type: ignore[arg-type]
+        modules = merge_maths.svd(factors, weights, svd_rank)
     tensors = {}
     for m in modules:
         tensors[f"{m.component}.{m.module}.lora_A.weight"] = m.down

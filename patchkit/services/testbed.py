@@ -63,7 +63,7 @@ class QualityCheck:
 def judge_accuracy(judges: JudgePanel, per_category: int, seed: int) -> dict[str, float]:
     """Accuracy of each judge on freshly rendered ground-truth images it never saw."""
     rng = random.Random(f"check-{seed}")
-    scores = {}
+    scores: dict[str, float] = {}
     for category in world.CATEGORIES:
         scenes = [world.judge_scene(category, rng) for _ in range(per_category)]
         images = [world.render(s, rng) for s in scenes]

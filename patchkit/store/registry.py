@@ -193,7 +193,8 @@ class Registry:
             raise CorruptFileError(
                 f"{self.index_path} is damaged", hint="rebuild it: patchkit registry reindex"
             ) from exc
-        return data.get("entries", {})
+        entries: dict[str, dict[str, Any]] = data.get("entries", {})
+        return entries
 
     def read_entry(self, name: str, version: str) -> Entry | None:
         path = self.ref_path(name, version)

@@ -12,12 +12,14 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from patchkit.backend import components
+from patchkit.backend.protocols import Tokenizer
 from patchkit.core.pixels import to_tensor
 from patchkit.core.progress import Progress
 from patchkit.testbed import world
@@ -153,7 +155,7 @@ def _as_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
-def train_vae(pixels: torch.Tensor, settings: BuildSettings, progress: Progress) -> torch.nn.Module:
+def train_vae(pixels: torch.Tensor, settings: BuildSettings, progress: Progress) -> Any:  # diffusers' AutoencoderKL
     vae = components.trainable(components.build_vae(VAE_CONFIG))
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=settings.vae_steps)
@@ -174,7 +176,7 @@ def train_vae(pixels: torch.Tensor, settings: BuildSettings, progress: Progress)
 
 
 @torch.no_grad()
-def reconstruction_rates(vae: torch.nn.Module, judges: dict[str, Judge], seed: int) -> dict[str, float]:
+def reconstruction_rates(vae: Any, judges: dict[str, Judge], seed: int) -> dict[str, float]:
     """Per concept: how often the judge still names the concept after a VAE round trip."""
     rng = random.Random(f"recon-{seed}")
     rates: dict[str, float] = {}
@@ -191,7 +193,7 @@ def reconstruction_rates(vae: torch.nn.Module, judges: dict[str, Judge], seed: i
 
 
 @torch.no_grad()
-def _encode_all(vae: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode_all(vae: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     means, stds = [], []
     for chunk in pixels.split(512):
         dist = vae.encode(_as_float(chunk)).latent_dist
@@ -205,23 +207,23 @@ def train_unet(
     latent_mean: torch.Tensor,
     latent_std: torch.Tensor,
     scaling_factor: float,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     vocab_size: int,
     settings: BuildSettings,
     progress: Progress,
-) -> tuple[torch.nn.Module, torch.nn.Module]:
+) -> tuple[Any, Any]:  # diffusers' UNet2DConditionModel, transformers' CLIPTextModel
     te_config = {
         **TEXT_ENCODER_CONFIG,
         "vocab_size": vocab_size,
-        "bos_token_id": tokenizer.bos_token_id,  # type: ignore[attr-defined]
-        "eos_token_id": tokenizer.eos_token_id,  # type: ignore[attr-defined]
-        "pad_token_id": tokenizer.pad_token_id,  # type: ignore[attr-defined]
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
     }
-    text_encoder = components.trainable(components.build_clip_text_model(te_config))
+    text_encoder: Any = components.trainable(components.build_clip_text_model(te_config))
     unet = components.trainable(components.build_unet(UNET_CONFIG))
     scheduler = components.build_scheduler(SCHEDULER_CONFIG)
     alphas = scheduler.alphas_cumprod
-    token_ids = tokenizer(  # type: ignore[operator]
+    token_ids = tokenizer(
         prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
     ).input_ids
     params = [*unet.parameters(), *text_encoder.parameters()]

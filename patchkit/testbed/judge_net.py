@@ -26,7 +26,8 @@ class JudgeNet(nn.Module):
         self.head = nn.Linear(96, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images).flatten(1))
+        logits: torch.Tensor = self.head(self.features(images).flatten(1))
+        return logits
 
 
 @dataclass(frozen=True)

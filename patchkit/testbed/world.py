@@ -158,7 +158,8 @@ def render(scene: Scene, rng: random.Random) -> Image.Image:
     draw = ImageDraw.Draw(image)
     style = STYLES[scene.style] if scene.style else None
     shade = rng.randint(-15, 15)
-    bg: RGB = tuple(min(255, max(0, c + shade)) for c in PHOTO_BACKGROUND)  # type: ignore[assignment]
+    red, green, blue = (min(255, max(0, c + shade)) for c in PHOTO_BACKGROUND)
+    bg: RGB = (red, green, blue)
     if style:
         _background(draw, size, style.background_top, style.background_bottom)
         bg = style.background_top
@@ -181,7 +182,8 @@ def render(scene: Scene, rng: random.Random) -> Image.Image:
 
 
 def _mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+    red, green, blue = (round(x + (y - x) * t) for x, y in zip(a, b, strict=True))
+    return (red, green, blue)
 
 
 def sample_training_pair(rng: random.Random) -> tuple[str, Scene]:
@@ -223,7 +225,7 @@ def _random_scene(rng: random.Random) -> Scene:
 
 def bench_prompts(name: str, category: Category) -> list[str]:
     """The prompts that ask for `name`; styles are asked for on every object."""
-    prompts = []
+    prompts: list[str] = []
     for template in BENCH_TEMPLATES[category]:
         if "{object}" in template:
             prompts.extend(template.format(name, object=obj) for obj in OBJECTS)

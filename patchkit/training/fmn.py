@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from PIL import Image
 
 from patchkit.backend import conditioning, lora_layers
 from patchkit.backend.attention import record_cross_attention
+from patchkit.backend.protocols import Pipeline, Scheduler, Tokenizer
 from patchkit.core.pixels import to_tensor
 from patchkit.core.progress import Progress
 from patchkit.core.tokens import concept_positions, end_of_text_positions
@@ -40,16 +42,16 @@ class ForgetOutcome:
 
 
 def position_mask(
-    tokenizer: object, ids: torch.Tensor, prompts: Sequence[str], names: Sequence[str], use_pooler: Sequence[bool]
+    tokenizer: Tokenizer, ids: torch.Tensor, prompts: Sequence[str], names: Sequence[str], use_pooler: Sequence[bool]
 ) -> torch.Tensor:
     """(prompts, tokens) bool mask of the positions to re-steer; refuses a concept that is not found.
 
     `use_pooler[i]` also marks the end-of-text positions after the concept in prompt i.
     """
     mask = torch.zeros(ids.shape, dtype=torch.bool)
-    eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
+    eos = tokenizer.eos_token_id
     for row, (prompt, name, pooler) in enumerate(zip(prompts, names, use_pooler, strict=True)):
-        concept_ids = tokenizer(name, add_special_tokens=False).input_ids  # type: ignore[operator]
+        concept_ids = tokenizer(name, add_special_tokens=False).input_ids
         found = concept_positions(ids[row].tolist(), concept_ids)
         if not found:
             raise UsageError(
@@ -78,11 +80,11 @@ def attention_loss(maps: Sequence[torch.Tensor], mask: torch.Tensor, batch: int)
     return total / max(1, len(maps))
 
 
-def _encode_latents(pipe: object, images: Sequence[Image.Image]) -> torch.Tensor:
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # type: ignore[attr-defined]
+def _encode_latents(pipe: Pipeline, images: Sequence[Image.Image]) -> torch.Tensor:
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     with torch.no_grad():
-        encoded = pipe.vae.encode(to_tensor(images, size)).latent_dist.mean  # type: ignore[attr-defined]
-    return encoded * pipe.vae.config.scaling_factor  # type: ignore[attr-defined]
+        encoded: torch.Tensor = pipe.vae.encode(to_tensor(images, size)).latent_dist.mean
+    return encoded * float(pipe.vae.config.scaling_factor)
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,9 @@ class _Draw:
         cond = prompts.rows(self.rows)
         return cond if retain is None or self.keep is None else cond.cat(retain.rows(self.keep))
 
-    def unet_inputs(self, latents: torch.Tensor, scheduler: object, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def unet_inputs(self, latents: torch.Tensor, scheduler: Scheduler, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The step's noisy latents and timesteps, repeated to match `rows` prompt rows."""
-        noisy = scheduler.add_noise(latents[self.picks], self.noise, self.t)  # type: ignore[attr-defined]
+        noisy = scheduler.add_noise(latents[self.picks], self.noise, self.t)
         copies = rows // len(self.rows)
         return torch.cat([noisy] * copies), self.t.repeat(copies)
 
@@ -139,11 +141,11 @@ _FROZEN_BATCH_ELEMENTS = 1 << 15
 
 
 def _frozen_targets(
-    unet: object,
-    adapters: object,
+    unet: Any,
+    adapters: dict[str, lora_layers.Adapter],
     draws: Sequence[_Draw],
     latents: torch.Tensor,
-    scheduler: object,
+    scheduler: Scheduler,
     prompts: conditioning.Conditioning,
     anchors: conditioning.Conditioning,
     retain: conditioning.Conditioning | None,
@@ -176,7 +178,7 @@ def _frozen_targets(
 
 
 def train(
-    pipe: object,
+    pipe: Pipeline,
     concepts: Sequence[Concept],
     items: Sequence[TrainingPrompt],
     images: Sequence[Image.Image],
@@ -192,7 +194,7 @@ def train(
     anchors = conditioning.encode(pipe, [item.anchor for item in items])
     retain = conditioning.encode(pipe, retain_prompts) if retain_prompts and settings.preserve_weight > 0 else None
     mask = position_mask(
-        pipe.tokenizer,  # type: ignore[attr-defined]
+        pipe.tokenizer,
         prompts.ids,
         [item.prompt for item in items],
         [item.phrase or concepts[item.concept].name for item in items],
@@ -204,7 +206,7 @@ def train(
     eta = torch.tensor([settings.negative_guidance if concepts[i.concept].target is None else 0.0 for i in items])
     latents = _encode_latents(pipe, images)
     by_concept = {i: [j for j, c in enumerate(image_concepts) if c == i] for i in range(len(concepts))}
-    scheduler, unet = pipe.scheduler, pipe.unet  # type: ignore[attr-defined]
+    scheduler, unet = pipe.scheduler, pipe.unet
     unet.requires_grad_(False)
     adapters = lora_layers.inject(unet, settings.modules, settings.rank, settings.seed, full=settings.full)
     batch = settings.batch_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ForgetSettings:
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
 
 
-def correction_settings(**overrides: object) -> ForgetSettings:
+def correction_settings(**overrides: Any) -> ForgetSettings:
     """Defaults for `correct`: preservation 1, because a correction must move A's prompts a long
     way (to B), and at 3 square -> circle reached only 27% of prompts (bench/correct.py; 81% at 1)."""
     return replace(ForgetSettings(preserve_weight=1.0), **overrides)

@@ -8,6 +8,7 @@ import torch
 
 from patchkit.core.fusion import PatchFormatError, fuse, lora_factors
 from patchkit.io.arrays import from_float32
+from tests.numerics import assert_within, product_bound
 
 
 def _pair(out: int = 6, inner: int = 5, rank: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -22,8 +23,9 @@ def test_factors_pair_and_delta_is_b_at_a():
     tensors = _pair()
     [factor] = lora_factors(tensors)
     assert (factor.component, factor.module, factor.weight_key) == ("unet", "m.attn2.to_k", "m.attn2.to_k.weight")
-    expected = tensors["unet.m.attn2.to_k.lora_B.weight"] @ tensors["unet.m.attn2.to_k.lora_A.weight"]
-    assert np.allclose(factor.delta(), expected.numpy(), atol=1e-6)
+    up, down = tensors["unet.m.attn2.to_k.lora_B.weight"], tensors["unet.m.attn2.to_k.lora_A.weight"]
+    # numpy's BLAS and torch's may sum the rank terms in another order: bound, not atol
+    assert_within(factor.delta(), up @ down, product_bound(up, down))
 
 
 def test_kohya_alpha_scales_by_alpha_over_rank():
@@ -58,5 +60,6 @@ def test_fuse_adds_in_float32_and_casts_once():
 def test_bfloat16_factors_go_through_torch():
     tensors = {k: v.to(torch.bfloat16) for k, v in _pair().items()}
     [factor] = lora_factors(tensors)
-    expected = tensors["unet.m.attn2.to_k.lora_B.weight"].float() @ tensors["unet.m.attn2.to_k.lora_A.weight"].float()
-    assert np.allclose(factor.delta(), expected.numpy(), atol=1e-6)
+    up = tensors["unet.m.attn2.to_k.lora_B.weight"].float()
+    down = tensors["unet.m.attn2.to_k.lora_A.weight"].float()
+    assert_within(factor.delta(), up @ down, product_bound(up, down))

@@ -9,6 +9,7 @@ import torch
 
 from patchkit.core import merge
 from patchkit.core.fusion import LoraFactors
+from tests.numerics import assert_within, factor_bound
 
 
 def _patch(seed: int, modules=("a", "b"), rank: int = 3, out: int = 12, inner: int = 10) -> list[LoraFactors]:
@@ -28,13 +29,11 @@ def test_concat_is_the_weighted_sum_of_deltas():
     weights = [1.0, -0.5, 2.0]
     merged = {m.module: m for m in merge.concat(patches, weights)}
     for module in ("a", "b", "c"):
-        expected = sum(
-            w * torch.from_numpy(f.delta()).double()
-            for p, w in zip(patches, weights, strict=True)
-            for f in p
-            if f.module == module
-        )
-        assert torch.allclose(_delta(merged[module]), expected, atol=1e-5)
+        members = [(f, w) for p, w in zip(patches, weights, strict=True) for f in p if f.module == module]
+        expected = sum(w * torch.from_numpy(f.delta()).double() for f, w in members)
+        # each side rounds its own float32 products and scalings: bounded by the factors' sizes
+        bound = sum(factor_bound(f, w) for f, w in members)
+        assert_within(_delta(merged[module]), expected, bound)
     assert merged["b"].down.shape[0] == 9 and merged["a"].down.shape[0] == 6  # ranks add where modules overlap
 
 

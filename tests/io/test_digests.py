@@ -34,7 +34,7 @@ def test_cache_is_used_and_invalidated_by_an_edit(tiny_models, tmp_path: Path) -
     unet_file = copy / "unet" / "diffusion_pytorch_model.safetensors"
     header = read_header(unet_file)
     key = sorted(header.tensors)[0]
-    begin = header.data_start + header.tensors[key]["data_offsets"][0]
+    begin = header.data_start + header.tensors[key].begin
     stat = unet_file.stat()
     with open(unet_file, "r+b") as handle:  # flip one bit in place and keep the mtime: ctime still moves
         handle.seek(begin)

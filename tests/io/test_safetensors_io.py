@@ -23,7 +23,7 @@ def test_reads_header_and_metadata(good):
     header = read_header(good)
     assert set(header.tensors) == {"a", "b"}
     assert header.metadata == {"k": "v"}
-    assert header.tensors["a"]["shape"] == [2, 3]
+    assert header.tensors["a"].shape == (2, 3)
 
 
 def test_truncated_file_names_the_shortfall(good, tmp_path):

@@ -22,6 +22,7 @@ from patchkit.services.apply import PatchSource, apply, revert
 from patchkit.services.fixtures import build_random_model
 from patchkit.services.patches import synthetic_patch
 from tests.helpers import patch_deltas
+from tests.numerics import assert_within, gamma
 
 
 def _same_tree(a: Path, b: Path) -> bool:
@@ -67,7 +68,11 @@ def test_fused_weights_are_base_plus_delta_and_provenance_is_recorded(tiny_model
     changed = [k for k in base if not torch.equal(base[k], out[k])]
     assert sorted(changed) == sorted(deltas[0]) and len(changed) == result.touched
     for key in changed:
-        assert torch.allclose(out[key], base[key] + deltas[0][key] + 0.5 * deltas[1][key], atol=1e-6)
+        # the deltas come from the same float32 B @ A that apply fuses; what may differ is the
+        # order of the three-term sum, two roundings of the magnitudes summed
+        expected = base[key] + deltas[0][key] + 0.5 * deltas[1][key]
+        magnitude = base[key].double().abs() + deltas[0][key].double().abs() + 0.5 * deltas[1][key].double().abs()
+        assert_within(out[key], expected, 2 * gamma(2) * magnitude)
 
     record = json.loads((tmp_path / "out" / PROVENANCE_FILE).read_text())
     assert record["base_fingerprint"] == result.base_fingerprint

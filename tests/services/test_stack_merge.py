@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
+from patchkit.core.fusion import lora_factors
 from patchkit.core.stack import StackError
 from patchkit.errors import ConflictError, ModelMismatchError, UsageError
 from patchkit.io.patch_file import read_patch
@@ -18,6 +18,7 @@ from patchkit.services.merge import merge
 from patchkit.services.patches import synthetic_patch, write_patch
 from patchkit.services.stack import add_patch, new_stack, read_stack, verify_stack
 from tests.helpers import patch_deltas
+from tests.numerics import assert_within, factor_bound
 
 
 @pytest.fixture
@@ -108,8 +109,10 @@ def test_merge_concat_is_exact_and_records_parents(patches, tmp_path):
     result = merge([circle, noir], tmp_path / "m.safetensors", weights=[1.0, -0.5])
     merged = patch_deltas(load_file(str(result.output)))
     parts = [patch_deltas(load_file(str(p))) for p in (circle, noir)]
+    factors = {f.weight_key: f for f in lora_factors(load_file(str(result.output)))}
     for key, delta in merged.items():
-        assert torch.allclose(delta, parts[0][key] - 0.5 * parts[1][key], atol=1e-6)
+        # concat sums rank 8 in one product where the parts sum rank 4 twice: bounded, not exact
+        assert_within(delta, parts[0][key] - 0.5 * parts[1][key], factor_bound(factors[key]))
     manifest = read_patch(result.output).manifest
     assert [p["name"] for p in manifest["parents"]] == ["synthetic-circle", "synthetic-noir"]
     assert {c["name"] for c in manifest["concepts"]} == {"circle", "noir"}
