@@ -7,9 +7,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from patchkit.core.bench import Bench, parse_bench
+from patchkit.core.conceptbench import Bench, parse_bench
 from patchkit.evaluation.judges import load_judge
 from patchkit.services.score import _score_all
+from patchkit.services.worlds import judge_folders
 from patchkit.testbed.paths import TESTBED_BENCH
 from patchkit.training.settings import ForgetSettings
 
@@ -28,7 +29,10 @@ class TestbedBench:
         data["concepts"] = [dict(c, images_per_prompt=images) for c in data["concepts"]]
         self.bench: Bench = parse_bench(data, f"testbed ({images} images per prompt)")
         folder = TESTBED_BENCH.parent
-        self.judges = {c: load_judge(s, c, self.bench.names(c), base_dir=folder) for c, s in self.bench.judges.items()}
+        self.judges = {
+            c: load_judge(s, c, self.bench.names(c), base_dir=folder, named=judge_folders())
+            for c, s in self.bench.judges.items()
+        }
         self.categories = {c.name: c.category for c in self.bench.concepts}
 
     def scores(self, pipe: Any, label: str) -> dict[str, float]:

@@ -38,7 +38,8 @@ from pathlib import Path
 PATCHKIT_ARM = (
     SETUP
     + """
-from patchkit.services.apply import PatchSource, apply
+from patchkit.services.apply import apply
+from patchkit.services.sources import PatchSource
 start = time.perf_counter()
 apply(sys.argv[1], [PatchSource(Path(sys.argv[2]))], Path(sys.argv[3]), config=Path(sys.argv[4]))
 print(json.dumps({"work": time.perf_counter() - start}))
@@ -102,7 +103,7 @@ FIXTURE = """
 import shutil, sys
 from pathlib import Path
 from patchkit.services.fixtures import build_random_model
-from patchkit.services.patches import synthetic_patch
+from patchkit.services.fixtures import synthetic_patch
 folder, single, patch = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 if not single.is_file():
     shutil.rmtree(folder, ignore_errors=True)

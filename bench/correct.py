@@ -15,11 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.lora import load_patch, unload_patches
 from patchkit.backend.sampling import generate
+from patchkit.models import refs
+from patchkit.models.refs import ModelSource
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
@@ -38,7 +40,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     args = parser.parse_args()
     pairs = [p.split(":") for p in (args.pair or ["circle:square", "ring:triangle"])]
-    pipe = loading.load_pipeline(loading.resolve("testbed"))
+    pipe = pipeline.load_pipeline(refs.resolve("testbed"))
     judges = JudgePanel.load()
     print(f"testbed, {args.images} images per prompt, defaults; 'A as B' is the share of A's prompts judged B")
     print("| correction | A as A before | A as B after | B before | B after | train s |")
@@ -47,8 +49,8 @@ def main() -> None:
         for source, target in pairs:
             patch = Path(folder) / f"{source}-{target}.safetensors"
             started = time.perf_counter()
-            forget(ModelSource("testbed"), [Concept(source, "object", target=target)], patch,
-                   settings=correction_settings())  # fmt: skip
+            forget(ForgetRequest(ModelSource("testbed"), [Concept(source, "object", target=target)], patch,
+                   settings=correction_settings()))  # fmt: skip
             seconds = time.perf_counter() - started
             before_a = judged(pipe, judges, source, "object", args.images)
             before_b = judged(pipe, judges, target, "object", args.images)

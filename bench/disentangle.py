@@ -20,12 +20,14 @@ from pathlib import Path
 from _testbed import settings_from
 from PIL import Image
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.lora import load_patch, unload_patches
 from patchkit.backend.sampling import generate
 from patchkit.core.grid import labelled_grid, stack_vertically
+from patchkit.models import refs
+from patchkit.models.refs import ModelSource
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=None, help="also save the images as a PNG grid here")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE for the disentanglement run only")
     args = parser.parse_args()
-    pipe = loading.load_pipeline(loading.resolve("testbed"))
+    pipe = pipeline.load_pipeline(refs.resolve("testbed"))
     judges = JudgePanel.load()
     table = rows(args.style, args.context)
     columns, drawn = {}, {}
@@ -93,7 +95,7 @@ def main() -> None:
         for label, (concept, settings) in runs.items():
             patch = Path(folder) / f"{len(seconds)}.safetensors"
             started = time.perf_counter()
-            forget(ModelSource("testbed"), [concept], patch, settings=settings)
+            forget(ForgetRequest(ModelSource("testbed"), [concept], patch, settings=settings))
             seconds[label] = time.perf_counter() - started
             load_patch(pipe, patch, adapter_name="bench")
             columns[label], drawn[label] = shares(pipe, judges, table, args.images)

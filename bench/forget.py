@@ -31,23 +31,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from patchkit.backend import conditioning, loading, lora_layers
+from patchkit.backend import conditioning, lora_layers, pipeline
+from patchkit.models import refs
 from patchkit.backend.attention import record_cross_attention
-from patchkit.services.forget import default_retain_prompts, templates_for
+from patchkit.services.worlds import world_for
 from patchkit.training import fmn
-from patchkit.training.prompts import Concept, training_prompts
+from patchkit.training.prompts import Concept, default_retain_prompts, training_prompts
 from patchkit.training.settings import ForgetSettings
 
 model, arm, size, steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(2)
-ref = loading.resolve(model)
-pipe = loading.load_pipeline(ref)
+ref = refs.resolve(model)
+pipe = pipeline.load_pipeline(ref)
 if size:
     pipe.unet.register_to_config(sample_size=size // pipe.vae_scale_factor)
 pixels = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
 concepts = [Concept("circle", "object")]
-items = training_prompts(concepts, templates_for(ref.source))
-retain = default_retain_prompts(ref.source, concepts)[:4] or ["a photo of a dog", "a painting of a house"]
+world = world_for(ref)
+items = training_prompts(concepts, world.templates)
+retain = default_retain_prompts(world, concepts)[:4] or ["a photo of a dog", "a painting of a house"]
 rng = np.random.default_rng(0)
 images = [Image.fromarray(rng.integers(0, 256, (pixels, pixels, 3), dtype=np.uint8)) for _ in range(4)]
 settings = ForgetSettings(steps=steps, batch_size=batch)

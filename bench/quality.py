@@ -18,10 +18,12 @@ from pathlib import Path
 
 from _testbed import TestbedBench, settings_from
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.lora import load_patch, unload_patches
+from patchkit.models import refs
+from patchkit.models.refs import ModelSource
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.training.presets import preset_settings
 from patchkit.training.prompts import Concept
 
@@ -39,7 +41,7 @@ def main() -> None:
     settings = settings_from(args.set)
     given = {item.split("=", 1)[0] for item in args.set}  # the fields --set names win over the preset's
     bench = TestbedBench(args.images)
-    pipe = loading.load_pipeline(loading.resolve("testbed"))
+    pipe = pipeline.load_pipeline(refs.resolve("testbed"))
     unet_bytes = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
     before = bench.scores(pipe, "base")
     concepts = args.concept or list(bench.categories)
@@ -53,7 +55,7 @@ def main() -> None:
             patch = Path(folder) / f"{name}.safetensors"
             started = time.perf_counter()
             mine = preset_settings("testbed-nsfw", settings, given) if category == "nsfw" else settings
-            result = forget(ModelSource("testbed"), [Concept(name, category)], patch, settings=mine)
+            result = forget(ForgetRequest(ModelSource("testbed"), [Concept(name, category)], patch, settings=mine))
             seconds = time.perf_counter() - started
             load_patch(pipe, patch, adapter_name="quality")
             after = bench.scores(pipe, "patched")

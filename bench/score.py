@@ -13,8 +13,9 @@ import time
 import numpy as np
 import torch
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.sampling import SamplerSettings, generate
+from patchkit.models import refs
 from patchkit.services.testbed import DEFAULT_SAMPLER
 
 
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    pipe = loading.load_pipeline(loading.resolve("testbed"))
+    pipe = pipeline.load_pipeline(refs.resolve("testbed"))
     prompts = ["a photo of alice", "a ring in the style of neon", "a photo of a circle", "a photo of gore"]
     asked = [prompts[i % len(prompts)] for i in range(args.images)]
     seeds = list(range(args.images))

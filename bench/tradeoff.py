@@ -18,10 +18,12 @@ from pathlib import Path
 
 from _testbed import TestbedBench
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.lora import load_patch, unload_patches
+from patchkit.models import refs
+from patchkit.models.refs import ModelSource
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.training.prompts import Concept
 from patchkit.training.settings import ForgetSettings
 
@@ -47,7 +49,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     bench = TestbedBench(args.images)
-    pipe = loading.load_pipeline(loading.resolve("testbed"))
+    pipe = pipeline.load_pipeline(refs.resolve("testbed"))
     base = bench.scores(pipe, "base")
     points = []
     print(f"forget {args.concept}, {args.images} images per bench prompt; defaults {DEFAULTS}")
@@ -58,7 +60,11 @@ def main() -> None:
             for value in values:
                 settings = dataclasses.replace(DEFAULTS, **{knob: value})
                 patch = Path(folder) / f"{knob}-{value}.safetensors"
-                forget(ModelSource("testbed"), [Concept(args.concept, args.category)], patch, settings=settings)
+                forget(
+                    ForgetRequest(
+                        ModelSource("testbed"), [Concept(args.concept, args.category)], patch, settings=settings
+                    )
+                )
                 load_patch(pipe, patch, adapter_name="sweep")
                 after = bench.scores(pipe, "patched")
                 unload_patches(pipe)

@@ -18,10 +18,7 @@ PatchkitError                 exit 1   anything patchkit refuses to do
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from patchkit.core.merge import Conflict
+from dataclasses import dataclass
 
 
 class PatchkitError(Exception):
@@ -77,6 +74,15 @@ class TrustError(PatchkitError):
 
 class PolicyError(TrustError):
     pass
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One reason patches must not (fatal) or should not be combined: what ConflictError carries."""
+
+    kind: str  # base, forget-vs-correct, two-targets, opposing-deltas
+    fatal: bool
+    message: str
 
 
 class ConflictError(PatchkitError):

@@ -17,9 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from patchkit.models.refs import ModelSource
 from patchkit.services import registry, signing
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.training.presets import preset_settings
 from patchkit.training.prompts import Concept
 from patchkit.training.settings import ForgetSettings
@@ -42,8 +43,11 @@ def main() -> None:
             settings = ForgetSettings()
             if concept.category == "nsfw":
                 settings = preset_settings("testbed-nsfw", settings, set())
-            forget(ModelSource("testbed"), [concept], out, settings=settings, name=f"testbed-no-{concept.name}",
-                   version="1.0.0", author="patchkit", license_id="Apache-2.0", score_bench=None)  # fmt: skip
+            request = ForgetRequest(
+                ModelSource("testbed"), (concept,), out, settings, name=f"testbed-no-{concept.name}", version="1.0.0",
+                author="patchkit", license_id="Apache-2.0", score_bench=None,
+            )  # fmt: skip
+            forget(request)
             signing.sign(out, keys / "patchkit-examples.key")
             result = registry.add(out, root=HERE)
             print(result.entry.ref, result.entry.blob[:16])

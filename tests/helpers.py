@@ -48,3 +48,32 @@ def patch_deltas(tensors) -> dict[str, torch.Tensor]:
     from patchkit.core.fusion import lora_factors
 
     return {f.weight_key: torch.from_numpy(f.delta()) for f in lora_factors(tensors)}
+
+
+def fingerprint(components) -> str:
+    """The base fingerprint of in-memory (or lazily loaded) components: the definition in
+    core/fingerprint.py computed the plain way, as an oracle for the span-and-cache path."""
+    import hashlib
+
+    from patchkit.core.fingerprint import (
+        HASHED_COMPONENTS,
+        Leaf,
+        canonical_key,
+        combine,
+        dtype_name,
+        is_hashed_key,
+        tensor_bytes,
+    )
+
+    leaves = []
+    for component in HASHED_COMPONENTS:
+        tensors = components.get(component, {})
+        for key in tensors:
+            if is_hashed_key(key):
+                data = tensor_bytes(tensors[key])
+                digest = hashlib.sha256(data).hexdigest()
+                name = canonical_key(component, key)
+                leaves.append(
+                    Leaf(component, name, dtype_name(tensors[key].dtype), tuple(tensors[key].shape), len(data), digest)
+                )
+    return combine(leaves)

@@ -13,6 +13,7 @@ from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg
 
 apply_service = LazyModule("patchkit.services.apply")
+sources_service = LazyModule("patchkit.services.sources")
 
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write: a folder for a folder base, "
                                       "a .safetensors file for a single-file base.")]  # fmt: skip
@@ -81,7 +82,7 @@ def apply(
       patchkit apply sd15.safetensors release.stack.json -o sd15-release.safetensors
     """
     output: Output = ctx.obj
-    sources, expected = apply_service.sources_for(patches, scale)
+    sources, expected = sources_service.sources_for(patches, scale)
     with output.progress() as progress:
         result = apply_service.apply(
             base, sources, output_path, config=config, allow_pickle=allow_pickle, force=force, overwrite=overwrite,

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as ProgressBar
+
+from patchkit.core.progress import Progress
 
 
 @dataclass
 class Output:
-    """What every command renders to; tests inject consoles of fixed width."""
+    """What every command renders to: tables and messages on `err`, data on `out`.
+
+    Tests render through consoles of fixed width (tests/cli/test_console.py)."""
 
     err: Console = field(default_factory=lambda: Console(stderr=True))
     out: Console = field(default_factory=lambda: Console(soft_wrap=True))
@@ -28,7 +33,7 @@ class Output:
             self.err.print(message)
 
     @contextlib.contextmanager
-    def progress(self) -> Iterator[Callable[[str, int, int, dict[str, float]], None]]:
+    def progress(self) -> Iterator[Progress]:
         """A callback `(stage, done, total, metrics)` drawing one transient bar per stage.
 
         Silent under --quiet or when stderr is not a terminal, so logs stay clean.
@@ -45,7 +50,7 @@ class Output:
             TimeRemainingColumn(),
         )
         tasks: dict[str, Any] = {}
-        with Progress(*columns, console=self.err, transient=True) as bar:
+        with ProgressBar(*columns, console=self.err, transient=True) as bar:
 
             def update(stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
                 if stage not in tasks:

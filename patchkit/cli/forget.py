@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from patchkit.cli.console import Output
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
 from patchkit.errors import UsageError
-from patchkit.training.settings import ForgetSettings, correction_settings
+from patchkit.services.forget_request import (
+    PRESETS,
+    Concept,
+    ForgetRequest,
+    ForgetSettings,
+    ModelSource,
+    choose_concepts,
+    correction_settings,
+    settings_for,
+)
 
 if TYPE_CHECKING:
     from patchkit.services.forget import ForgetResult
-from patchkit.training.presets import PRESETS, preset_concepts, preset_settings
-from patchkit.training.prompts import Concept, pair_concepts
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Patch file to write (.safetensors).")]
 RankOpt = Annotated[int, typer.Option(help="LoRA rank of the patch (with --full: the rank of the SVD export).")]
@@ -37,7 +44,10 @@ RetainOpt = Annotated[
 ScoreOpt = Annotated[
     bool, typer.Option("--score", help="Score before/after on the bench and record the M-Scores in the manifest.")
 ]
-BenchOpt = Annotated[Path | None, typer.Option("--bench", help="ConceptBench JSON for --score (default: testbed's).")]
+BenchOpt = Annotated[
+    Path | None,
+    typer.Option("--bench", help="ConceptBench JSON for --score (default: the model's own; the testbed has one)."),
+]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Patch name in the manifest (default from concepts).")]
 VersionOpt = Annotated[str, typer.Option("--version", help="Patch version in the manifest.")]
 AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author recorded in the manifest.")]
@@ -47,25 +57,14 @@ D = ForgetSettings()
 _SETTING_PARAMS = {"steps": "steps", "ti": "textual_inversion"}
 
 
-def _run(
-    ctx: typer.Context, model: str, concepts: list[Concept], output_path: Path, settings: ForgetSettings,
-    options: dict[str, Any],
-) -> ForgetResult:  # fmt: skip
+def _run(ctx: typer.Context, request: ForgetRequest) -> ForgetResult:
     from patchkit.services.forget import forget as forget_service  # heavy (diffusers): only when training
-    from patchkit.services.models import ModelSource
 
     output: Output = ctx.obj
-    if options["images_dir"] is None:
+    if request.images_dir is None:
         output.say("training images: none given, so the base model generates them from the category's prompts")
     with output.progress() as progress:
-        return forget_service(
-            ModelSource(model, options.pop("config"), options.pop("allow_pickle")),
-            concepts,
-            output_path,
-            settings=settings,
-            progress=progress,
-            **options,
-        )
+        return forget_service(request, progress)
 
 
 def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
@@ -105,16 +104,17 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
     )
 
 
-def _service_options(
-    *, config: Path | None, allow_pickle: bool, retain: list[str] | None, images_dir: Path | None, name: str | None,
-    version: str, author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
-) -> dict[str, Any]:  # fmt: skip
-    """The keyword arguments forget and correct hand the training service alike."""
-    return {
-        "config": config, "allow_pickle": allow_pickle, "retain_prompts": retain, "images_dir": images_dir,
-        "name": name, "version": version, "author": author, "license_id": license_id,
-        "score_bench": (bench if score else False), "force": force,
-    }  # fmt: skip
+def _request(
+    *, model: str, concepts: list[Concept], output: Path, settings: ForgetSettings, config: Path | None,
+    allow_pickle: bool, retain: list[str] | None, images_dir: Path | None, name: str | None, version: str,
+    author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
+) -> ForgetRequest:  # fmt: skip
+    """The one request forget and correct build from their options alike."""
+    return ForgetRequest(
+        ModelSource(model, config, allow_pickle), tuple(concepts), output, settings,
+        retain_prompts=None if retain is None else tuple(retain), images_dir=images_dir, name=name, version=version,
+        author=author, license_id=license_id, score_bench=(bench if score else False), force=force,
+    )  # fmt: skip
 
 
 def _given(ctx: typer.Context, param: str) -> bool:
@@ -213,34 +213,19 @@ def forget(
 
       patchkit forget testbed -c noir --category style --context circle -o no-noir-circles.safetensors
     """
-    if preset is not None and (concept or category or context):
-        raise UsageError("give --preset or --concept/--category, not both", hint="patchkit forget --help")
-    if preset is not None:
-        concepts = preset_concepts(preset)
-    elif concept and category:
-        concepts = pair_concepts(concept, category)
-        if context is not None:
-            if len(concepts) != 1:
-                raise UsageError("--context disentangles one --concept at a time", hint="run forget once per concept")
-            concepts = [Concept(concepts[0].name, concepts[0].category, context=context)]
-    else:
-        raise UsageError(
-            "say what to forget: --concept NAME --category id|object|style|nsfw, or --preset",
-            hint="patchkit forget testbed -c circle --category object -o no-circle.safetensors",
-        )
+    concepts = choose_concepts(concept or [], category or [], preset=preset, context=context)
     settings = ForgetSettings(
         steps=steps, learning_rate=lr, rank=rank, use_pooler=use_pooler, attention_weight=attention,
         anchor_weight=anchor, negative_guidance=guidance, preserve_weight=preserve, seed=seed, full=full,
         textual_inversion=ti, ti_steps=ti_steps,
     )  # fmt: skip
-    if preset is not None:
-        given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
-        settings = preset_settings(preset, settings, given)
-    options = _service_options(
+    given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
+    request = _request(
+        model=model, concepts=concepts, output=output_path, settings=settings_for(preset, settings, given),
         config=config, allow_pickle=allow_pickle, retain=retain, images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score=score, bench=bench, force=force,
     )  # fmt: skip
-    _report(ctx, _run(ctx, model, concepts, output_path, settings, options), json)
+    _report(ctx, _run(ctx, request), json)
 
 
 def correct(
@@ -280,13 +265,13 @@ def correct(
     """
     if to.strip() == concept.strip():
         raise UsageError("--to names the concept itself", hint="correct A to a different concept B")
-    settings = correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed)
-    options = _service_options(
-        config=config, allow_pickle=allow_pickle, retain=retain, images_dir=images_dir, name=name, version=version,
-        author=author, license_id=license_id, score=score, bench=bench, force=force,
+    request = _request(
+        model=model, concepts=[Concept(concept, category, target=to)], output=output_path,
+        settings=correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed), config=config,
+        allow_pickle=allow_pickle, retain=retain, images_dir=images_dir, name=name, version=version, author=author,
+        license_id=license_id, score=score, bench=bench, force=force,
     )  # fmt: skip
-    concepts = [Concept(concept, category, target=to)]
-    _report(ctx, _run(ctx, model, concepts, output_path, settings, options), json)
+    _report(ctx, _run(ctx, request), json)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ from patchkit.cli.options import ForceOpt, JsonOpt
 from patchkit.errors import ConflictError, UsageError
 
 if TYPE_CHECKING:
-    from patchkit.core.merge import Conflict
+    from patchkit.errors import Conflict
 
 merge_service = LazyModule("patchkit.services.merge")
 registry_service = LazyModule("patchkit.services.registry")

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 score_service = LazyModule("patchkit.services.score")
 models_service = LazyModule("patchkit.services.models")
-distributed = LazyModule("patchkit.backend.distributed")
 
 
 def score(
@@ -27,7 +26,10 @@ def score(
     patch: Annotated[
         list[Path] | None, typer.Option("--patch", "-p", help="LoRA patch to load; repeat to stack.")
     ] = None,
-    bench: Annotated[Path | None, typer.Option(help="ConceptBench JSON file (default: the testbed's bench).")] = None,
+    bench: Annotated[
+        Path | None,
+        typer.Option(help="ConceptBench JSON file (default: the model's own bench; only the testbed ships one)."),
+    ] = None,
     target: Annotated[
         list[str] | None, typer.Option("--target", "-t", help="Concept the patches forget; repeat for several.")
     ] = None,
@@ -84,7 +86,7 @@ def score(
             force=force,
             progress=progress,
         )
-    if not distributed.is_main_process():  # under `accelerate launch`, one process speaks
+    if not score_service.is_main_process():  # under `accelerate launch`, one process speaks
         return
     if json:
         output.json(report.to_json())

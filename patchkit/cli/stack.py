@@ -15,6 +15,7 @@ from patchkit.cli.options import ConfigOpt, ForceOpt, JsonOpt, ModelArg
 from patchkit.errors import ConflictError, TrustError
 
 stack_service = LazyModule("patchkit.services.stack")
+sources_service = LazyModule("patchkit.services.sources")
 
 app = typer.Typer(
     help="Ordered, base-pinned lists of patches (*.stack.json) that apply reproduces exactly.", no_args_is_help=True
@@ -70,7 +71,7 @@ def add(
 def show(ctx: typer.Context, stack: StackArg, json: JsonOpt = False) -> None:
     """Print a stack: its base, its patches in order, the output it must produce."""
     output: Output = ctx.obj
-    data = stack_service.read_stack(stack).data
+    data = sources_service.read_stack(stack).data
     if json:
         output.json(data)
         return

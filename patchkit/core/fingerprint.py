@@ -22,9 +22,11 @@ name the tensors that differ.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from patchkit.core.dtypes import BY_TORCH_NAME
 
 if TYPE_CHECKING:
     import torch
@@ -32,19 +34,6 @@ if TYPE_CHECKING:
 FINGERPRINT_VERSION = 2
 HASHED_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 _MAGIC = b"patchkit-fingerprint/2\n"
-# keyed by str(torch dtype), so hashing files never needs torch imported
-_DTYPE_NAMES = {
-    "torch.float64": "F64",
-    "torch.float32": "F32",
-    "torch.float16": "F16",
-    "torch.bfloat16": "BF16",
-    "torch.int64": "I64",
-    "torch.int32": "I32",
-    "torch.int16": "I16",
-    "torch.int8": "I8",
-    "torch.uint8": "U8",
-    "torch.bool": "BOOL",
-}
 
 
 @dataclass(frozen=True)
@@ -79,7 +68,7 @@ def is_hashed_key(key: str) -> bool:
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES.get(str(dtype), str(dtype))
+    return BY_TORCH_NAME.get(str(dtype), str(dtype))
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -97,33 +86,3 @@ def combine(leaves: Iterable[Leaf]) -> str:
     for leaf in ordered:
         digest.update(leaf.line.encode())
     return digest.hexdigest()
-
-
-def leaf_of(component: str, key: str, tensor: torch.Tensor) -> Leaf:
-    data = tensor_bytes(tensor)
-    return Leaf(
-        component, key, dtype_name(tensor.dtype), tuple(tensor.shape), len(data), hashlib.sha256(data).hexdigest()
-    )
-
-
-def leaves_of(components: Mapping[str, Mapping[str, torch.Tensor]]) -> list[Leaf]:
-    """Every hashed tensor's leaf; inner mappings may be lazy, so peak memory is one tensor."""
-    leaves = []
-    for component in HASHED_COMPONENTS:
-        tensors = components.get(component, {})
-        for key in tensors:
-            if is_hashed_key(key):
-                leaves.append(leaf_of(component, canonical_key(component, key), tensors[key]))
-    return leaves
-
-
-def fingerprint(components: Mapping[str, Mapping[str, torch.Tensor]]) -> str:
-    """Hash in-memory (or lazily loaded) components as defined above."""
-    return combine(leaves_of(components))
-
-
-def differing(first: Iterable[Leaf], second: Iterable[Leaf]) -> list[str]:
-    """`component/key` of every tensor present in one model and not identical in the other, sorted."""
-    a = {(leaf.component, leaf.key): leaf for leaf in first}
-    b = {(leaf.component, leaf.key): leaf for leaf in second}
-    return sorted(f"{c}/{k}" for c, k in set(a) | set(b) if a.get((c, k)) != b.get((c, k)))

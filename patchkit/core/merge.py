@@ -16,15 +16,9 @@ import numpy as np
 import torch
 
 from patchkit.core.fusion import LoraFactors
+from patchkit.errors import Conflict
 
 OPPOSING_COSINE = -0.5
-
-
-@dataclass(frozen=True)
-class Conflict:
-    kind: str  # base, forget-vs-correct, two-targets, opposing-deltas
-    fatal: bool
-    message: str
 
 
 @dataclass(frozen=True)

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from typing import Any
 
 from patchkit import __version__
+from patchkit.core.canonical import canonical_json
+from patchkit.core.manifest import MANIFEST_KEY
 
-MANIFEST_KEY = "patchkit.manifest"
 ARCHITECTURE = {
     "sd1": "stable-diffusion-v1/lora",
     "sd2": "stable-diffusion-v2-512/lora",
     "sdxl": "stable-diffusion-xl-v1-base/lora",
 }
 SS_BASE = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def data_section_sha256(serialized: bytes) -> str:

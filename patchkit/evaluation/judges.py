@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
 
-from patchkit.core.bench import JudgeSpec
+from patchkit.core.conceptbench import JudgeSpec
 from patchkit.errors import InputError, UsageError
 
 NONE = "none"
@@ -30,7 +30,7 @@ class ClassifierJudge:
     """A category's trained classifier; its labels are concept names plus "none"."""
 
     def __init__(self, folder: Path, category: str, concepts: Sequence[str]) -> None:
-        from patchkit.testbed.judge_net import load_judge
+        from patchkit.evaluation.classifier_net import load_judge
 
         path = folder / f"{category}.safetensors"
         if not path.is_file():
@@ -46,9 +46,9 @@ class ClassifierJudge:
             )
 
     def classify(self, images: Sequence[Image.Image]) -> list[str]:
-        from patchkit.testbed.judging import images_to_tensor
+        from patchkit.core.pixels import to_tensor
 
-        return self._judge.classify(images_to_tensor(images))
+        return self._judge.classify(to_tensor(images, self._judge.image_size))
 
 
 def load_judge(
@@ -58,11 +58,19 @@ def load_judge(
     *,
     base_dir: Path,
     references: dict[str, list[Image.Image]] | None = None,
+    named: Mapping[str, Path] | None = None,
 ) -> Judge:
+    """The bench's judge for one category. A classifier's `path` is a folder relative to the
+    bench, or the name of a world whose judges patchkit ships (`named`, e.g. the testbed's)."""
     if spec.name == "classifier":
-        from patchkit.testbed.paths import TESTBED_JUDGES
-
-        folder = TESTBED_JUDGES if spec.path in (None, "testbed") else (base_dir / spec.path)
+        named = named or {}
+        if spec.path is None and len(named) != 1:
+            raise UsageError(
+                f"the {category} classifier judge needs a path",
+                hint='"judges": {"object": {"name": "classifier", "path": "DIR"}}',
+            )
+        key = spec.path if spec.path is not None else next(iter(named))
+        folder = named[key] if key in named else base_dir / key
         return ClassifierJudge(folder, category, concepts)
     if spec.name == "clip":
         if not spec.path:

@@ -15,22 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from patchkit.core.dtypes import DTYPES, FLOATS
 from patchkit.io.safetensors_io import read_raw
 
 # same-width numpy types holding each safetensors dtype's bytes (BF16 as its raw bits)
-STORAGE: dict[str, np.dtype[Any]] = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
-}
-FLOATS = ("F64", "F32", "F16", "BF16")
+STORAGE: dict[str, np.dtype[Any]] = {name: np.dtype(d.storage) for name, d in DTYPES.items()}
 
 
 def storage_dtype(dtype: str) -> np.dtype[Any]:

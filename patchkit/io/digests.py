@@ -11,16 +11,15 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from patchkit.core.fingerprint import Leaf
+from patchkit.core.progress import Progress
 from patchkit.io.atomic import write_bytes_atomic
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan, iter_spans
 
 _CACHE_VERSION = 1
-Progress = Callable[[int], None]
 
 
 def _stat_key(path: Path) -> list[int]:
@@ -86,19 +85,30 @@ class DigestCache:
 
 
 def hash_spans(
-    spans: list[TensorSpan], reader: SpanReader, cache: DigestCache, progress: Progress | None = None
-) -> dict[TensorSpan, str]:
-    """The SHA-256 of each span's canonical bytes, from the cache where it is fresh."""
+    spans: list[TensorSpan], reader: SpanReader, cache: DigestCache, progress: Progress | None = None,
+    stage: str = "fingerprint",
+) -> dict[TensorSpan, str]:  # fmt: skip
+    """The SHA-256 of each span's canonical bytes, from the cache where it is fresh.
+
+    Progress counts bytes: (stage, bytes hashed or found in the cache, bytes in all).
+    """
     found: dict[TensorSpan, str] = {}
     missing = []
+    total, done = sum(s.nbytes for s in spans), 0
+
+    def advance(nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        if progress:
+            progress(stage, done, total, {})
+
     for span in spans:
         cached = cache.get(span)
         if cached is None:
             missing.append(span)
         else:
             found[span] = cached
-            if progress:
-                progress(span.nbytes)
+            advance(span.nbytes)
 
     def work(span: TensorSpan) -> tuple[TensorSpan, str]:
         return span, reader.sha256(span)
@@ -109,15 +119,15 @@ def hash_spans(
         for span, digest in pool.map(work, missing):
             found[span] = digest
             cache.put(span.file, span, digest)
-            if progress:
-                progress(span.nbytes)
+            advance(span.nbytes)
     cache.save()
     return found
 
 
 def model_leaves(
-    spans: ModelSpans, reader: SpanReader, cache: DigestCache, progress: Progress | None = None
-) -> list[Leaf]:
+    spans: ModelSpans, reader: SpanReader, cache: DigestCache, progress: Progress | None = None,
+    stage: str = "fingerprint",
+) -> list[Leaf]:  # fmt: skip
     entries = list(iter_spans(spans))
-    digests = hash_spans([span for _, _, span in entries], reader, cache, progress)
+    digests = hash_spans([span for _, _, span in entries], reader, cache, progress, stage)
     return [Leaf(c, k, s.dtype, s.shape, s.nbytes, digests[s]) for c, k, s in entries]

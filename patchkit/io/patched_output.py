@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit.core.patch_metadata import canonical_json
+from patchkit.core.canonical import canonical_json
 from patchkit.errors import CorruptFileError, UsageError
 from patchkit.io.atomic import atomic_path
 from patchkit.io.rewrite import check_free_space, data_length, edited_header, link_or_copy, raw_header, write_file
@@ -24,6 +24,7 @@ from patchkit.io.safetensors_io import RawTensor, read_header, read_raw
 from patchkit.io.tensors_out import save_tensors
 
 PROVENANCE_KEY = "patchkit.applied"
+PROVENANCE_VERSION = 1  # of the record below; readers refuse versions they do not know
 PROVENANCE_FILE = "patchkit.json"
 REVERT_FILE = "patchkit.revert.safetensors"
 REVERT_PREFIX = "__patchkit_revert__/"
@@ -55,6 +56,14 @@ def _parse(text: str, source: Path) -> dict[str, Any]:
         raise CorruptFileError(f"{source}: its patchkit provenance is not JSON", hint="the file was edited") from exc
     if not isinstance(data, dict) or "base_fingerprint" not in data:
         raise CorruptFileError(f"{source}: its patchkit provenance is malformed", hint="the file was edited")
+    version = data.get("schema_version")
+    if version != PROVENANCE_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > PROVENANCE_VERSION
+        raise CorruptFileError(
+            f"{source}: its patchkit provenance has schema_version {version!r}; this patchkit reads "
+            f"{PROVENANCE_VERSION}",
+            hint="upgrade patchkit to read it" if newer else "the file was edited; take the checkpoint from its source",
+        )
     return data
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import json
 import os
 import shutil
 import struct
@@ -18,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from patchkit.core.canonical import canonical_json
 from patchkit.errors import OutputError
 from patchkit.io.safetensors_io import Header
 
@@ -46,7 +46,7 @@ def edited_header(header: Header, appended: Mapping[str, int], metadata: Mapping
         offset += size
     if metadata:
         entries["__metadata__"] = {k: str(metadata[k]) for k in sorted(metadata)}
-    raw = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    raw = canonical_json(entries).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from patchkit.core.dtypes import ITEM_SIZES
 from patchkit.errors import CorruptFileError, InputError, PickleRefusedError
 
 if TYPE_CHECKING:
@@ -135,12 +136,8 @@ def read_header(path: Path) -> Header:
     return Header(tensors=tensors, metadata=dict(metadata), data_start=8 + length)
 
 
-_ITEM_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}  # fmt: skip
-
-
 def _byte_size(info: dict[str, object]) -> int | None:
-    shape, item = info.get("shape"), _ITEM_SIZES.get(str(info.get("dtype")))
+    shape, item = info.get("shape"), ITEM_SIZES.get(str(info.get("dtype")))
     if item is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         return None
     count = 1

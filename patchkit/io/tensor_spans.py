@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from patchkit.core.dtypes import DTYPES
 from patchkit.core.fingerprint import HASHED_COMPONENTS, canonical_key, is_hashed_key
 from patchkit.core.ldm_layout import (
     OPENCLIP_COMPONENTS,
@@ -31,8 +32,7 @@ from patchkit.io.safetensors_io import Header, read_header
 if TYPE_CHECKING:
     import torch
 
-TORCH_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}  # fmt: skip
+TORCH_NAMES = {name: d.torch for name, d in DTYPES.items()}
 
 
 def torch_dtype(dtype: str) -> torch.dtype:

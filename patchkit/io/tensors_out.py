@@ -8,12 +8,12 @@ allows), then each tensor's bytes in key order. Readers see an ordinary safetens
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
+from patchkit.core.canonical import canonical_json
 from patchkit.core.fingerprint import dtype_name, tensor_bytes
 from patchkit.io.atomic import atomic_path
 from patchkit.io.safetensors_io import RawTensor
@@ -44,7 +44,7 @@ def header_bytes(tensors: Mapping[str, Storable], metadata: Mapping[str, str] | 
         dtype, shape, size = _layout(tensors[key])
         header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
-    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    raw = canonical_json(header).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
 

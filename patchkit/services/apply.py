@@ -16,29 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from patchkit import __version__
-from patchkit.backend import loading
+from patchkit import TOOL
 from patchkit.core.fingerprint import Leaf, combine
 from patchkit.core.fusion import LoraFactors, PatchFormatError, fuse, lora_factors
 from patchkit.core.progress import Progress
-from patchkit.core.stack import is_stack_name
 from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, UsageError
 from patchkit.io import arrays, patched_output
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan, span_floats
-from patchkit.services.registry import patch_path
+from patchkit.models import refs, weights
 from patchkit.services.signing import enforce_policy
+from patchkit.services.sources import PatchSource
 from patchkit.store.locations import require_signed_by_default
-
-
-@dataclass(frozen=True)
-class PatchSource:
-    """One patch to apply: a file, and the scale its delta is multiplied by."""
-
-    path: Path
-    scale: float = 1.0
-    label: str | None = None  # how the user named it (a registry NAME@VERSION), else the file name
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ class TensorEdit:
 
 @dataclass(frozen=True)
 class ApplyPlan:
-    base: loading.ModelRef
+    base: refs.ModelRef
     base_fingerprint: str
     output_fingerprint: str
     patches: list[AppliedPatch]
@@ -73,13 +63,13 @@ class ApplyPlan:
 
     def provenance(self, revertible: bool) -> dict[str, Any]:
         return {
-            "schema_version": 1,
+            "schema_version": patched_output.PROVENANCE_VERSION,
             "base_fingerprint": self.base_fingerprint,
             "output_fingerprint": self.output_fingerprint,
             "patches": [p.record() for p in self.patches],
             "touched": len(self.edits),
             "revertible": revertible,
-            "tool": f"patchkit {__version__}",
+            "tool": TOOL,
         }
 
 
@@ -97,35 +87,15 @@ class ApplyResult:
     forced_mismatch: list[str]
 
 
-def sources_for(items: Sequence[Path], scale: float = 1.0) -> tuple[list[PatchSource], str | None]:
-    """Patch files, registry NAME@VERSION refs and *.stack.json stacks, expanded in order.
-
-    A lone stack applied at scale 1 also pins the output fingerprint apply must reproduce.
-    """
-    sources: list[PatchSource] = []
-    expected = None
-    for item in items:
-        if is_stack_name(item.name):
-            from patchkit.services.stack import read_stack  # the stack service builds on this one: import late
-
-            stack = read_stack(item)
-            sources += stack.sources(scale)
-            expected = stack.data["expected_output_fingerprint"] if len(items) == 1 and scale == 1.0 else None
-        else:
-            path = patch_path(str(item))
-            sources.append(PatchSource(path, scale, None if path == item else str(item)))
-    return sources, expected
-
-
-def read_provenance(ref: loading.ModelRef) -> dict[str, Any] | None:
+def read_provenance(ref: refs.ModelRef) -> dict[str, Any] | None:
     """What a patched checkpoint says was applied to it; None for a checkpoint patchkit did not write."""
     if ref.layout == "single_file":
         return patched_output.read_single_file_provenance(ref.weights)
     return patched_output.read_folder_provenance(ref.weights)
 
 
-def resolve_base(reference: str, config: Path | None, allow_pickle: bool) -> loading.ModelRef:
-    ref = loading.resolve(reference, config=config, allow_pickle=allow_pickle, bundled_config=True)
+def resolve_base(reference: str, config: Path | None, allow_pickle: bool) -> refs.ModelRef:
+    ref = refs.resolve(reference, config=config, allow_pickle=allow_pickle, bundled_config=True)
     if read_provenance(ref) is not None:
         raise UsageError(
             f"{reference} is already a patched checkpoint",
@@ -193,7 +163,7 @@ def _stored_bytes(values: np.ndarray, span: TensorSpan) -> bytes:
 
 
 def plan_apply(
-    base: loading.ModelRef,
+    base: refs.ModelRef,
     sources: Sequence[PatchSource],
     *,
     force: bool = False,
@@ -205,16 +175,8 @@ def plan_apply(
         raise UsageError("no patches to apply", hint="patchkit apply BASE PATCH [PATCH...] -o OUT")
     require = require_signed_by_default() if require_signed is None else require_signed
     loaded = [(_load_patch(s, require), s.path) for s in sources]
-    spans = loading.model_spans(base)
-    total = sum(s.nbytes for m in spans.values() for s in m.values())
-    done = [0]
-
-    def hashed(nbytes: int) -> None:
-        done[0] += nbytes
-        if progress:
-            progress("fingerprint base", done[0], total, {})
-
-    leaves = loading.leaves(spans, hashed)
+    spans = weights.model_spans(base)
+    leaves = weights.leaves(spans, progress, stage="fingerprint base")
     fingerprint = combine(leaves)
     forced = []
     deltas: dict[tuple[str, str], list[tuple[np.ndarray, float]]] = {}
@@ -281,7 +243,7 @@ def apply(
                        plan.forced_mismatch)  # fmt: skip
 
 
-def check_output(ref: loading.ModelRef, output: Path, *, overwrite: bool) -> None:
+def check_output(ref: refs.ModelRef, output: Path, *, overwrite: bool) -> None:
     """Refuse an output that is the base, lies inside it, or would hold it; then the usual checks."""
     base, target = ref.weights.resolve(), output.resolve()
     if target == base or base in target.parents or target in base.parents:
@@ -331,7 +293,7 @@ class RevertResult:
 def revert(patched: str, output: Path, *, config: Path | None = None, link: bool = True,
            overwrite: bool = False) -> RevertResult:  # fmt: skip
     """Write the base back from a patched checkpoint's revert data, and prove it by its fingerprint."""
-    ref = loading.resolve(patched, config=config, bundled_config=True)
+    ref = refs.resolve(patched, config=config, bundled_config=True)
     record = read_provenance(ref)
     if record is None:
         raise UsageError(f"{patched} is not a checkpoint patchkit applied patches to", hint="nothing to revert")
@@ -340,8 +302,8 @@ def revert(patched: str, output: Path, *, config: Path | None = None, link: bool
         patched_output.revert_single_file(ref.weights, output)
     else:
         patched_output.revert_folder(ref.weights, output, link=link)
-    restored = loading.resolve(str(output), config=ref.config_folder if ref.layout == "single_file" else None)
-    fingerprint = combine(loading.leaves(loading.model_spans(restored)))
+    restored = refs.resolve(str(output), config=ref.config_folder if ref.layout == "single_file" else None)
+    fingerprint = combine(weights.leaves(weights.model_spans(restored)))
     if fingerprint != record["base_fingerprint"]:
         _remove(output)
         raise CorruptFileError(

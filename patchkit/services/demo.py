@@ -7,16 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.sampling import generate
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
 from patchkit.io.images import save_png
+from patchkit.models import refs, weights
+from patchkit.models.refs import TESTBED_REFERENCE, ModelSource
 from patchkit.services import registry
-from patchkit.services.apply import ApplyResult, PatchSource, apply
+from patchkit.services.apply import ApplyResult, apply
 from patchkit.services.forget import ForgetResult, forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.score import ScoreReport
+from patchkit.services.sources import PatchSource
 from patchkit.services.testbed import DEFAULT_SAMPLER
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
@@ -60,9 +63,9 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
     """Load the testbed, generate each demo concept, judge the images, write a labelled grid."""
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    ref = loading.resolve("testbed")
-    info = loading.describe(ref)
-    pipe = loading.load_pipeline(ref)
+    ref = refs.resolve(TESTBED_REFERENCE)
+    info = weights.describe(ref)
+    pipe = pipeline.load_pipeline(ref)
     judges = JudgePanel.load()
     rows, concepts = [], []
     for index, (name, category) in enumerate(DEMO_CONCEPTS):
@@ -79,18 +82,18 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
     grid = out_dir / "testbed-grid.png"
     save_png(stack_vertically(rows), grid)
     # The main job: forget one concept with the defaults, scored before/after on the testbed bench.
-    forgotten = forget(
-        ModelSource("testbed"),
-        [Concept(DEMO_TARGET, "object")],
+    request = ForgetRequest(
+        ModelSource(TESTBED_REFERENCE),
+        (Concept(DEMO_TARGET, "object"),),
         out_dir / f"no-{DEMO_TARGET}.safetensors",
         score_bench=None,
         force=True,
-        progress=progress,
     )
+    forgotten = forget(request, progress)
     if forgotten.scores is None:  # score_bench=None asks for the testbed's bench: always scored
         raise RuntimeError("the demo's forget returned no M-Scores")
     # The release step: fuse it into a copy of the testbed, with provenance and revert data.
-    applied = apply("testbed", [PatchSource(forgotten.output)], out_dir / "safe-testbed", overwrite=True)
+    applied = apply(TESTBED_REFERENCE, [PatchSource(forgotten.output)], out_dir / "safe-testbed", overwrite=True)
     examples = registry.entries(EXAMPLE_REGISTRY) if (EXAMPLE_REGISTRY / "registry.json").is_file() else []
     return DemoResult(
         fingerprint=info.fingerprint,

@@ -3,12 +3,15 @@
 The configs in patchkit/architectures are the published ones, written down as facts.
 `tiny=True` keeps every block type, conditioning path and text encoder of the family
 but shrinks widths and depths, the way diffusers' own dummy-component tests do.
+`synthetic_patch` writes a random patch with a valid manifest for any such base: what
+benches and tests use where they need many real patch files without training each.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +20,16 @@ from typing import Any
 
 import torch
 
-from patchkit.backend.loading import ARCHITECTURES
+from patchkit import TOOL
 from patchkit.core.ldm_layout import to_single_file_state
+from patchkit.core.manifest import SCHEMA_VERSION
+from patchkit.core.patch_id import patch_id_of
 from patchkit.errors import UsageError
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.tensors_out import save_tensors
+from patchkit.models import refs, weights
+from patchkit.models.refs import ARCHITECTURES
+from patchkit.services.patches import base_record, created_at, write_patch
 from patchkit.testbed.tokenizer import write_tokenizer_files
 from patchkit.testbed.world import vocabulary_words
 
@@ -146,3 +154,41 @@ def build_random_model(
         state = to_single_file_state(family, states, configs["unet"], configs["vae"])
         save_tensors(single_file, state, metadata={"patchkit.fixture": name})
     return FixtureResult(out, single_file, FAMILIES[name], parameters, dtype)
+
+
+CROSS_ATTENTION = re.compile(r".*\.attn2\.to_[kv]\.weight")
+
+
+def synthetic_patch(
+    base: str, output: Path, *, concept: str, category: str = "object", seed: int = 0, rank: int = 4,
+    magnitude: float = 0.01, info: weights.ModelInfo | None = None, force: bool = False,
+) -> Path:  # fmt: skip
+    """A random rank-`rank` cross-attention patch for `base`, with a valid manifest (method "import").
+
+    For benches and tests that need many real patch files without training each one.
+    """
+    check_output_path(output, force=force)
+    ref = refs.resolve(base, bundled_config=True)
+    info = info or weights.describe(ref)
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for key, span in sorted(weights.model_spans(ref)["unet"].items()):
+        if CROSS_ATTENTION.fullmatch(key):
+            module = key.removesuffix(".weight")
+            out_features, in_features = span.shape
+            tensors[f"unet.{module}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) * magnitude
+            tensors[f"unet.{module}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * magnitude
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "patch_id": patch_id_of(tensors),
+        "name": f"synthetic-{concept.replace(' ', '-')}",
+        "version": "0.0.1",
+        "base": base_record(info, base),
+        "concepts": [{"name": concept, "category": category, "action": "forget", "token": concept}],
+        "method": {"name": "import", "seed": seed, "settings": {"source": "random", "magnitude": magnitude}},
+        "format": {"keys": "peft", "rank": rank, "modules": ["attn2.to_k", "attn2.to_v"]},
+        "created_at": created_at(),
+        "tool": TOOL,
+    }
+    write_patch(output, tensors, manifest, family=info.family, rank=rank, resolution=info.resolution, base_name=base)
+    return output

@@ -9,27 +9,32 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from patchkit import __version__
-from patchkit.backend import loading
+from patchkit import TOOL
+from patchkit.backend import pipeline
 from patchkit.backend.sampling import SamplerSettings, generate
 from patchkit.core.manifest import SCHEMA_VERSION
 from patchkit.core.patch_id import patch_id_of
 from patchkit.core.progress import Progress
+from patchkit.core.world import World
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.images import load_image_folder
 from patchkit.io.tensors_out import save_tensors
-from patchkit.services.models import ModelSource
+from patchkit.models import weights
+from patchkit.models.refs import ModelRef, ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.patches import created_at, write_patch
-from patchkit.training.fmn import train
+from patchkit.services.worlds import world_for
+from patchkit.training.fmn import ForgetOutcome, train
 from patchkit.training.prompts import (
-    GENERIC_TEMPLATES,
     Concept,
+    TrainingPrompt,
     check_categories,
+    default_retain_prompts,
     mentions,
     training_prompts,
     with_placeholders,
@@ -64,37 +69,6 @@ def _clock(seconds: float) -> tuple[str, float | None]:
     """
     reproducible = os.environ.get("SOURCE_DATE_EPOCH") is not None
     return created_at(), None if reproducible else round(seconds, 3)
-
-
-def templates_for(source: str) -> Mapping[str, Sequence[str]]:
-    """The testbed's own prompt distribution there; prompts users type everywhere else."""
-    if source != "testbed":
-        return GENERIC_TEMPLATES
-    from patchkit.testbed import world
-
-    def expand(template: str) -> list[str]:
-        if "{object}" in template:
-            return [template.replace("{object}", obj) for obj in world.OBJECTS]
-        return [template.replace("{color}", "red")]
-
-    return {cat: [t for tmpl in world.PROMPT_TEMPLATES[cat] for t in expand(tmpl)] for cat in world.CATEGORIES}
-
-
-def default_retain_prompts(source: str, concepts: Sequence[Concept]) -> list[str]:
-    """On the testbed: every other bench concept's prompts, which hold the neighbours in place."""
-    if source != "testbed":
-        return []
-    from patchkit.testbed import world
-
-    names = {c.name for c in concepts if c.context is None} | {c.target for c in concepts if c.target}
-    pairs = [(c.name, c.context) for c in concepts if c.context is not None]
-    return [
-        p
-        for name, cat in world.all_concepts()
-        if name not in names
-        for p in world.bench_prompts(name, cat)
-        if not any(mentions(p, a) and mentions(p, b) for a, b in pairs)  # what a disentanglement trains on
-    ]
 
 
 def default_name(concepts: Sequence[Concept]) -> str:
@@ -163,69 +137,107 @@ def _mscores(report: Any, concepts: Sequence[Concept]) -> tuple[dict[str, dict[s
     return scores, dict(report.collateral)
 
 
-def forget(
-    source: ModelSource,
-    concepts: Sequence[Concept],
-    output: Path,
-    *,
-    settings: ForgetSettings | None = None,
-    retain_prompts: Sequence[str] | None = None,
-    images_dir: Path | None = None,
-    name: str | None = None,
-    version: str = "1.0.0",
-    author: str | None = None,
-    license_id: str | None = None,
-    score_bench: Path | Literal[False] | None = False,
-    force: bool = False,
-    progress: Progress | None = None,
-) -> ForgetResult:
-    """Forget (or, for concepts with a target, correct) `concepts`; write the patch atomically to `output`.
+@dataclass(frozen=True)
+class ForgetPlan:
+    """What a run will train on, settled before anything heavy loads."""
 
-    `score_bench`: False to skip scoring, None for the testbed's bench, or a bench path;
-    when scored, the M-Scores and collateral go into the manifest.
-    """
+    request: ForgetRequest
+    ref: ModelRef
+    world: World
+    items: list[TrainingPrompt]  # the training prompts and their anchors
+    retain: list[str]  # the prompts whose output preservation holds in place
+
+
+def plan_forget(request: ForgetRequest) -> ForgetPlan:
+    """Check the request and settle its prompts and preservation; refuse bad input before any work."""
+    concepts, settings, output = list(request.concepts), request.settings, request.output
     if not concepts:
         raise UsageError(
             "no concept to forget",
             hint="patchkit forget testbed --concept circle --category object -o no-circle.safetensors",
         )
-    settings = settings or ForgetSettings()
     check_categories(concepts)
-    check_output_path(output, force=force)
+    check_output_path(output, force=request.force)
     _check_extensions(concepts, settings)
     if settings.textual_inversion:
-        check_output_path(embeddings_path(output), force=force)
-    if images_dir is not None:  # fail on a bad folder before loading anything heavy
+        check_output_path(embeddings_path(output), force=request.force)
+    if request.images_dir is not None:  # fail on a bad folder before loading anything heavy
         for concept in concepts:
-            load_image_folder(images_dir if len(concepts) == 1 else images_dir / concept.name)
-    ref = source.resolve()
-    info = loading.describe(ref)
-    pipe = loading.load_pipeline(ref)
-    items = training_prompts(concepts, templates_for(ref.source))
-    retain = list(retain_prompts) if retain_prompts is not None else default_retain_prompts(ref.source, concepts)
+            load_image_folder(request.images_dir if len(concepts) == 1 else request.images_dir / concept.name)
+    ref = request.model.resolve()
+    world = world_for(ref)
+    items = training_prompts(concepts, world.templates)
+    given = request.retain_prompts
+    retain = list(given) if given is not None else default_retain_prompts(world, concepts)
+    return ForgetPlan(request, ref, world, items, retain)
+
+
+def forget(request: ForgetRequest, progress: Progress | None = None) -> ForgetResult:
+    """Forget (or, for concepts with a target, correct) the request's concepts; write the patch atomically."""
+    plan = plan_forget(request)
+    concepts, settings, items = list(request.concepts), request.settings, plan.items
+    info = weights.describe(plan.ref)
+    pipe = pipeline.load_pipeline(plan.ref)
     # Corrections train on what the prompt should now draw: the target's images.
     shown = {
         i: [it.anchor if concepts[i].target else it.prompt for it in items if it.concept == i]
         for i in range(len(concepts))
     }
-    images, owners = _training_images(pipe, concepts, shown, images_dir, settings, progress)
+    images, owners = _training_images(pipe, concepts, shown, request.images_dir, settings, progress)
     placeholders: dict[int, str] = {}
     learnt: dict[str, Any] = {}
     if settings.textual_inversion:
-        pipe, placeholders, learnt = _learn_placeholders(pipe, concepts, images, owners, templates_for(ref.source),
+        pipe, placeholders, learnt = _learn_placeholders(pipe, concepts, images, owners, plan.world.templates,
                                                          settings, progress)  # fmt: skip
         items = with_placeholders(items, concepts, placeholders)
-    outcome = train(pipe, concepts, items, images, owners, retain, settings, progress)
+    outcome = train(pipe, concepts, items, images, owners, plan.retain, settings, progress)
     del pipe
+    manifest = _manifest(plan, info, outcome, items, placeholders, images_digest(images))
+    report = None
+    if request.score_bench is not False:
+        report = _score_with(request.model, outcome.tensors, concepts, request.score_bench, progress)
+        scores, collateral = _mscores(report, concepts)
+        for entry in manifest["concepts"]:
+            if entry["name"] in scores:
+                entry["mscore"] = scores[entry["name"]]
+        manifest["collateral"] = collateral
+    output = request.output
+    write_patch(output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
+                resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
+    if learnt:
+        save_tensors(embeddings_path(output), learnt)
+    return ForgetResult(
+        output=output,
+        manifest=manifest,
+        steps=settings.steps,
+        seconds=outcome.seconds,
+        bytes=output.stat().st_size,
+        first_loss=outcome.first_loss,
+        last_loss=outcome.last_loss,
+        base_fingerprint=info.fingerprint,
+        images_generated=request.images_dir is None,
+        factorisation_error=outcome.factorisation_error,
+        scores=report,
+        embeddings=embeddings_path(output) if placeholders else None,
+    )
+
+
+def _manifest(
+    plan: ForgetPlan, info: weights.ModelInfo, outcome: ForgetOutcome, items: Sequence[TrainingPrompt],
+    placeholders: Mapping[int, str], images_sha256: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The patch's manifest (schemas/manifest.schema.json), before any M-Scores are added."""
+    request, settings = plan.request, plan.request.settings
+    concepts = list(request.concepts)
     created, seconds = _clock(outcome.seconds)
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "patch_id": patch_id_of(outcome.tensors),
-        "name": name or default_name(concepts),
-        "version": version,
+        "name": request.name or default_name(concepts),
+        "version": request.version,
         "base": {
             "family": info.family,
-            "reference": source.reference,
+            "reference": request.model.reference,
             "revision": info.revision,
             "fingerprint": info.fingerprint,
             "dtype": info.dtype,
@@ -240,50 +252,25 @@ def forget(
             "name": "fmn",
             "seed": settings.seed,
             "training_seconds": seconds,
-            "images_sha256": images_digest(images),
+            "images_sha256": images_sha256,
             "settings": {
                 **asdict(settings),
                 "modules": list(settings.modules),
-                "retain_prompts": len(retain),
+                "retain_prompts": len(plan.retain),
                 "training_prompts": [it.prompt for it in items],
-                "training_images": "given" if images_dir is not None else "generated by the base model",
+                "training_images": "given" if request.images_dir is not None else "generated by the base model",
                 **({"factorisation_error": outcome.factorisation_error} if settings.full else {}),
             },
         },
         "format": {"keys": "peft", "rank": settings.rank, "modules": list(settings.modules)},
         "created_at": created,
-        "tool": f"patchkit {__version__}",
+        "tool": TOOL,
     }
-    if author:
-        manifest["author"] = author
-    if license_id:
-        manifest["license"] = license_id
-    report = None
-    if score_bench is not False:
-        report = _score_with(source, outcome.tensors, concepts, score_bench, progress)
-        scores, collateral = _mscores(report, concepts)
-        for entry in manifest["concepts"]:
-            if entry["name"] in scores:
-                entry["mscore"] = scores[entry["name"]]
-        manifest["collateral"] = collateral
-    write_patch(output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
-                resolution=info.resolution, base_name=source.reference)  # fmt: skip
-    if learnt:
-        save_tensors(embeddings_path(output), learnt)
-    return ForgetResult(
-        output=output,
-        manifest=manifest,
-        steps=settings.steps,
-        seconds=outcome.seconds,
-        bytes=output.stat().st_size,
-        first_loss=outcome.first_loss,
-        last_loss=outcome.last_loss,
-        base_fingerprint=info.fingerprint,
-        images_generated=images_dir is None,
-        factorisation_error=outcome.factorisation_error,
-        scores=report,
-        embeddings=embeddings_path(output) if placeholders else None,
-    )
+    if request.author:
+        manifest["author"] = request.author
+    if request.license_id:
+        manifest["license"] = request.license_id
+    return manifest
 
 
 def _check_extensions(concepts: Sequence[Concept], settings: ForgetSettings) -> None:

@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit import __version__
+from patchkit import TOOL
 from patchkit.core import merge as merge_maths
 from patchkit.core.fusion import LoraFactors, PatchFormatError, lora_factors
 from patchkit.core.manifest import SCHEMA_VERSION
-from patchkit.core.merge import Conflict
 from patchkit.core.patch_id import patch_id_of
 from patchkit.core.progress import Progress
-from patchkit.errors import ConflictError, CorruptFileError, UsageError
+from patchkit.errors import Conflict, ConflictError, CorruptFileError, UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_intact_patch
 from patchkit.services.patches import created_at, peft_tensors, write_patch
@@ -139,7 +138,7 @@ def merge(
         "parents": [{"patch_id": p.patch.patch_id, "name": p.manifest["name"], "version": p.manifest["version"],
                      "weight": w} for p, w in zip(parents, weights, strict=True)],
         "created_at": created_at(),
-        "tool": f"patchkit {__version__}",
+        "tool": TOOL,
     }  # fmt: skip
     if any("mscore" in c for c in concepts):
         manifest["scores_inherited"] = True

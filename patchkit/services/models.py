@@ -8,29 +8,19 @@ from typing import Any
 
 import torch
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.sampling import SamplerSettings
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.images import save_png
+from patchkit.models import refs, weights
+from patchkit.models.refs import ModelSource
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """How the user named a model, exactly as the CLI received it."""
-
-    reference: str
-    config: Path | None = None
-    allow_pickle: bool = False
-
-    def resolve(self) -> loading.ModelRef:
-        return loading.resolve(self.reference, config=self.config, allow_pickle=self.allow_pickle)
-
-
-def inspect_model(source: ModelSource) -> loading.ModelInfo:
-    return loading.describe(source.resolve())
+def inspect_model(source: ModelSource) -> weights.ModelInfo:
+    return weights.describe(source.resolve())
 
 
 @dataclass(frozen=True)
@@ -55,12 +45,14 @@ def generate_grid(
 ) -> GenerateResult:
     """Generate `per_prompt` images for each prompt and write one labelled grid PNG.
 
-    On the testbed each image is captioned with what the testbed judges see in it.
+    Where the model's world ships judges (the testbed does), each image is captioned with
+    what they see in it.
     """
     import time
 
     from patchkit.backend.sampling import generate
-    from patchkit.testbed.judging import JudgePanel
+    from patchkit.evaluation.classifier_net import ClassifierPanel
+    from patchkit.services.worlds import world_for
 
     if per_prompt < 1:
         raise UsageError("-n must be at least 1", hint="ask for one image or more per prompt")
@@ -69,7 +61,7 @@ def generate_grid(
     check_output_path(output, force=force)
     ref = source.resolve()
     started = time.perf_counter()
-    pipe = loading.load_pipeline(ref)
+    pipe = pipeline.load_pipeline(ref)
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + i for _ in prompts for i in range(per_prompt)]
     done = 0
@@ -82,8 +74,9 @@ def generate_grid(
 
     images = generate(pipe, all_prompts, seeds, sampler, on_batch)
     verdicts: list[dict[str, str]] = [{} for _ in images]
-    if ref.source == "testbed":
-        verdicts = JudgePanel.load().verdicts(images)
+    world = world_for(ref)
+    if world.judges is not None:  # a world that ships judges captions each image with what they see
+        verdicts = ClassifierPanel.load(world.judges, world.categories).verdicts(images)
     captions = [_caption(s, v) for s, v in zip(seeds, verdicts, strict=True)]
     rows = [labelled_grid(images[i : i + per_prompt], captions[i : i + per_prompt], title=f'"{p}"', columns=8)
             for i, p in zip(range(0, len(images), per_prompt), prompts, strict=True)]  # fmt: skip
@@ -115,15 +108,15 @@ def convert_to_single_file(
     ref = source.resolve()
     if ref.layout != "folder":
         raise UsageError(f"{ref.reference} is already a single file", hint="convert takes a diffusers folder")
-    info = loading.describe(ref)
+    info = weights.describe(ref)
     cast = _dtype(dtype) if dtype else None
     components: dict[str, dict[str, torch.Tensor]] = {}
-    for name, tensors in loading.component_tensors(ref, info.configs).items():
+    for name, tensors in pipeline.component_tensors(ref, info.configs).items():
         components[name] = {k: (v.to(cast) if cast and v.is_floating_point() else v) for k, v in tensors.items()}
     state = to_single_file_state(info.family, components, info.configs["unet"], info.configs["vae"])
     meta: dict[str, Any] = {"patchkit.source_fingerprint": info.fingerprint, "patchkit.family": info.family}
     save_tensors(output, state, metadata={k: str(v) for k, v in meta.items()})
-    converted = loading.describe(loading.resolve(str(output), config=ref.config_folder))
+    converted = weights.describe(refs.resolve(str(output), config=ref.config_folder))
     return ConvertResult(output, len(state), output.stat().st_size, converted.fingerprint)
 
 

@@ -159,9 +159,9 @@ def base_fingerprint_of(text: str) -> str:
     """A fingerprint given as 64 hex digits, or the fingerprint of the model that `text` names."""
     if _HEX64.fullmatch(text):
         return text
-    from patchkit.backend import loading
+    from patchkit.models import refs, weights
 
-    return loading.describe(loading.resolve(text, bundled_config=True)).fingerprint
+    return weights.describe(refs.resolve(text, bundled_config=True)).fingerprint
 
 
 def search(text: str, root: Path | None = None) -> list[dict[str, Any]]:

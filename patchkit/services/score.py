@@ -11,13 +11,17 @@ from typing import Any
 
 from PIL import Image
 
-from patchkit import __version__
-from patchkit.backend import loading
+from patchkit import TOOL
+from patchkit.backend import pipeline
 from patchkit.backend.distributed import is_main_process, map_split
 from patchkit.backend.sampling import SamplerSettings, generate
-from patchkit.core.bench import Bench, BenchConcept, parse_bench
+from patchkit.core.conceptbench import Bench, BenchConcept, parse_bench
 from patchkit.core.grid import labelled_grid, stack_vertically
-from patchkit.core.mscore import (
+from patchkit.core.progress import Progress
+from patchkit.core.world import World
+from patchkit.errors import InputError, UsageError
+from patchkit.evaluation.judges import Judge, load_judge
+from patchkit.evaluation.mscore import (
     MSCORE_DEFINITION,
     GateResult,
     PromptScore,
@@ -25,13 +29,11 @@ from patchkit.core.mscore import (
     evaluate_gate,
     prompt_score,
 )
-from patchkit.core.progress import Progress
-from patchkit.errors import InputError, UsageError
-from patchkit.evaluation.judges import Judge, load_judge
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.images import save_png
-from patchkit.services.models import ModelSource
-from patchkit.testbed.paths import TESTBED_BENCH
+from patchkit.models import weights
+from patchkit.models.refs import ModelSource
+from patchkit.services.worlds import judge_folders, world_for
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class ScoreReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "tool": f"patchkit {__version__}",
+            "tool": TOOL,
             "definition": self.definition,
             "bench": self.bench,
             "model": self.model,
@@ -90,13 +92,19 @@ class ScoreReport:
         }
 
 
-def load_bench(path: Path | None) -> tuple[Bench, Path]:
-    bench_path = path or TESTBED_BENCH
+def load_bench(path: Path | None, world: World) -> tuple[Bench, Path]:
+    """The bench at `path`, or else the world's own; a model outside every known world needs one."""
+    bench_path = path or world.bench
+    if bench_path is None:
+        raise UsageError(
+            "this model has no bench of its own: say what to score with --bench FILE",
+            hint="write a ConceptBench file for your concepts (docs/mscore.md), then patchkit score MODEL --bench FILE",
+        )
     try:
         data = json.loads(bench_path.read_text())
     except FileNotFoundError as exc:
         raise InputError(
-            f"{bench_path}: no such bench file", hint="pass --bench FILE, or leave it out for the testbed's bench"
+            f"{bench_path}: no such bench file", hint="check the --bench path (docs/mscore.md has the format)"
         ) from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"{bench_path}: not valid JSON ({exc.msg} at line {exc.lineno})", hint="fix the JSON") from exc
@@ -218,7 +226,8 @@ def score(
     from patchkit.backend.lora import load_patch, unload_patches
 
     started = time.perf_counter()
-    bench, bench_dir = load_bench(bench_path)
+    ref = source.resolve()
+    bench, bench_dir = load_bench(bench_path, world_for(ref))
     unknown = sorted(set(targets) - {c.name for c in bench.concepts})
     if unknown:
         raise UsageError(
@@ -230,10 +239,13 @@ def score(
     for patch in patches:
         if not patch.is_file():
             raise InputError(f"{patch}: no such patch file", hint="check the path")
-    judges = {cat: load_judge(spec, cat, bench.names(cat), base_dir=bench_dir) for cat, spec in bench.judges.items()}
-    ref = source.resolve()
-    info = loading.describe(ref)
-    pipe = loading.load_pipeline(ref)
+    named = judge_folders()
+    judges = {
+        cat: load_judge(spec, cat, bench.names(cat), base_dir=bench_dir, named=named)
+        for cat, spec in bench.judges.items()
+    }
+    info = weights.describe(ref)
+    pipe = pipeline.load_pipeline(ref)
     if capacity:  # fail on missing references before any long work
         for concept in bench.concepts:
             _reference_images(concept, bench_dir)

@@ -7,46 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchkit import __version__
-from patchkit.backend import loading
+from patchkit import TOOL
 from patchkit.core import merge as merge_maths
 from patchkit.core.names import looks_like_ref
 from patchkit.core.progress import Progress
-from patchkit.core.stack import SCHEMA_VERSION, StackError, is_stack_name, parse_stack, stack_text
+from patchkit.core.stack import SCHEMA_VERSION, StackError, is_stack_name, stack_text
 from patchkit.errors import ConflictError, InputError, ModelMismatchError, PatchkitError, TrustError, UsageError
 from patchkit.io.atomic import check_output_path, write_bytes_atomic
 from patchkit.io.patch_file import read_intact_patch, read_patch
 from patchkit.io.signatures import signature_path_for
-from patchkit.services.apply import PatchSource, plan_apply, resolve_base
-from patchkit.services.registry import blob_for, patch_path
+from patchkit.models import refs, weights
+from patchkit.services.apply import plan_apply, resolve_base
+from patchkit.services.registry import patch_path
 from patchkit.services.signing import trust_store, verify
-
-
-@dataclass(frozen=True)
-class Stack:
-    path: Path
-    data: dict[str, Any]
-
-    @property
-    def folder(self) -> Path:
-        return self.path.parent
-
-    def sources(self, scale: float = 1.0) -> list[PatchSource]:
-        return [
-            PatchSource(self.source_path(p["source"]), p["scale"] * scale, p["source"]) for p in self.data["patches"]
-        ]
-
-    def source_path(self, source: str) -> Path:
-        if looks_like_ref(source) and not (self.folder / source).exists():
-            return blob_for(source)
-        path = Path(source)
-        return path if path.is_absolute() else self.folder / path
-
-
-def read_stack(path: Path) -> Stack:
-    if not path.is_file():
-        raise InputError(f"{path}: no such stack file", hint="make one: patchkit stack new BASE -o NAME.stack.json")
-    return Stack(path, parse_stack(path.read_text(), str(path)))
+from patchkit.services.sources import Stack, read_stack
 
 
 def _save(stack: Stack) -> None:
@@ -59,14 +33,14 @@ def new_stack(base: str, output: Path, *, config: Path | None = None, force: boo
         raise UsageError(f"{output}: a stack file's name ends in .stack.json", hint="for example -o release.stack.json")
     check_output_path(output, force=force)
     ref = resolve_base(base, config, False)
-    info = loading.describe(ref)
+    info = weights.describe(ref)
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "patchkit-stack",
         "base": {"reference": base, "fingerprint": info.fingerprint, "family": info.family},
         "patches": [],
         "expected_output_fingerprint": None,
-        "tool": f"patchkit {__version__}",
+        "tool": TOOL,
     }
     if description:
         data["description"] = description
@@ -75,7 +49,7 @@ def new_stack(base: str, output: Path, *, config: Path | None = None, force: boo
     return stack
 
 
-def _base_ref(stack: Stack, base: str | None, config: Path | None) -> loading.ModelRef:
+def _base_ref(stack: Stack, base: str | None, config: Path | None) -> refs.ModelRef:
     reference = base or stack.data["base"]["reference"]
     try:
         return resolve_base(reference, config, False)
@@ -117,7 +91,7 @@ def add_patch(stack_path: Path, patch: Path | str, *, scale: float = 1.0, base: 
         )
     entry = {"patch_id": parsed.patch_id, "name": manifest["name"], "version": manifest["version"],
              "source": reference or _relative_source(stack, patch), "scale": scale}  # fmt: skip
-    data = {**stack.data, "patches": [*stack.data["patches"], entry], "tool": f"patchkit {__version__}"}
+    data = {**stack.data, "patches": [*stack.data["patches"], entry], "tool": TOOL}
     updated = Stack(stack.path, data)
     plan = plan_apply(_base_ref(stack, base, config), updated.sources(), progress=progress)
     updated.data["expected_output_fingerprint"] = plan.output_fingerprint
@@ -161,7 +135,7 @@ def verify_stack(stack_path: Path, base: str, *, config: Path | None = None, req
     ref = _attempt(checks, "base", lambda: resolve_base(base, config, False))
     if ref is not None:
         pinned = stack.data["base"]["fingerprint"]
-        actual = loading.describe(ref).fingerprint
+        actual = weights.describe(ref).fingerprint
         checks[-1] = Check("base", actual == pinned, f"fingerprint {actual}" if actual == pinned
                            else f"fingerprint {actual}, but the stack is pinned to {pinned}")  # fmt: skip
     for entry, source in zip(stack.data["patches"], stack.sources(), strict=True):

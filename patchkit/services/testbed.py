@@ -6,11 +6,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.sampling import SamplerSettings, generate
 from patchkit.core.progress import Progress
 from patchkit.errors import UsageError
 from patchkit.io.atomic import atomic_path, check_output_path
+from patchkit.models import refs
+from patchkit.models.refs import TESTBED_REFERENCE
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
 from patchkit.testbed.paths import TESTBED_JUDGES
@@ -74,7 +76,7 @@ def judge_accuracy(judges: JudgePanel, per_category: int, seed: int) -> dict[str
 
 
 def check(
-    model: str = "testbed",
+    model: str = TESTBED_REFERENCE,
     *,
     images_per_concept: int = 32,
     judges_folder: Path = TESTBED_JUDGES,
@@ -87,7 +89,7 @@ def check(
         raise UsageError("-n must be at least 1", hint="the README's bars use 32 images per concept")
     judges = JudgePanel.load(judges_folder)
     accuracy = judge_accuracy(judges, 1000, seed)
-    pipe = loading.load_pipeline(loading.resolve(model))
+    pipe = pipeline.load_pipeline(refs.resolve(model))
     rates = []
     concepts = world.all_concepts()
     for index, (name, category) in enumerate(concepts):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from patchkit.core.canonical import canonical_json
 from patchkit.core.names import check_name, check_version, version_key
 from patchkit.errors import CorruptFileError, InputError, OutputError
 from patchkit.io.atomic import fsync_dir, pid_alive, write_bytes_atomic
@@ -255,4 +256,4 @@ def _entry(path: Path) -> Entry:
 
 
 def _dumps(value: Any) -> bytes:
-    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return (canonical_json(value) + "\n").encode()

@@ -22,8 +22,8 @@ from patchkit.backend import components
 from patchkit.backend.protocols import Tokenizer
 from patchkit.core.pixels import to_tensor
 from patchkit.core.progress import Progress
+from patchkit.evaluation.classifier_net import NONE_LABEL, Judge, JudgeNet, save_judge
 from patchkit.testbed import world
-from patchkit.testbed.judge_net import NONE_LABEL, Judge, JudgeNet, save_judge
 from patchkit.testbed.tokenizer import write_tokenizer_files
 
 MAX_TOKENS = 16

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from patchkit.models.refs import TESTBED_MODEL, TESTBED_NAMES
+
 TESTBED_ROOT = Path(__file__).resolve().parent / "assets"
-TESTBED_MODEL = TESTBED_ROOT / "model"
 TESTBED_JUDGES = TESTBED_ROOT / "judges"
-TESTBED_NAMES = ("testbed", "patchkit/testbed")
 TESTBED_BENCH = TESTBED_ROOT / "conceptbench.json"
+__all__ = ["TESTBED_BENCH", "TESTBED_JUDGES", "TESTBED_MODEL", "TESTBED_NAMES", "TESTBED_ROOT"]

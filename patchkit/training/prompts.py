@@ -14,21 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from patchkit.core.world import CATEGORIES, World
 from patchkit.errors import UsageError
-
-# Prompts a user would type for each category; `{}` is the concept.
-GENERIC_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "id": ("a photo of {}", "a portrait of {}", "{} smiling", "a close-up photo of {}"),
-    "object": ("a photo of a {}", "a {}", "a {} on a table", "a close-up photo of a {}"),
-    "style": (
-        "a painting in the style of {}",
-        "a city street in the style of {}",
-        "a portrait in the style of {}",
-        "a landscape in the style of {}",
-    ),
-    "nsfw": ("a photo of {}", "{}", "an image showing {}"),
-}
-CATEGORIES = tuple(GENERIC_TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -106,3 +93,20 @@ def with_placeholders(items: Sequence[TrainingPrompt], concepts: Sequence[Concep
             prompt = item.prompt.replace(concepts[item.concept].name, placeholder)
             extra.append(TrainingPrompt(item.concept, prompt, item.anchor, phrase=placeholder))
     return [*items, *extra]
+
+
+def default_retain_prompts(world: World, concepts: Sequence[Concept]) -> list[str]:
+    """The prompts of every other concept the world knows, which hold the neighbours in place.
+
+    A disentanglement's own pairs (the concept next to its context) are left out: that is
+    what it trains on. The generic world knows no concepts, so this is empty there.
+    """
+    names = {c.name for c in concepts if c.context is None} | {c.target for c in concepts if c.target}
+    pairs = [(c.name, c.context) for c in concepts if c.context is not None]
+    return [
+        p
+        for name, prompts in world.concept_prompts.items()
+        if name not in names
+        for p in prompts
+        if not any(mentions(p, a) and mentions(p, b) for a, b in pairs)
+    ]

@@ -9,11 +9,12 @@ import pytest
 import torch
 from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.backend.components import build_component
 from patchkit.backend.single_file import to_diffusers_components
 from patchkit.core.ldm_layout import to_single_file_state
 from patchkit.io.safetensors_io import LazyTensors
+from patchkit.models import refs, weights
 from patchkit.services.fixtures import build_random_model, published_configs
 
 EXPECTED_TYPE = {"sd15": "v1", "sd21": "v2", "sdxl": "xl_base"}
@@ -25,21 +26,21 @@ EXPECTED_PARAMETERS = {"sd15": (859_520_964, 123_060_480), "sd21": (865_910_724,
 def test_full_size_family_and_fingerprint(name, tmp_path):
     folder, single = tmp_path / name, tmp_path / f"{name}.safetensors"
     build_random_model(name, folder, dtype="fp16", single_file=single)
-    as_folder = loading.describe(loading.resolve(str(folder)))
-    as_file = loading.describe(loading.resolve(str(single), config=folder))
-    assert as_folder.family == as_file.family == loading.family_of(published_configs(name)["unet"])
+    as_folder = weights.describe(refs.resolve(str(folder)))
+    as_file = weights.describe(refs.resolve(str(single), config=folder))
+    assert as_folder.family == as_file.family == refs.family_of(published_configs(name)["unet"])
     assert as_folder.dtype == "float16"
     assert as_folder.fingerprint == as_file.fingerprint
     checkpoint = LazyTensors(single)
     assert infer_diffusers_model_type(checkpoint) == EXPECTED_TYPE[name]
-    unet = sum(t.numel() for t in loading.component_tensors(loading.resolve(str(folder)))["unet"].values())
+    unet = sum(t.numel() for t in pipeline.component_tensors(refs.resolve(str(folder)))["unet"].values())
     assert unet == EXPECTED_PARAMETERS[name][0]
 
 
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
 def test_full_size_structure_round_trips_on_meta(name):
     configs = published_configs(name)
-    family = loading.family_of(configs["unet"])
+    family = refs.family_of(configs["unet"])
     states = {
         c: build_component(c, configs[c], meta=True).state_dict()
         for c in ("unet", "vae", "text_encoder", "text_encoder_2")
@@ -47,7 +48,7 @@ def test_full_size_structure_round_trips_on_meta(name):
     }
     single = to_single_file_state(family, states, configs["unet"], configs["vae"])
     assert infer_diffusers_model_type(single) == EXPECTED_TYPE[name]
-    assert loading.family_of_single_file(set(single)) == family
+    assert refs.family_of_single_file(set(single)) == family
     back = to_diffusers_components(single, configs, family)
     for component, state in states.items():
         from patchkit.core.fingerprint import canonical_key

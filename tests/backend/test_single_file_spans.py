@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from patchkit.backend import loading
-from patchkit.backend.single_file import single_file_spans as diffusers_spans
 from patchkit.io import pipeline_folder as pf
 from patchkit.io.safetensors_io import read_header
 from patchkit.io.tensor_spans import single_file_spans
+from patchkit.models import refs
+from tests.backend.diffusers_spans import single_file_spans as diffusers_spans
 
 
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
@@ -16,7 +16,7 @@ def test_inverse_layout_matches_diffusers_converters(tiny_models, name):
     folder, single = tiny_models[name]
     configs = {c: pf.component_config(folder, c) for c in pf.present_components(folder)}
     header = read_header(single)
-    family = loading.family_of(configs["unet"])
+    family = refs.family_of(configs["unet"])
     ours = single_file_spans(single, header, configs, family)
     theirs = diffusers_spans(single, header, configs, family)
     assert set(ours) == set(theirs)

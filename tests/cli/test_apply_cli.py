@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from patchkit.backend import loading
 from patchkit.io.patched_output import read_folder_provenance
 from patchkit.io.tensors_out import save_tensors
-from patchkit.services.patches import synthetic_patch
+from patchkit.models import refs, weights
+from patchkit.services.fixtures import synthetic_patch
 
 TRIALS = 20
 
@@ -68,8 +68,8 @@ def test_apply_and_revert_never_import_torch(tiny_models, tmp_path):
                               "--json"], capture_output=True, text=True)  # fmt: skip
     assert applied.returncode == 0, applied.stderr
     record = json.loads(applied.stdout)
-    patched = loading.resolve(str(out), config=folder)
-    assert loading.describe(patched).fingerprint == record["output_fingerprint"]
+    patched = refs.resolve(str(out), config=folder)
+    assert weights.describe(patched).fingerprint == record["output_fingerprint"]
     back = subprocess.run([*run, "revert", str(out), "--config", str(folder), "-o", str(tmp_path / "back.safetensors")],
                           capture_output=True, text=True)  # fmt: skip
     assert back.returncode == 0, back.stderr
@@ -101,7 +101,7 @@ def _complete(out: Path, base: Path) -> str:
     assert record is not None
     files = {p.relative_to(base) for p in base.rglob("*") if p.is_file()}
     assert files <= {p.relative_to(out) for p in out.rglob("*") if p.is_file()}
-    assert loading.describe(loading.resolve(str(out))).fingerprint == record["output_fingerprint"]
+    assert weights.describe(refs.resolve(str(out))).fingerprint == record["output_fingerprint"]
     return record["output_fingerprint"]
 
 

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from patchkit.cli.app import app
-from patchkit.services.patches import synthetic_patch
+from patchkit.services.fixtures import synthetic_patch
 
 runner = CliRunner()
 

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from patchkit.models.refs import ModelSource
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.training.fmn import ForgetSettings
 from patchkit.training.prompts import Concept
 
@@ -23,7 +24,7 @@ def test_key_sign_show_verify_trust_round_trip(tiny_models, tmp_path):
     folder, _ = tiny_models["sd15"]
     patch = tmp_path / "p.safetensors"
     settings = ForgetSettings(steps=1, images_per_concept=1, batch_size=1)
-    forget(ModelSource(str(folder)), [Concept("circle", "object")], patch, settings=settings)
+    forget(ForgetRequest(ModelSource(str(folder)), [Concept("circle", "object")], patch, settings=settings))
 
     shown = patchkit("show", str(patch), "--json", env=env)
     assert shown.returncode == 0, shown.stderr

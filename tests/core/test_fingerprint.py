@@ -1,6 +1,7 @@
 import torch
 
-from patchkit.core.fingerprint import canonical_key, fingerprint
+from patchkit.core.fingerprint import canonical_key
+from tests.helpers import fingerprint
 
 
 def _model(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:

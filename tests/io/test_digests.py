@@ -8,28 +8,29 @@ from pathlib import Path
 
 import torch
 
-from patchkit.backend import loading
-from patchkit.core.fingerprint import fingerprint
+from patchkit.backend import pipeline
 from patchkit.io.safetensors_io import read_header
 from patchkit.io.tensor_spans import folder_spans
 from patchkit.io.tensors_out import save_tensors
+from patchkit.models import refs, weights
+from tests.helpers import fingerprint
 
 
 def test_span_fingerprint_equals_in_memory_fingerprint(tiny_models, tmp_path: Path) -> None:
     folder, _ = tiny_models["sd15"]
-    ref = loading.resolve(str(folder))
-    in_memory = fingerprint(loading.component_tensors(ref))
-    assert loading.describe(ref).fingerprint == in_memory
+    ref = refs.resolve(str(folder))
+    in_memory = fingerprint(pipeline.component_tensors(ref))
+    assert weights.describe(ref).fingerprint == in_memory
 
 
 def test_cache_is_used_and_invalidated_by_an_edit(tiny_models, tmp_path: Path) -> None:
     folder, _ = tiny_models["sd15"]
     copy = tmp_path / "model"
     shutil.copytree(folder, copy)
-    first = loading.describe(loading.resolve(str(copy))).fingerprint
+    first = weights.describe(refs.resolve(str(copy))).fingerprint
     cached = list((tmp_path / "xdg-cache" / "patchkit" / "digests").glob("*.json"))
     assert len(cached) == 2  # unet and text encoder files
-    assert loading.describe(loading.resolve(str(copy))).fingerprint == first
+    assert weights.describe(refs.resolve(str(copy))).fingerprint == first
 
     unet_file = copy / "unet" / "diffusion_pytorch_model.safetensors"
     header = read_header(unet_file)
@@ -42,16 +43,16 @@ def test_cache_is_used_and_invalidated_by_an_edit(tiny_models, tmp_path: Path) -
         handle.seek(begin)
         handle.write(bytes([byte[0] ^ 1]))
     os.utime(unet_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert loading.describe(loading.resolve(str(copy))).fingerprint != first
+    assert weights.describe(refs.resolve(str(copy))).fingerprint != first
 
 
 def test_cache_off_still_hashes(tiny_models, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATCHKIT_NO_CACHE", "1")
     folder, _ = tiny_models["sd15"]
-    a = loading.describe(loading.resolve(str(folder))).fingerprint
+    a = weights.describe(refs.resolve(str(folder))).fingerprint
     assert not (tmp_path / "xdg-cache" / "patchkit" / "digests").exists()
     monkeypatch.delenv("PATCHKIT_NO_CACHE")
-    assert loading.describe(loading.resolve(str(folder))).fingerprint == a
+    assert weights.describe(refs.resolve(str(folder))).fingerprint == a
 
 
 def test_folder_spans_cover_sharded_components(tmp_path: Path) -> None:
@@ -81,8 +82,8 @@ def test_hashing_threads_leave_no_descriptor_open(tiny_models, tmp_path: Path) -
     shutil.copytree(folder, copy)
     shutil.copy(single, tmp_path / "model.safetensors")
     for _ in range(5):
-        loading.describe(loading.resolve(str(copy)))
-        loading.describe(loading.resolve(str(tmp_path / "model.safetensors"), config=copy))
+        weights.describe(refs.resolve(str(copy)))
+        weights.describe(refs.resolve(str(tmp_path / "model.safetensors"), config=copy))
     assert _open_descriptors_under(tmp_path) == []
 
 

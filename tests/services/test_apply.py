@@ -13,14 +13,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from patchkit.backend import loading
 from patchkit.core.fusion import lora_factors
 from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, PolicyError, UsageError
 from patchkit.io import rewrite
 from patchkit.io.patched_output import PROVENANCE_FILE, PROVENANCE_KEY, REVERT_FILE
-from patchkit.services.apply import PatchSource, apply, revert
-from patchkit.services.fixtures import build_random_model
-from patchkit.services.patches import synthetic_patch
+from patchkit.models import refs, weights
+from patchkit.services.apply import apply, revert
+from patchkit.services.fixtures import build_random_model, synthetic_patch
+from patchkit.services.sources import PatchSource
 from tests.helpers import patch_deltas
 from tests.numerics import assert_within, gamma
 
@@ -46,8 +46,8 @@ def test_folder_and_single_file_round_trip(tiny_models, tmp_path, name):
     as_file = apply(str(single), [PatchSource(patch)], tmp_path / "out.safetensors", config=folder)
     # the same weights, whatever the layout: one output fingerprint, and the files say so
     assert as_folder.output_fingerprint == as_file.output_fingerprint != as_folder.base_fingerprint
-    assert loading.describe(loading.resolve(str(tmp_path / "out"))).fingerprint == as_folder.output_fingerprint
-    reread = loading.describe(loading.resolve(str(tmp_path / "out.safetensors"), config=folder))
+    assert weights.describe(refs.resolve(str(tmp_path / "out"))).fingerprint == as_folder.output_fingerprint
+    reread = weights.describe(refs.resolve(str(tmp_path / "out.safetensors"), config=folder))
     assert reread.fingerprint == as_file.output_fingerprint
     assert (tmp_path / "out").is_dir() and (tmp_path / "out.safetensors").is_file()
 
@@ -140,8 +140,8 @@ def test_wrong_base_shows_both_fingerprints_and_force_overrides(tiny_models, tmp
     folder, _ = tiny_models["sd15"]
     other = build_random_model("sd15", tmp_path / "other", tiny=True, seed=7).folder
     patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
-    ours = loading.describe(loading.resolve(str(folder))).fingerprint
-    theirs = loading.describe(loading.resolve(str(other))).fingerprint
+    ours = weights.describe(refs.resolve(str(folder))).fingerprint
+    theirs = weights.describe(refs.resolve(str(other))).fingerprint
     with pytest.raises(ModelMismatchError) as caught:
         apply(str(other), [PatchSource(patch)], tmp_path / "out")
     assert ours in caught.value.message and theirs in caught.value.message
@@ -273,3 +273,19 @@ def test_no_fsync_writes_the_same_bytes_without_flushing(tiny_models, tmp_path, 
     apply(str(single), [PatchSource(patch)], tmp_path / "scratch.safetensors", config=folder, durable=False)
     assert synced == []
     assert (tmp_path / "scratch.safetensors").read_bytes() == (tmp_path / "durable.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize(("version", "hint"), [(2, "upgrade patchkit"), (None, "edited"), ("1", "edited")])
+def test_provenance_of_an_unknown_version_is_refused(tiny_models, tmp_path, version, hint):
+    folder, _ = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    apply(str(folder), [PatchSource(patch)], tmp_path / "out")
+    record_path = tmp_path / "out" / PROVENANCE_FILE
+    record = json.loads(record_path.read_text())
+    assert record["schema_version"] == 1
+    record["schema_version"] = version
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(CorruptFileError, match="schema_version") as caught:
+        revert(str(tmp_path / "out"), tmp_path / "back")
+    assert hint in (caught.value.hint or "")
+    assert not (tmp_path / "back").exists()

@@ -10,10 +10,13 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from patchkit.services.apply import PatchSource, apply
+from patchkit.models.refs import ModelSource
+from patchkit.services.apply import apply
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource, convert_to_single_file
+from patchkit.services.forget_request import ForgetRequest
+from patchkit.services.models import convert_to_single_file
 from patchkit.services.score import score
+from patchkit.services.sources import PatchSource
 from patchkit.testbed.paths import TESTBED_BENCH, TESTBED_MODEL
 from patchkit.training.prompts import Concept
 
@@ -23,7 +26,7 @@ PROMPT = "a photo of a circle"
 @pytest.fixture(scope="module")
 def circle_patch(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("compat") / "no-circle.safetensors"
-    forget(ModelSource("testbed"), [Concept("circle", "object")], out)
+    forget(ForgetRequest(ModelSource("testbed"), [Concept("circle", "object")], out))
     return out
 
 

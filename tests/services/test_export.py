@@ -6,12 +6,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.errors import UsageError
 from patchkit.io.patch_file import read_patch
-from patchkit.services.apply import PatchSource, apply
+from patchkit.models import refs
+from patchkit.services.apply import apply
 from patchkit.services.export import export
-from patchkit.services.patches import peft_tensors, synthetic_patch
+from patchkit.services.fixtures import synthetic_patch
+from patchkit.services.patches import peft_tensors
+from patchkit.services.sources import PatchSource
 from tests.helpers import patch_deltas
 
 
@@ -35,7 +38,7 @@ def test_round_trip_keeps_the_delta_and_kohya_loads_in_diffusers(tiny_models, tm
     assert original.keys() == returned.keys()
     assert all(torch.allclose(original[k], returned[k], atol=1e-7) for k in original)
 
-    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
 
     def draw():
         return pipe("a photo of a circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0),

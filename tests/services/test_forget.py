@@ -12,14 +12,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from patchkit.backend import conditioning, loading, lora_layers
+from patchkit.backend import conditioning, lora_layers, pipeline
 from patchkit.backend.lora import load_patch
 from patchkit.cli.app import app
+from patchkit.core.manifest import MANIFEST_KEY
 from patchkit.core.patch_id import patch_id_of
-from patchkit.core.patch_metadata import MANIFEST_KEY, data_section_sha256
+from patchkit.core.patch_metadata import data_section_sha256
 from patchkit.errors import InputError, OutputError, UsageError
+from patchkit.models import refs, weights
+from patchkit.models.refs import ModelSource
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.training import fmn
 from patchkit.training.fmn import ForgetSettings
 from patchkit.training.prompts import Concept, TrainingPrompt
@@ -31,7 +34,13 @@ runner = CliRunner()
 
 def _run(folder: Path, out: Path, **kwargs) -> Path:
     forget(
-        ModelSource(str(folder)), [Concept("circle", "object")], out, settings=kwargs.pop("settings", QUICK), **kwargs
+        ForgetRequest(
+            ModelSource(str(folder)),
+            [Concept("circle", "object")],
+            out,
+            settings=kwargs.pop("settings", QUICK),
+            **kwargs,
+        )
     )
     return out
 
@@ -40,7 +49,7 @@ def _run(folder: Path, out: Path, **kwargs) -> Path:
 def test_patch_loads_in_diffusers_and_changes_the_output(tiny_models, tmp_path, name):
     folder, _ = tiny_models[name]
     patch = _run(folder, tmp_path / "p.safetensors", retain_prompts=["a photo of alice"])
-    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
 
     def image():
         generator = torch.Generator().manual_seed(0)
@@ -56,7 +65,7 @@ def test_patch_loads_in_diffusers_and_changes_the_output(tiny_models, tmp_path, 
     manifest = json.loads(meta[MANIFEST_KEY])
     assert manifest["concepts"] == [{"name": "circle", "category": "object", "action": "forget", "token": "circle"}]
     assert manifest["schema_version"] == 1 and manifest["patch_id"] == patch_id_of(load_file(str(patch)))
-    assert manifest["base"]["fingerprint"] == loading.describe(loading.resolve(str(folder))).fingerprint
+    assert manifest["base"]["fingerprint"] == weights.describe(refs.resolve(str(folder))).fingerprint
     assert meta["modelspec.sai_model_spec"] == "1.0.1"
     assert meta["modelspec.hash_sha256"] == data_section_sha256(patch.read_bytes())
     assert meta["ss_base_model_version"] == {"sd15": "sd_v1", "sd21": "sd_v2", "sdxl": "sdxl_base_v1-0"}[name]
@@ -79,7 +88,7 @@ def test_same_seed_same_bytes(tiny_models, tmp_path, monkeypatch):
 def test_frozen_targets_batched_over_steps_equal_one_step_at_a_time(tiny_models, monkeypatch, name):
     """The frozen model runs several steps per call; each step must get back its own targets."""
     folder, _ = tiny_models[name]
-    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
     items = [TrainingPrompt(0, "a photo of a circle", "a photo of an object"),
              TrainingPrompt(0, "a circle, drawn", "an object, drawn")]  # fmt: skip
     prompts = conditioning.encode(pipe, [i.prompt for i in items])
@@ -152,7 +161,7 @@ def test_bad_input_writes_nothing(tiny_models, tmp_path, case):
     folder, _ = tiny_models["sd15"]
     out = tmp_path / (relative or "p.safetensors")
     with pytest.raises(error, match=needle):
-        forget(ModelSource(str(folder)), concepts, out, settings=settings)
+        forget(ForgetRequest(ModelSource(str(folder)), concepts, out, settings=settings))
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name != "xdg-cache"] == []  # the digest cache may fill
 
@@ -207,7 +216,9 @@ def test_given_images_are_used_and_recorded(tiny_models, tmp_path):
     images.mkdir()
     for i in range(2):
         Image.new("RGB", (32, 32), (i * 100, 0, 0)).save(images / f"{i}.png")
-    result = forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=QUICK, images_dir=images)
+    result = forget(
+        ForgetRequest(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=QUICK, images_dir=images)
+    )
     assert result.images_generated is False
     assert result.manifest["method"]["settings"]["training_images"] == "given"
 
@@ -216,16 +227,16 @@ def test_correct_and_full_and_preset(tiny_models, tmp_path):
     from patchkit.training.presets import preset_concepts
 
     folder, _ = tiny_models["sd15"]
-    corrected = forget(
+    corrected = forget(ForgetRequest(
         ModelSource(str(folder)), [Concept("circle", "object", target="square")], tmp_path / "c.safetensors",
         settings=QUICK,
-    )  # fmt: skip
+    ))  # fmt: skip
     entry = corrected.manifest["concepts"][0]
     assert entry["action"] == "correct" and entry["target"] == "square"
-    full = forget(
+    full = forget(ForgetRequest(
         ModelSource(str(folder)), CIRCLE, tmp_path / "f.safetensors",
         settings=ForgetSettings(steps=2, images_per_concept=1, batch_size=1, full=True, rank=2),
-    )  # fmt: skip
+    ))  # fmt: skip
     assert full.factorisation_error is not None and 0.0 <= full.factorisation_error < 1.0
     assert [c.name for c in preset_concepts("testbed-nsfw")] == ["gore"]
     with pytest.raises(UsageError, match="unknown preset"):
@@ -235,14 +246,14 @@ def test_correct_and_full_and_preset(tiny_models, tmp_path):
 def test_ti_forgets_through_a_learnt_token_and_leaves_its_embedding_beside_the_patch(tiny_models, tmp_path):
     folder, _ = tiny_models["sd15"]
     settings = ForgetSettings(steps=3, images_per_concept=2, batch_size=2, textual_inversion=True, ti_steps=3)
-    result = forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings)
+    result = forget(ForgetRequest(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings))
     manifest = result.manifest
     assert manifest["concepts"][0]["token"] == "<circle>"
     prompts = manifest["method"]["settings"]["training_prompts"]
     assert any("<circle>" in p for p in prompts) and any("<circle>" not in p and "circle" in p for p in prompts)
     assert result.embeddings == tmp_path / "p.ti.safetensors"
     learnt = load_file(str(result.embeddings))
-    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
     assert list(learnt) == ["<circle>"] and learnt["<circle>"].shape == (pipe.text_encoder.config.hidden_size,)
     assert all(k.startswith("unet.") for k in load_file(str(result.output)))  # the embedding is not in the patch
     pipe.load_textual_inversion(str(result.embeddings))  # a standard embedding file
@@ -256,10 +267,10 @@ def test_ti_forgets_through_a_learnt_token_and_leaves_its_embedding_beside_the_p
 def test_ti_on_sdxl_learns_the_token_in_both_text_encoders(tiny_models, tmp_path):
     folder, _ = tiny_models["sdxl"]
     settings = ForgetSettings(steps=2, images_per_concept=2, batch_size=2, textual_inversion=True, ti_steps=3)
-    result = forget(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings)
+    result = forget(ForgetRequest(ModelSource(str(folder)), CIRCLE, tmp_path / "p.safetensors", settings=settings))
     assert result.manifest["concepts"][0]["token"] == "<circle>"
     learnt = load_file(str(result.embeddings))
-    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
     widths = {"clip_l": pipe.text_encoder.config.hidden_size, "clip_g": pipe.text_encoder_2.config.hidden_size}
     assert {k: tuple(v.shape) for k, v in learnt.items()} == {k: (w,) for k, w in widths.items()}
     # the SDXL embedding format: loaded once per text encoder, as diffusers documents it
@@ -281,7 +292,7 @@ def test_sdxl_inversion_of_several_tokens_names_each_and_samples(tiny_models):
     from patchkit.backend.sampling import SamplerSettings, generate
 
     folder, _ = tiny_models["sdxl"]
-    pipe = loading.load_pipeline(loading.resolve(str(folder)))
+    pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     images = [Image.new("RGB", (size, size), colour) for colour in ("red", "blue")]
     for name in ("<a>", "<b>"):
@@ -295,13 +306,14 @@ def test_sdxl_inversion_of_several_tokens_names_each_and_samples(tiny_models):
 
 
 def test_context_trains_only_where_both_are_named_and_retains_the_rest():
-    from patchkit.services.forget import default_retain_prompts, templates_for
-    from patchkit.training.prompts import GENERIC_TEMPLATES, training_prompts
+    from patchkit.core.world import GENERIC_TEMPLATES
+    from patchkit.testbed.testbed_world import testbed_world
+    from patchkit.training.prompts import default_retain_prompts, training_prompts
 
     noir = [Concept("noir", "style", context="circle")]
-    items = training_prompts(noir, templates_for("testbed"))
+    items = training_prompts(noir, testbed_world().templates)
     assert items and all("circle" in i.prompt and "noir" in i.prompt and "noir" not in i.anchor for i in items)
-    retain = default_retain_prompts("testbed", noir)
+    retain = default_retain_prompts(testbed_world(), noir)
     assert "a square in the style of noir" in retain and "a photo of a circle" in retain
     assert "a circle in the style of noir" not in retain
     assert "a ring in the style of noir" in retain  # whole words: "ring" is not "circle"

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from patchkit.errors import NotCachedError
 from patchkit.io.patch_file import read_patch
 from patchkit.services import hub, registry
-from patchkit.services.patches import synthetic_patch, write_patch
+from patchkit.services.fixtures import synthetic_patch
+from patchkit.services.patches import write_patch
 
 
 class RecordingApi(HfApi):

@@ -11,8 +11,10 @@ from safetensors.torch import load_file
 from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError, UsageError
 from patchkit.io.patch_file import read_patch
 from patchkit.services import registry, signing
-from patchkit.services.apply import PatchSource, apply
-from patchkit.services.patches import synthetic_patch, write_patch
+from patchkit.services.apply import apply
+from patchkit.services.fixtures import synthetic_patch
+from patchkit.services.patches import write_patch
+from patchkit.services.sources import PatchSource
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.cli.app import app
-from patchkit.services.models import ModelSource
+from patchkit.models import refs
+from patchkit.models.refs import ModelSource
 from patchkit.services.score import score
-from patchkit.testbed.bench import build_testbed_bench
+from patchkit.testbed.conceptbench_build import build_testbed_bench
 from tests.helpers import hand_made_forget_patch
 
 runner = CliRunner()
@@ -36,7 +37,7 @@ def small_bench(tmp_path: Path, per_concept: int = 8, **extra) -> Path:
 @pytest.fixture(scope="module")
 def forget_circle(tmp_path_factory) -> Path:
     """Cross-attention keys/values edited by hand so that "circle" prompts read as "square"."""
-    pipe = loading.load_pipeline(loading.resolve("testbed"))
+    pipe = pipeline.load_pipeline(refs.resolve("testbed"))
     data = build_testbed_bench()
     retain = [p for c in data["concepts"] if c["name"] not in ("circle", "square") for p in c["prompts"]]
     retain += ["a photo of a square", "a square", "a red square"]

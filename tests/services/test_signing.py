@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from patchkit.errors import InputError, PolicyError, TrustError, UsageError
 from patchkit.io.safetensors_io import read_header
+from patchkit.models.refs import ModelSource
 from patchkit.services import signing
 from patchkit.services.forget import forget
-from patchkit.services.models import ModelSource
+from patchkit.services.forget_request import ForgetRequest
 from patchkit.store.trust import TrustStore
 from patchkit.training.fmn import ForgetSettings
 from patchkit.training.prompts import Concept
@@ -33,7 +34,7 @@ def signed(tiny_models, tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for name, concept in (("a", "circle"), ("b", "ring")):
         paths[name] = root / f"{name}.safetensors"
-        forget(ModelSource(str(folder)), [Concept(concept, "object")], paths[name], settings=QUICK)
+        forget(ForgetRequest(ModelSource(str(folder)), [Concept(concept, "object")], paths[name], settings=QUICK))
     keys = signing.new_key(root, "team", None)
     stranger = signing.new_key(root, "stranger", None)
     for name in ("a", "b"):

@@ -13,10 +13,12 @@ from patchkit.core.stack import StackError
 from patchkit.errors import ConflictError, ModelMismatchError, UsageError
 from patchkit.io.patch_file import read_patch
 from patchkit.services import signing
-from patchkit.services.apply import apply, sources_for
+from patchkit.services.apply import apply
+from patchkit.services.fixtures import synthetic_patch
 from patchkit.services.merge import merge
-from patchkit.services.patches import synthetic_patch, write_patch
-from patchkit.services.stack import add_patch, new_stack, read_stack, verify_stack
+from patchkit.services.patches import write_patch
+from patchkit.services.sources import read_stack, sources_for
+from patchkit.services.stack import add_patch, new_stack, verify_stack
 from tests.helpers import patch_deltas
 from tests.numerics import assert_within, factor_bound
 

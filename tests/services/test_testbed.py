@@ -3,8 +3,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.cli.app import app
+from patchkit.models import refs, weights
 from patchkit.services import testbed
 from patchkit.testbed.judging import JudgePanel
 
@@ -26,9 +27,9 @@ def test_quick_build_writes_a_loadable_pipeline_and_judges(tmp_path):
     assert report["settings"]["seed"] == 3
     assert set(report["reconstruction_rate"]) >= {"alice", "john doe", "ring", "neon", "gore"}
     assert (out / "build_report.json").is_file()
-    info = loading.describe(loading.resolve(str(out)))
+    info = weights.describe(refs.resolve(str(out)))
     assert info.family == "sd1"
-    pipe = loading.load_pipeline(loading.resolve(str(out)))
+    pipe = pipeline.load_pipeline(refs.resolve(str(out)))
     assert pipe.tokenizer("a photo of john doe").input_ids[4:6] != pipe.tokenizer("a photo of alice").input_ids[4:6]
     assert len(JudgePanel.load(out / "judges").judges) == 4
     again = runner.invoke(app, ["testbed", "build", "--out", str(out), "--quick"])

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from patchkit.io.patch_file import read_patch
 from patchkit.services import registry
-from patchkit.services.patches import synthetic_patch, write_patch
+from patchkit.services.fixtures import synthetic_patch
+from patchkit.services.patches import write_patch
 
 WRITERS, PER_WRITER, KILLS = 8, 25, 20
 ADD_ALL = """

@@ -1,6 +1,6 @@
 import pytest
 
-from patchkit.core.mscore import collateral_by_category, evaluate_gate, prompt_score, wilson_interval
+from patchkit.evaluation.mscore import collateral_by_category, evaluate_gate, prompt_score, wilson_interval
 
 
 def test_wilson_known_values():

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from patchkit.core.bench import BenchError, parse_bench
-from patchkit.testbed.bench import build_testbed_bench
+from patchkit.core.conceptbench import BenchError, parse_bench
+from patchkit.testbed.conceptbench_build import build_testbed_bench
 from patchkit.testbed.paths import TESTBED_BENCH
 
 
@@ -17,7 +17,7 @@ def test_shipped_reference_images_are_the_generated_ones():
     from PIL import Image
 
     from patchkit.testbed import world
-    from patchkit.testbed.bench import reference_folder, reference_images
+    from patchkit.testbed.conceptbench_build import reference_folder, reference_images
     from patchkit.testbed.paths import TESTBED_ROOT
 
     for name, category in world.all_concepts():

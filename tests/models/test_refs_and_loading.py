@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from patchkit.backend import loading
+from patchkit.backend import pipeline
 from patchkit.errors import (
     CorruptFileError,
     InputError,
@@ -14,6 +14,7 @@ from patchkit.errors import (
     PickleRefusedError,
     UsageError,
 )
+from patchkit.models import refs, weights
 
 FAMILY = {"sd15": "sd1", "sd21": "sd2", "sdxl": "sdxl"}
 
@@ -21,8 +22,8 @@ FAMILY = {"sd15": "sd1", "sd21": "sd2", "sdxl": "sdxl"}
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
 def test_family_and_fingerprint_agree_across_layouts(tiny_models, name):
     folder, single = tiny_models[name]
-    as_folder = loading.describe(loading.resolve(str(folder)))
-    as_file = loading.describe(loading.resolve(str(single), config=folder))
+    as_folder = weights.describe(refs.resolve(str(folder)))
+    as_file = weights.describe(refs.resolve(str(single), config=folder))
     assert as_folder.family == as_file.family == FAMILY[name]
     assert as_folder.fingerprint == as_file.fingerprint
     assert as_file.layout == "single_file" and as_folder.layout == "folder"
@@ -31,8 +32,8 @@ def test_family_and_fingerprint_agree_across_layouts(tiny_models, name):
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
 def test_single_file_loads_the_same_weights_in_diffusers(tiny_models, name):
     folder, single = tiny_models[name]
-    from_folder = loading.load_pipeline(loading.resolve(str(folder)))
-    from_file = loading.load_pipeline(loading.resolve(str(single), config=folder))
+    from_folder = pipeline.load_pipeline(refs.resolve(str(folder)))
+    from_file = pipeline.load_pipeline(refs.resolve(str(single), config=folder))
     for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
         ours = getattr(from_folder, component, None)
         if ours is None:
@@ -44,25 +45,25 @@ def test_single_file_loads_the_same_weights_in_diffusers(tiny_models, name):
 
 
 def test_fingerprint_differs_between_models(tiny_models):
-    prints = {loading.describe(loading.resolve(str(f))).fingerprint for f, _ in tiny_models.values()}
+    prints = {weights.describe(refs.resolve(str(f))).fingerprint for f, _ in tiny_models.values()}
     assert len(prints) == 3
 
 
 def test_missing_path():
     with pytest.raises(InputError, match="no such file or folder"):
-        loading.resolve("./does/not/exist")
+        refs.resolve("./does/not/exist")
 
 
 def test_folder_that_is_not_a_pipeline(tmp_path):
     (tmp_path / "unet").mkdir()
     with pytest.raises(NotAPipelineError, match=r"model_index\.json"):
-        loading.resolve(str(tmp_path))
+        refs.resolve(str(tmp_path))
 
 
 def test_single_file_needs_config(tiny_models):
     _, single = tiny_models["sd15"]
     with pytest.raises(UsageError, match="--config"):
-        loading.resolve(str(single))
+        refs.resolve(str(single))
 
 
 def test_truncated_single_file(tiny_models, tmp_path):
@@ -70,14 +71,14 @@ def test_truncated_single_file(tiny_models, tmp_path):
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(single.read_bytes()[: single.stat().st_size // 2])
     with pytest.raises(CorruptFileError, match="truncated"):
-        loading.resolve(str(cut), config=folder)
+        refs.resolve(str(cut), config=folder)
 
 
 def test_wrong_config_family(tiny_models):
     _, sd15_file = tiny_models["sd15"]
     sdxl_folder, _ = tiny_models["sdxl"]
     with pytest.raises(ModelMismatchError, match="sd1 checkpoint"):
-        loading.describe(loading.resolve(str(sd15_file), config=sdxl_folder))
+        weights.describe(refs.resolve(str(sd15_file), config=sdxl_folder))
 
 
 def test_pickle_refused_then_read_safely(tiny_models, tmp_path):
@@ -87,9 +88,9 @@ def test_pickle_refused_then_read_safely(tiny_models, tmp_path):
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": load_file(str(single))}, ckpt)
     with pytest.raises(PickleRefusedError, match="--allow-pickle"):
-        loading.resolve(str(ckpt), config=folder)
-    ref = loading.resolve(str(ckpt), config=folder, allow_pickle=True)
-    assert loading.describe(ref).fingerprint == loading.describe(loading.resolve(str(folder))).fingerprint
+        refs.resolve(str(ckpt), config=folder)
+    ref = refs.resolve(str(ckpt), config=folder, allow_pickle=True)
+    assert weights.describe(ref).fingerprint == weights.describe(refs.resolve(str(folder))).fingerprint
 
 
 def test_pickle_with_code_is_not_executed(tiny_models, tmp_path):
@@ -103,13 +104,13 @@ def test_pickle_with_code_is_not_executed(tiny_models, tmp_path):
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"x": Exploit()}}, evil, _use_new_zipfile_serialization=True)
     with pytest.raises(InputError, match="could not be loaded safely"):
-        loading.resolve(str(evil), config=folder, allow_pickle=True)
+        refs.resolve(str(evil), config=folder, allow_pickle=True)
     assert not marker.exists()
 
 
 def test_hub_id_not_cached_offline():
     with pytest.raises(NotCachedError, match="someorg/some-model"):
-        loading.resolve("someorg/some-model")
+        refs.resolve("someorg/some-model")
 
 
 def test_hub_id_resolves_from_the_cache(tiny_models, tmp_path, monkeypatch):
@@ -124,13 +125,13 @@ def test_hub_id_resolves_from_the_cache(tiny_models, tmp_path, monkeypatch):
     import huggingface_hub.constants as hub_constants
 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    ref = loading.resolve("acme/tiny-sd")
+    ref = refs.resolve("acme/tiny-sd")
     assert ref.source == "hub"
-    assert loading.describe(ref).fingerprint == loading.describe(loading.resolve(str(folder))).fingerprint
+    assert weights.describe(ref).fingerprint == weights.describe(refs.resolve(str(folder))).fingerprint
 
 
 def test_testbed_is_the_embedded_default():
-    info = loading.describe(loading.resolve("testbed"))
+    info = weights.describe(refs.resolve("testbed"))
     assert info.source == "testbed"
     assert info.family == "sd1"
     assert info.dtype == "float32"

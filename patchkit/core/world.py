@@ -1,0 +1,44 @@
+"""A world: what a model's domain contributes to forgetting and scoring, as one value.
+
+The testbed is one world, a user's ConceptBench another, and a model patchkit knows
+nothing about gets the generic world (everyday prompt templates, nothing else). Services
+receive a `World` and never ask which model they are looking at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Everyday phrasings per category; "{}" marks the concept. Used wherever a world has none.
+GENERIC_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "id": ("a photo of {}", "a portrait of {}", "{} smiling", "a close-up photo of {}"),
+    "object": ("a photo of a {}", "a {}", "a {} on a table", "a close-up photo of a {}"),
+    "style": (
+        "a painting in the style of {}",
+        "a city street in the style of {}",
+        "a portrait in the style of {}",
+        "a landscape in the style of {}",
+    ),
+    "nsfw": ("a photo of {}", "{}", "an image showing {}"),
+}
+CATEGORIES = tuple(GENERIC_TEMPLATES)
+
+
+@dataclass(frozen=True)
+class World:
+    """Prompt templates, the prompts of the concepts it knows, its bench and its judges."""
+
+    name: str
+    # training prompt templates per category; "{}" marks the concept
+    templates: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(GENERIC_TEMPLATES))
+    # the prompts that ask for each concept the world knows, by concept name: what holds the
+    # neighbours of a forgotten concept in place
+    concept_prompts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    bench: Path | None = None  # its ConceptBench file: `score`'s default
+    judges: Path | None = None  # a folder of per-category classifier judges ("classifier" judge, captions)
+    categories: tuple[str, ...] = CATEGORIES
+
+
+GENERIC_WORLD = World("generic")

@@ -1,0 +1,1 @@
+"""Model references and their weights, without torch: what `info`, `apply` and `stack` need."""

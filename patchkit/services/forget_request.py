@@ -1,0 +1,78 @@
+"""One forget or correct request, built once by the CLI (or a script) and handed to the service.
+
+Light on purpose (no torch): the CLI reads the defaults from here to print them in --help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from patchkit.errors import UsageError
+from patchkit.models.refs import ModelSource
+from patchkit.training.presets import PRESETS, preset_concepts, preset_settings
+from patchkit.training.prompts import Concept, pair_concepts
+from patchkit.training.settings import ForgetSettings, correction_settings
+
+__all__ = [
+    "PRESETS",
+    "Concept",
+    "ForgetRequest",
+    "ForgetSettings",
+    "ModelSource",
+    "choose_concepts",
+    "correction_settings",
+    "settings_for",
+]
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    """Everything a forget (or, for concepts with a target, a correction) run needs to know."""
+
+    model: ModelSource
+    concepts: tuple[Concept, ...]
+    output: Path
+    settings: ForgetSettings = field(default_factory=ForgetSettings)
+    retain_prompts: tuple[str, ...] | None = None  # None: the world's default preservation
+    images_dir: Path | None = None  # None: the base model draws the training images
+    name: str | None = None
+    version: str = "1.0.0"
+    author: str | None = None
+    license_id: str | None = None
+    # False: no scoring; None: the model's world's bench; a path: that ConceptBench
+    score_bench: Path | Literal[False] | None = False
+    force: bool = False
+
+    def __post_init__(self) -> None:  # a list from a script is as good as a tuple: keep it immutable
+        object.__setattr__(self, "concepts", tuple(self.concepts))
+        if self.retain_prompts is not None:
+            object.__setattr__(self, "retain_prompts", tuple(self.retain_prompts))
+
+
+def choose_concepts(
+    names: Sequence[str], categories: Sequence[str], *, preset: str | None = None, context: str | None = None
+) -> list[Concept]:
+    """The concepts a forget names: a preset's list, or --concept/--category pairs (with an optional context)."""
+    if preset is not None and (names or categories or context):
+        raise UsageError("give --preset or --concept/--category, not both", hint="patchkit forget --help")
+    if preset is not None:
+        return preset_concepts(preset)
+    if not (names and categories):
+        raise UsageError(
+            "say what to forget: --concept NAME --category id|object|style|nsfw, or --preset",
+            hint="patchkit forget testbed -c circle --category object -o no-circle.safetensors",
+        )
+    concepts = pair_concepts(list(names), list(categories))
+    if context is None:
+        return concepts
+    if len(concepts) != 1:
+        raise UsageError("--context disentangles one --concept at a time", hint="run forget once per concept")
+    return [Concept(concepts[0].name, concepts[0].category, context=context)]
+
+
+def settings_for(preset: str | None, settings: ForgetSettings, given: set[str]) -> ForgetSettings:
+    """`settings`, with a preset's own defaults for the fields the user did not set (`given`)."""
+    return settings if preset is None else preset_settings(preset, settings, given)
