@@ -92,31 +92,21 @@ def apply(
         )  # fmt: skip
     for name in result.forced_mismatch:
         output.say(f"[yellow]warning:[/] {name} was made for another base; applied because of --force")
-    summary = {
-        "output": str(result.output),
-        "layout": result.layout,
-        "base_fingerprint": result.base_fingerprint,
-        "output_fingerprint": result.output_fingerprint,
-        "patches": [p.record() for p in result.patches],
-        "touched_tensors": result.touched,
-        "bytes_written": result.bytes_written,
-        "linked_files": result.linked_files,
-        "seconds": round(result.seconds, 3),
-    }
-    if json:
-        output.json(summary)
-        return
-    table = Table(title=f"applied to {base}")
-    for column in ("patch", "id", "scale"):
-        table.add_column(column)
-    for p in result.patches:
-        table.add_row(f"{p.name}@{p.version}", p.patch_id[:19] + "…", f"{p.scale:g}")
-    output.err.print(table)
-    output.say(
-        f"wrote {result.output} in {result.seconds:.2f} s: {result.touched} tensors changed, "
-        f"{result.bytes_written:,} bytes written, {result.linked_files} files linked\n"
-        f"base {result.base_fingerprint}\nout  {result.output_fingerprint}"
-    )
+
+    def human() -> None:
+        table = Table(title=f"applied to {base}")
+        for column in ("patch", "id", "scale"):
+            table.add_column(column)
+        for p in result.patches:
+            table.add_row(f"{p.name}@{p.version}", p.patch_id[:19] + "…", f"{p.scale:g}")
+        output.err.print(table)
+        output.say(
+            f"wrote {result.output} in {result.seconds:.2f} s: {result.touched} tensors changed, "
+            f"{result.bytes_written:,} bytes written, {result.linked_files} files linked\n"
+            f"base {result.base_fingerprint}\nout  {result.output_fingerprint}"
+        )
+
+    output.result(result, human, json=json)
 
 
 def revert(
@@ -138,12 +128,9 @@ def revert(
     """
     output: Output = ctx.obj
     result = apply_service.revert(patched, output_path, config=config, link=not copy, overwrite=overwrite)
-    if json:
-        output.json({"output": str(result.output), "base_fingerprint": result.base_fingerprint,
-                     "removed": result.patches})  # fmt: skip
-        return
     names = ", ".join(f"{p['name']}@{p['version']}" for p in result.patches)
-    output.say(f"wrote {result.output}: removed {names}; fingerprint {result.base_fingerprint} (the base)")
+    message = f"wrote {result.output}: removed {names}; fingerprint {result.base_fingerprint} (the base)"
+    output.result(result, message, json=json)
 
 
 def register(app: typer.Typer) -> None:

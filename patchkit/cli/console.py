@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as ProgressBar
 
+from patchkit.core.jsonable import to_jsonable
 from patchkit.core.progress import Progress
 
 
@@ -26,7 +27,18 @@ class Output:
     quiet: bool = False
 
     def json(self, payload: Any) -> None:
-        self.out.print_json(json.dumps(payload, sort_keys=True, default=str), highlight=False)
+        text = json.dumps(to_jsonable(payload), sort_keys=True, allow_nan=False)
+        self.out.print_json(text, highlight=False)
+
+    def result(self, data: Any, human: str | Callable[[], None], *, json: bool) -> None:
+        """A command's one output call: `data` as JSON on stdout with --json, else the human rendering
+        (a message, or a function that draws tables)."""
+        if json:
+            self.json(data)
+        elif callable(human):
+            human()
+        else:
+            self.say(human)
 
     def say(self, message: str) -> None:
         if not self.quiet:

@@ -31,51 +31,46 @@ def demo(
     output: Output = ctx.obj
     with output.progress() as progress:
         result = run_demo(out, images_per_concept=n, progress=progress)
-    if json:
-        output.json({"fingerprint": result.fingerprint, "family": result.family, "grid": str(result.grid),
-                     "concepts": [c.__dict__ for c in result.concepts], "seconds": result.seconds,
-                     "patch": str(result.forgotten.output), "applied": str(result.applied.output),
-                     "output_fingerprint": result.applied.output_fingerprint,
-                     "examples": [f"{e['name']}@{e['version']}" for e in result.examples],
-                     "mscores": {c.concept: {"before": c.before.score, "after": c.after.score if c.after else None}
-                                 for c in result.scores.concepts}})  # fmt: skip
-        return
-    table = Table(title=f"testbed ({result.family}, fingerprint {result.fingerprint[:12]}…)")
-    for column in ("concept", "category", "prompt", "judged as concept"):
-        table.add_column(column)
-    for c in result.concepts:
-        table.add_row(c.concept, c.category, c.prompt, f"{c.rate:.0%}")
-    output.out.print(table)
-    output.out.print(f"grid: {result.grid}")
-    forgotten, scores = result.forgotten, result.scores
-    table = Table(title=f"forget circle: M-Score before/after ({scores.bench}, {scores.definition})")
-    for column in ("concept", "category", "before", "after", "change"):
-        table.add_column(column, justify="left" if column in ("concept", "category") else "right")
-    for score in scores.concepts:
-        after = score.after.score if score.after else float("nan")
-        name = f"[bold]{score.concept}[/] (forgotten)" if score.target else score.concept
-        before = score.before.score
-        table.add_row(name, score.category, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
-    output.out.print(table)
-    output.out.print(
-        f"patch: {forgotten.output} ({forgotten.bytes:,} bytes, trained in {forgotten.seconds:.1f} s); "
-        f"inspect it with `patchkit show {forgotten.output}`"
-    )
-    applied = result.applied
-    output.out.print(
-        f"applied: {applied.output} ({applied.touched} tensors changed, {applied.seconds:.2f} s), fingerprint "
-        f"{applied.base_fingerprint[:12]}… -> {applied.output_fingerprint[:12]}…; undo with `patchkit revert`"
-    )
-    if result.examples:
-        table = Table(title="the example registry (registry/): patchkit's signed reference patches")
-        for column in ("patch", "forgets", "category", "M-Score after"):
+
+    def human() -> None:  # the tour's tables go to stdout: they are what the demo shows
+        table = Table(title=f"testbed ({result.family}, fingerprint {result.fingerprint[:12]}…)")
+        for column in ("concept", "category", "prompt", "judged as concept"):
             table.add_column(column)
-        for entry in result.examples:
-            for c in entry["concepts"]:
-                shown = f"{c['after']:.2f}" if "after" in c else "–"
-                table.add_row(f"{entry['name']}@{entry['version']}", c["name"], c["category"], shown)
+        for c in result.concepts:
+            table.add_row(c.concept, c.category, c.prompt, f"{c.rate:.0%}")
         output.out.print(table)
-    output.out.print(f"(demo {result.seconds:.0f} s)")
+        output.out.print(f"grid: {result.grid}")
+        forgotten, scores = result.forgotten, result.scores
+        table = Table(title=f"forget circle: M-Score before/after ({scores.bench}, {scores.definition})")
+        for column in ("concept", "category", "before", "after", "change"):
+            table.add_column(column, justify="left" if column in ("concept", "category") else "right")
+        for score in scores.concepts:
+            after = score.after.score if score.after else float("nan")
+            name = f"[bold]{score.concept}[/] (forgotten)" if score.target else score.concept
+            before = score.before.score
+            table.add_row(name, score.category, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
+        output.out.print(table)
+        output.out.print(
+            f"patch: {forgotten.output} ({forgotten.bytes:,} bytes, trained in {forgotten.seconds:.1f} s); "
+            f"inspect it with `patchkit show {forgotten.output}`"
+        )
+        applied = result.applied
+        output.out.print(
+            f"applied: {applied.output} ({applied.touched} tensors changed, {applied.seconds:.2f} s), fingerprint "
+            f"{applied.base_fingerprint[:12]}… -> {applied.output_fingerprint[:12]}…; undo with `patchkit revert`"
+        )
+        if result.examples:
+            table = Table(title="the example registry (registry/): patchkit's signed reference patches")
+            for column in ("patch", "forgets", "category", "M-Score after"):
+                table.add_column(column)
+            for entry in result.examples:
+                for c in entry["concepts"]:
+                    shown = f"{c['after']:.2f}" if "after" in c else "–"
+                    table.add_row(f"{entry['name']}@{entry['version']}", c["name"], c["category"], shown)
+            output.out.print(table)
+        output.out.print(f"(demo {result.seconds:.0f} s)")
+
+    output.result(result, human, json=json)
 
 
 def register(app: typer.Typer) -> None:

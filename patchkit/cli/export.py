@@ -31,11 +31,8 @@ def export(
 
     output: Output = ctx.obj
     result = export_service(patch, fmt, output_path, force=force)
-    if json:
-        output.json({"output": str(result.output), "format": result.format, "patch_id": result.patch_id,
-                     "tensors": result.tensors, "bytes": result.bytes})  # fmt: skip
-        return
-    output.say(f"wrote {result.output}: {result.tensors} tensors in the {result.format} layout, {result.bytes:,} bytes")
+    message = f"wrote {result.output}: {result.tensors} tensors in the {result.format} layout, {result.bytes:,} bytes"
+    output.result(result, message, json=json)
 
 
 def register(app: typer.Typer) -> None:

@@ -69,39 +69,23 @@ def _run(ctx: typer.Context, request: ForgetRequest) -> ForgetResult:
 
 def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
     output: Output = ctx.obj
-    concepts = result.manifest["concepts"]
-    summary = {
-        "output": str(result.output),
-        "patch_id": result.manifest["patch_id"],
-        "name": result.manifest["name"],
-        "concepts": [c["name"] + (f" -> {c['target']}" if "target" in c else "") for c in concepts],
-        "steps": result.steps,
-        "seconds": round(result.seconds, 2),
-        "bytes": result.bytes,
-        "loss": {"first": result.first_loss, "last": result.last_loss},
-        "base_fingerprint": result.base_fingerprint,
-        "mscores": {c["name"]: c["mscore"]["prompt"] for c in concepts if "mscore" in c},
-        "collateral": result.manifest.get("collateral"),
-    }
-    if result.factorisation_error is not None:
-        summary["factorisation_error"] = result.factorisation_error
-    if result.embeddings is not None:
-        summary["ti_embeddings"] = str(result.embeddings)
-    if json:
-        output.json(summary)
-        return
-    if result.scores is not None:
-        from patchkit.cli.score import render_report
 
-        render_report(output, result.scores)
-    extra = f", SVD export error {result.factorisation_error:.2%}" if result.factorisation_error is not None else ""
-    if result.embeddings is not None:
-        output.say(f"learnt token embeddings (not part of the patch): {result.embeddings}")
-    output.say(
-        f"wrote {result.output}: {', '.join(summary['concepts'])} in {result.steps} steps, "
-        f"{result.seconds:.1f} s, {result.bytes:,} bytes "
-        f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}{extra})"
-    )
+    def human() -> None:
+        if result.scores is not None:
+            from patchkit.cli.score import render_report
+
+            render_report(output, result.scores)
+        error = result.factorisation_error
+        extra = f", SVD export error {error:.2%}" if error is not None else ""
+        if result.embeddings is not None:
+            output.say(f"learnt token embeddings (not part of the patch): {result.embeddings}")
+        output.say(
+            f"wrote {result.output}: {', '.join(result.concept_labels)} in {result.steps} steps, "
+            f"{result.seconds:.1f} s, {result.bytes:,} bytes "
+            f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}{extra})"
+        )
+
+    output.result(result, human, json=json)
 
 
 def _request(

@@ -84,28 +84,27 @@ def merge(
     except ConflictError as error:
         render_conflicts(output, error.conflicts)
         raise
-    if json:
-        output.json({"output": str(result.output), "patch_id": result.manifest["patch_id"], "method": result.method,
-                     "rank": result.rank, "overall_error": result.overall_error, "module_errors": result.module_errors,
-                     "warnings": [c.message for c in result.warnings], "bytes": result.bytes})  # fmt: skip
-        return
-    if result.warnings:
-        render_conflicts(output, result.warnings)
-    if result.method == "svd":
-        worst = sorted(result.module_errors.items(), key=lambda kv: -kv[1])[:5]
-        table = Table(title=f"svd to rank {result.rank}: relative Frobenius error (worst modules)")
-        table.add_column("module", overflow="fold")
-        table.add_column("error", justify="right")
-        for module, relative in worst:
-            table.add_row(module, f"{relative:.2%}")
-        table.add_row("[bold]overall", f"[bold]{result.overall_error:.2%}")
-        output.err.print(table)
-    inherited = "; M-Scores copied from the parents: run patchkit score on it" if result.manifest.get(
-        "scores_inherited") else ""  # fmt: skip
-    output.say(
-        f"wrote {result.output}: {len(result.manifest['parents'])} parents, rank {result.rank}, "
-        f"{result.bytes:,} bytes in {result.seconds:.2f} s{inherited}"
-    )
+
+    def human() -> None:
+        if result.warnings:
+            render_conflicts(output, result.warnings)
+        if result.method == "svd":
+            worst = sorted(result.module_errors.items(), key=lambda kv: -kv[1])[:5]
+            table = Table(title=f"svd to rank {result.rank}: relative Frobenius error (worst modules)")
+            table.add_column("module", overflow="fold")
+            table.add_column("error", justify="right")
+            for module, relative in worst:
+                table.add_row(module, f"{relative:.2%}")
+            table.add_row("[bold]overall", f"[bold]{result.overall_error:.2%}")
+            output.err.print(table)
+        inherited = "; M-Scores copied from the parents: run patchkit score on it" if result.manifest.get(
+            "scores_inherited") else ""  # fmt: skip
+        output.say(
+            f"wrote {result.output}: {len(result.manifest['parents'])} parents, rank {result.rank}, "
+            f"{result.bytes:,} bytes in {result.seconds:.2f} s{inherited}"
+        )
+
+    output.result(result, human, json=json)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,14 +37,15 @@ def info(
     """
     output: Output = ctx.obj
     summary = models.inspect_model(models.ModelSource(model, config, allow_pickle)).summary()
-    if json:
-        output.json(summary)
-        return
-    table = Table(show_header=False, box=None)
-    for key, value in summary.items():
-        table.add_row(f"[bold]{key}", str(value))
-    output.err.print(table)
-    output.out.print(summary["fingerprint"], highlight=False)
+
+    def human() -> None:
+        table = Table(show_header=False, box=None)
+        for key, value in summary.items():
+            table.add_row(f"[bold]{key}", str(value))
+        output.err.print(table)
+        output.out.print(summary["fingerprint"], highlight=False)
+
+    output.result(summary, human, json=json)
 
 
 def generate(
@@ -85,11 +86,7 @@ def generate(
             force=force,
             progress=progress,
         )
-    if json:
-        output.json({"output": str(result.output), "prompts": result.prompts, "seeds": result.seeds,
-                     "verdicts": result.verdicts, "seconds": result.seconds})  # fmt: skip
-        return
-    output.say(f"wrote {result.output} ({len(result.seeds)} images in {result.seconds:.1f} s)")
+    output.result(result, f"wrote {result.output} ({len(result.seeds)} images in {result.seconds:.1f} s)", json=json)
 
 
 def convert(
@@ -111,17 +108,12 @@ def convert(
     """
     output: Output = ctx.obj
     result = models.convert_to_single_file(models.ModelSource(model), output_path, dtype=dtype, force=force)
-    payload = {
-        "output": str(result.output),
-        "tensors": result.tensors,
-        "bytes": result.bytes,
-        "fingerprint": result.fingerprint,
-    }
-    if json:
-        output.json(payload)
-        return
-    output.say(f"wrote {result.output}: {result.tensors} tensors, {result.bytes:,} bytes")
-    output.out.print(result.fingerprint, highlight=False)
+
+    def human() -> None:
+        output.say(f"wrote {result.output}: {result.tensors} tensors, {result.bytes:,} bytes")
+        output.out.print(result.fingerprint, highlight=False)
+
+    output.result(result, human, json=json)
 
 
 def register(app: typer.Typer) -> None:

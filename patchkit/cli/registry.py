@@ -78,13 +78,8 @@ def add(
     output: Output = ctx.obj
     result = service.add(patch, root=registry, name=name, version=version, require_signed=require_signed)
     entry = result.entry
-    if json:
-        output.json(
-            {"ref": entry.ref, "blob": entry.blob, "added": result.added, "signed_by": entry.record["signed_by"]}
-        )
-        return
     verb = "added" if result.added else "already present:"
-    output.say(f"{verb} {entry.ref} (blob {entry.blob[:16]}…)")
+    output.result(result, f"{verb} {entry.ref} (blob {entry.blob[:16]}…)", json=json)
 
 
 @app.command("list")
@@ -103,10 +98,7 @@ def list_(
     output: Output = ctx.obj
     fingerprint = service.base_fingerprint_of(base) if base else None
     rows = service.entries(registry, concept=concept, category=category, base=fingerprint, signed_by=signed_by)
-    if json:
-        output.json(rows)
-        return
-    _table(output, rows, f"{len(rows)} patches")
+    output.result(rows, lambda: _table(output, rows, f"{len(rows)} patches"), json=json)
 
 
 @app.command("search")
@@ -119,10 +111,7 @@ def search(
     """Find patches by any word. Example: patchkit registry search noir"""
     output: Output = ctx.obj
     rows = service.search(text, registry)
-    if json:
-        output.json(rows)
-        return
-    _table(output, rows, f"{len(rows)} patches matching {text!r}")
+    output.result(rows, lambda: _table(output, rows, f"{len(rows)} patches matching {text!r}"), json=json)
 
 
 @app.command("show")
@@ -132,12 +121,13 @@ def show(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None, json: Js
 
     output: Output = ctx.obj
     entry = service.find(ref, registry)
-    if json:
-        output.json({"ref": entry.ref, "blob": entry.blob, **entry.record})
-        return
-    render_manifest(output, entry.record["manifest"], title=f"{entry.ref} (blob {entry.blob[:16]}…)")
-    signer = entry.record["signed_by"] or ("a key not in the trust store" if entry.record["signed"] else "nobody")
-    output.say(f"signed by {signer}; added {entry.record['added_at']}")
+
+    def human() -> None:
+        render_manifest(output, entry.record["manifest"], title=f"{entry.ref} (blob {entry.blob[:16]}…)")
+        signer = entry.record["signed_by"] or ("a key not in the trust store" if entry.record["signed"] else "nobody")
+        output.say(f"signed by {signer}; added {entry.record['added_at']}")
+
+    output.result({"ref": entry.ref, "blob": entry.blob, **entry.record}, human, json=json)
 
 
 @app.command("rm")
@@ -145,10 +135,8 @@ def rm(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None, json: Json
     """Remove NAME@VERSION (its blob stays until `registry gc`). Example: patchkit registry rm no-circle@1.0.0"""
     output: Output = ctx.obj
     entry = service.remove(ref, registry)
-    if json:
-        output.json({"removed": entry.ref, "blob": entry.blob})
-        return
-    output.say(f"removed {entry.ref}; run patchkit registry gc to free its blob")
+    removed = {"removed": entry.ref, "blob": entry.blob}
+    output.result(removed, f"removed {entry.ref}; run patchkit registry gc to free its blob", json=json)
 
 
 @app.command("gc")
@@ -161,12 +149,9 @@ def gc(
     """Delete blobs no entry references and temporaries of killed writers. Example: patchkit registry gc --dry-run"""
     output: Output = ctx.obj
     plan = service.gc(registry, dry_run=dry_run)
-    if json:
-        output.json({"executed": plan.executed, "blobs": [b for b, _ in plan.blobs], "bytes": plan.bytes,
-                     "temporaries": [str(p) for p in plan.temporaries]})  # fmt: skip
-        return
     verb = "removed" if plan.executed else "would remove"
-    output.say(f"{verb} {len(plan.blobs)} blobs ({plan.bytes:,} bytes) and {len(plan.temporaries)} temporaries")
+    message = f"{verb} {len(plan.blobs)} blobs ({plan.bytes:,} bytes) and {len(plan.temporaries)} temporaries"
+    output.result(plan, message, json=json)
 
 
 @app.command("export")
@@ -180,10 +165,7 @@ def export(
     """Copy an entry out as NAME-VERSION.safetensors. Example: patchkit registry export no-circle@1.0.0 -o dist/"""
     output: Output = ctx.obj
     target = service.export(ref, out, registry)
-    if json:
-        output.json({"output": str(target)})
-        return
-    output.out.print(str(target), highlight=False)
+    output.result({"output": target}, lambda: output.out.print(str(target), highlight=False), json=json)
 
 
 @app.command("verify")
@@ -191,16 +173,16 @@ def verify(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = Fal
     """Re-hash every blob and check every entry and index line; exit 7 on any corruption."""
     output: Output = ctx.obj
     report = service.verify_registry(registry)
-    if json:
-        output.json({"ok": report.ok, "blobs": report.blobs_checked, "entries": report.entries,
-                     "problems": report.problems, "notes": report.notes})  # fmt: skip
-    else:
+
+    def human() -> None:
         for note in report.notes:
             output.say(f"note: {note}")
         for problem in report.problems:
             output.say(f"[red]problem:[/] {problem}")
         if report.ok:
             output.say(f"[green]ok[/]: {report.blobs_checked} blobs re-hashed, {report.entries} entries")
+
+    output.result(report, human, json=json)
     if not report.ok:
         raise TrustError(f"{len(report.problems)} problems in {report.root}: {report.problems[0]}",
                          hint="remove the damaged entries (registry rm) and add them again")  # fmt: skip
@@ -211,10 +193,7 @@ def reindex(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = Fa
     """Rebuild the index from the entries on disk, after a restore or a crash. Example: patchkit registry reindex"""
     output: Output = ctx.obj
     count = service.reindex(registry)
-    if json:
-        output.json({"entries": count})
-        return
-    output.say(f"indexed {count} entries")
+    output.result({"entries": count}, f"indexed {count} entries", json=json)
 
 
 @app.command("push")
@@ -234,10 +213,7 @@ def push(
 
     output: Output = ctx.obj
     result = push_service(ref, repo, root=registry, private=private)
-    if json:
-        output.json({"repo": result.repo, "files": result.files})
-        return
-    output.say(f"pushed {', '.join(result.files)} to https://huggingface.co/{result.repo}")
+    output.result(result, f"pushed {', '.join(result.files)} to https://huggingface.co/{result.repo}", json=json)
 
 
 @app.command("pull")
@@ -252,10 +228,8 @@ def pull(
 
     output: Output = ctx.obj
     result = pull_service(spec, root=registry)
-    if json:
-        output.json({"ref": result.entry.ref, "blob": result.entry.blob, "added": result.added})
-        return
-    output.say(f"{'added' if result.added else 'already present:'} {result.entry.ref}")
+    pulled = {"ref": result.entry.ref, "blob": result.entry.blob, "added": result.added}
+    output.result(pulled, f"{'added' if result.added else 'already present:'} {result.entry.ref}", json=json)
 
 
 def register(root: typer.Typer) -> None:

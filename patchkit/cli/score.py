@@ -88,12 +88,13 @@ def score(
         )
     if not score_service.is_main_process():  # under `accelerate launch`, one process speaks
         return
-    if json:
-        output.json(report.to_json())
-    else:
+
+    def human() -> None:
         render_report(output, report)
         if report.output:
             output.err.print(f"wrote {report.output}/report.json and {len(report.grids)} grids")
+
+    output.result(report, human, json=json)
     if report.gate is not None and not report.gate.passed:
         raise GateFailedError(
             "release gate failed: " + "; ".join(report.gate.reasons), hint="the patch does not meet the bars"

@@ -77,14 +77,15 @@ def show(
     """
     output: Output = ctx.obj
     parsed = patch_file.read_patch(patch)
-    if json:
-        output.json({**parsed.manifest, "patch_id_matches": parsed.id_matches})
-        return
-    render_manifest(output, parsed.manifest, title=str(patch))
-    signed = signatures.signature_path_for(patch).is_file()
-    if not parsed.id_matches:
-        output.say("[red]the tensors do not match the manifest's patch id[/]: the file was altered")
-    output.say(f"signature: {'present, check it with patchkit verify' if signed else 'none'}")
+
+    def human() -> None:
+        render_manifest(output, parsed.manifest, title=str(patch))
+        signed = signatures.signature_path_for(patch).is_file()
+        if not parsed.id_matches:
+            output.say("[red]the tensors do not match the manifest's patch id[/]: the file was altered")
+        output.say(f"signature: {'present, check it with patchkit verify' if signed else 'none'}")
+
+    output.result({**parsed.manifest, "patch_id_matches": parsed.id_matches}, human, json=json)
 
 
 def register(app: typer.Typer) -> None:

@@ -60,10 +60,7 @@ def key_new(
     """
     output: Output = ctx.obj
     pair = signing.new_key(out, name, _passphrase(passphrase_env), force=force)
-    if json:
-        output.json({"private": str(pair.private), "public": str(pair.public), "fingerprint": pair.fingerprint})
-        return
-    output.say(f"wrote {pair.private} (private, 0600) and {pair.public}; key id {pair.fingerprint}")
+    output.result(pair, f"wrote {pair.private} (private, 0600) and {pair.public}; key id {pair.fingerprint}", json=json)
 
 
 def sign(
@@ -95,10 +92,7 @@ def sign(
     result = signing.sign(
         patch, key, passphrase=_passphrase(passphrase_env), signature=signature, keyless=keyless, force=force
     )
-    if json:
-        output.json({"signature": str(result.signature), "key": result.key_fingerprint, "patch_id": result.patch_id})
-        return
-    output.say(f"wrote {result.signature} (key {result.key_fingerprint[:16]}…)")
+    output.result(result, f"wrote {result.signature} (key {result.key_fingerprint[:16]}…)", json=json)
 
 
 def verify(
@@ -131,21 +125,14 @@ def verify(
         signature=signature,
         store=signing.trust_store(store),
     )
-    if json:
-        output.json(
-            {
-                "verified": True,
-                "key": result.key_fingerprint,
-                "signer": result.signer,
-                "patch_id": result.patch_id,
-                "manifest": result.manifest,
-            }
-        )
-        return
-    who = f"{result.signer} " if result.signer else ""
-    output.say(f"[green]verified[/]: signed by {who}(key {result.key_fingerprint[:16]}…); patch id matches")
-    if result.manifest:
-        render_manifest(output, result.manifest, title=str(patch))
+
+    def human() -> None:
+        who = f"{result.signer} " if result.signer else ""
+        output.say(f"[green]verified[/]: signed by {who}(key {result.key_fingerprint[:16]}…); patch id matches")
+        if result.manifest:
+            render_manifest(output, result.manifest, title=str(patch))
+
+    output.result(result, human, json=json)
 
 
 @trust_app.command("add")
@@ -166,15 +153,12 @@ def trust_list(ctx: typer.Context, store: TrustStoreDirOpt = None, json: JsonOpt
     """List trusted keys. Example: patchkit trust list --json"""
     output: Output = ctx.obj
     keys = signing.trust_store(store).trusted_keys()
-    if json:
-        output.json([{"name": k.name, "fingerprint": k.fingerprint, "path": str(k.path)} for k in keys])
-        return
     table = Table(title="trusted keys")
     table.add_column("name")
     table.add_column("key id")
     for k in keys:
         table.add_row(k.name, k.fingerprint)
-    output.err.print(table)
+    output.result(keys, lambda: output.err.print(table), json=json)
 
 
 @trust_app.command("remove")

@@ -72,16 +72,18 @@ def show(ctx: typer.Context, stack: StackArg, json: JsonOpt = False) -> None:
     """Print a stack: its base, its patches in order, the output it must produce."""
     output: Output = ctx.obj
     data = sources_service.read_stack(stack).data
-    if json:
-        output.json(data)
-        return
-    table = Table(title=f"{stack} (base {data['base']['reference']}, {data['base']['fingerprint'][:16]}…)")
-    for column in ("#", "patch", "id", "scale", "source"):
-        table.add_column(column, overflow="fold")
-    for i, p in enumerate(data["patches"], 1):
-        table.add_row(str(i), f"{p['name']}@{p['version']}", p["patch_id"][:19] + "…", f"{p['scale']:g}", p["source"])
-    output.err.print(table)
-    output.out.print(f"expected output fingerprint: {data['expected_output_fingerprint']}", highlight=False)
+
+    def human() -> None:
+        table = Table(title=f"{stack} (base {data['base']['reference']}, {data['base']['fingerprint'][:16]}…)")
+        for column in ("#", "patch", "id", "scale", "source"):
+            table.add_column(column, overflow="fold")
+        for i, p in enumerate(data["patches"], 1):
+            row = (str(i), f"{p['name']}@{p['version']}", p["patch_id"][:19] + "…", f"{p['scale']:g}", p["source"])
+            table.add_row(*row)
+        output.err.print(table)
+        output.out.print(f"expected output fingerprint: {data['expected_output_fingerprint']}", highlight=False)
+
+    output.result(data, human, json=json)
 
 
 @app.command("verify")
@@ -103,16 +105,16 @@ def verify(
     with output.progress() as progress:
         result = stack_service.verify_stack(stack, base, config=config, require_signed=require_signed,
                                             progress=progress)  # fmt: skip
-    if json:
-        output.json({"ok": result.ok, "checks": [{"subject": c.subject, "ok": c.ok, "detail": c.detail}
-                                                  for c in result.checks]})  # fmt: skip
-    else:
+
+    def human() -> None:
         table = Table(title=f"stack verify {stack}")
         for column in ("check", "result", "detail"):
             table.add_column(column, overflow="fold")
         for c in result.checks:
             table.add_row(c.subject, "[green]ok[/]" if c.ok else "[red]failed[/]", str(c.detail))
         output.err.print(table)
+
+    output.result(result, human, json=json)
     if not result.ok:
         failed = next(c for c in result.checks if not c.ok)
         raise TrustError(f"{stack}: {failed.subject}: {failed.detail}", hint="see the table above for every check")

@@ -39,10 +39,7 @@ def build(
     output: Output = ctx.obj
     with output.progress() as progress:
         report = testbed.build(out, seed=seed, quick=quick, force=force, progress=progress)
-    if json:
-        output.json(report)
-        return
-    output.say(f"built {out} in {report['seconds']['total']:.0f} s")
+    output.result(report, f"built {out} in {report['seconds']['total']:.0f} s", json=json)
 
 
 @app.command()
@@ -61,10 +58,8 @@ def check(
     output: Output = ctx.obj
     with output.progress() as progress:
         result = testbed.check(model, images_per_concept=n, seed=seed, progress=progress)
-    if json:
-        output.json({"passed": result.passed, "judge_accuracy": result.judge_accuracy,
-                     "generation": [r.__dict__ for r in result.generation], "failures": result.failures()})  # fmt: skip
-    else:
+
+    def human() -> None:
         judges = Table(title="judges on fresh ground truth")
         judges.add_column("category")
         judges.add_column("accuracy", justify="right")
@@ -81,6 +76,8 @@ def check(
         output.err.print(
             "[bold green]all bars met[/]" if result.passed else f"[bold red]missed:[/] {'; '.join(result.failures())}"
         )
+
+    output.result(result, human, json=json)
     if not result.passed:
         raise typer.Exit(1)
 

@@ -8,11 +8,11 @@ version N to N+1, so an old patch never silently means something else.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from patchkit.core import schemas
+from patchkit.core.jsonread import parse_json
 from patchkit.errors import InputError
 
 MANIFEST_KEY = "patchkit.manifest"
@@ -71,14 +71,7 @@ def parse_manifest(text: str | None, source: str, *, patch_id: str | None = None
             f"{source} has no patchkit manifest (header key {MANIFEST_KEY!r})",
             hint="patchkit reads patches that patchkit made; convert others with patchkit export",
         )
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(
-            f"{source}: manifest is not valid JSON ({exc.msg} at char {exc.pos})", hint="the file was altered"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ManifestError(f"{source}: manifest is not a JSON object", hint="the file was altered")
+    data = parse_json(text, f"{source}: manifest", hint="the file was altered", error=ManifestError)
     old = data.get("schema_version")
     data = migrate(data, source)
     if old != SCHEMA_VERSION and patch_id is not None:

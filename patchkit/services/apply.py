@@ -86,6 +86,19 @@ class ApplyResult:
     seconds: float
     forced_mismatch: list[str]
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "layout": self.layout,
+            "base_fingerprint": self.base_fingerprint,
+            "output_fingerprint": self.output_fingerprint,
+            "patches": [p.record() for p in self.patches],
+            "touched_tensors": self.touched,
+            "bytes_written": self.bytes_written,
+            "linked_files": self.linked_files,
+            "seconds": round(self.seconds, 3),
+        }
+
 
 def read_provenance(ref: refs.ModelRef) -> dict[str, Any] | None:
     """What a patched checkpoint says was applied to it; None for a checkpoint patchkit did not write."""
@@ -288,6 +301,9 @@ class RevertResult:
     output: Path
     base_fingerprint: str
     patches: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": str(self.output), "base_fingerprint": self.base_fingerprint, "removed": self.patches}
 
 
 def revert(patched: str, output: Path, *, config: Path | None = None, link: bool = True,

@@ -58,6 +58,16 @@ class DemoResult:
     applied: ApplyResult
     examples: list[dict[str, Any]]  # the example registry's entries, when it is there
 
+    def to_json(self) -> dict[str, Any]:
+        scores = self.scores.concepts
+        return {"fingerprint": self.fingerprint, "family": self.family, "grid": str(self.grid),
+                "concepts": [c.__dict__ for c in self.concepts], "seconds": self.seconds,
+                "patch": str(self.forgotten.output), "applied": str(self.applied.output),
+                "output_fingerprint": self.applied.output_fingerprint,
+                "examples": [f"{e['name']}@{e['version']}" for e in self.examples],
+                "mscores": {c.concept: {"before": c.before.score, "after": c.after.score if c.after else None}
+                            for c in scores}}  # fmt: skip
+
 
 def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress | None = None) -> DemoResult:
     """Load the testbed, generate each demo concept, judge the images, write a labelled grid."""

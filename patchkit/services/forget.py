@@ -60,6 +60,31 @@ class ForgetResult:
     scores: ScoreReport | None  # when scored
     embeddings: Path | None = None  # --ti: the learnt placeholder embeddings, beside the patch
 
+    @property
+    def concept_labels(self) -> list[str]:
+        return [c["name"] + (f" -> {c['target']}" if "target" in c else "") for c in self.manifest["concepts"]]
+
+    def to_json(self) -> dict[str, Any]:
+        concepts = self.manifest["concepts"]
+        summary: dict[str, Any] = {
+            "output": str(self.output),
+            "patch_id": self.manifest["patch_id"],
+            "name": self.manifest["name"],
+            "concepts": self.concept_labels,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "bytes": self.bytes,
+            "loss": {"first": self.first_loss, "last": self.last_loss},
+            "base_fingerprint": self.base_fingerprint,
+            "mscores": {c["name"]: c["mscore"]["prompt"] for c in concepts if "mscore" in c},
+            "collateral": self.manifest.get("collateral"),
+        }
+        if self.factorisation_error is not None:
+            summary["factorisation_error"] = self.factorisation_error
+        if self.embeddings is not None:
+            summary["ti_embeddings"] = str(self.embeddings)
+        return summary
+
 
 def _clock(seconds: float) -> tuple[str, float | None]:
     """Creation time and training seconds for the header.

@@ -84,6 +84,9 @@ class PushResult:
     files: list[str]
     commit: Any
 
+    def to_json(self) -> dict[str, Any]:
+        return {"repo": self.repo, "files": self.files}
+
 
 def push(ref: str, repo: str, *, root: Path | None = None, api: Any = None, private: bool = False) -> PushResult:
     """One commit with NAME.safetensors, its .sig when signed, and README.md. `api` is an HfApi (a seam for tests)."""

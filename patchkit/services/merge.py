@@ -35,6 +35,11 @@ class MergeResult:
     seconds: float
     bytes: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {"output": str(self.output), "patch_id": self.manifest["patch_id"], "method": self.method,
+                "rank": self.rank, "overall_error": self.overall_error, "module_errors": self.module_errors,
+                "warnings": [c.message for c in self.warnings], "bytes": self.bytes}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class _Parent:

@@ -72,6 +72,10 @@ class AddResult:
     entry: Entry
     added: bool  # False when the same content was already there under this name@version
 
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.entry.ref, "blob": self.entry.blob, "added": self.added,
+                "signed_by": self.entry.record["signed_by"]}  # fmt: skip
+
 
 def add(patch: Path, *, root: Path | None = None, name: str | None = None, version: str | None = None,
         require_signed: bool | None = None) -> AddResult:  # fmt: skip
@@ -233,6 +237,10 @@ class GcPlan:
     def bytes(self) -> int:
         return sum(size for _, size in self.blobs)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"executed": self.executed, "blobs": [b for b, _ in self.blobs], "bytes": self.bytes,
+                "temporaries": [str(p) for p in self.temporaries]}  # fmt: skip
+
 
 def gc(root: Path | None = None, *, dry_run: bool = False) -> GcPlan:
     """Plan the removal of unreferenced blobs and dead writers' temporaries; then do it unless dry_run."""
@@ -275,6 +283,10 @@ class RegistryReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "blobs": self.blobs_checked, "entries": self.entries, "problems": self.problems,
+                "notes": self.notes}  # fmt: skip
 
 
 def verify_registry(root: Path | None = None) -> RegistryReport:

@@ -22,6 +22,9 @@ class SignResult:
     key_fingerprint: str
     patch_id: str
 
+    def to_json(self) -> dict[str, Any]:
+        return {"signature": str(self.signature), "key": self.key_fingerprint, "patch_id": self.patch_id}
+
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -31,6 +34,10 @@ class VerifyResult:
     signer: str | None  # the trust-store name, when the key is there
     patch_id: str
     manifest: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verified": True, "key": self.key_fingerprint, "signer": self.signer, "patch_id": self.patch_id,
+                "manifest": self.manifest}  # fmt: skip
 
 
 def trust_store(folder: Path | None = None) -> TrustStore:

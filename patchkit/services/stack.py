@@ -115,6 +115,9 @@ class StackVerifyResult:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+
 
 def _attempt(checks: list[Check], subject: str, action: Any) -> Any:
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from patchkit.backend import pipeline
 from patchkit.backend.sampling import SamplerSettings, generate
@@ -60,6 +61,10 @@ class QualityCheck:
         bad = [f"judge {c} {a:.3f} < {JUDGE_BAR}" for c, a in self.judge_accuracy.items() if a < JUDGE_BAR]
         bad += [f"{r.concept} {r.rate:.3f} < {GENERATION_BAR}" for r in self.generation if r.rate < GENERATION_BAR]
         return bad
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "judge_accuracy": self.judge_accuracy,
+                "generation": [r.__dict__ for r in self.generation], "failures": self.failures()}  # fmt: skip
 
 
 def judge_accuracy(judges: JudgePanel, per_category: int, seed: int) -> dict[str, float]:

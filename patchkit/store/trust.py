@@ -13,7 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchkit.errors import InputError, UsageError
+from patchkit.core.jsonread import parse_json
+from patchkit.errors import UsageError
 from patchkit.io.atomic import atomic_path, write_bytes_atomic
 from patchkit.io.signatures import load_public_key
 
@@ -35,14 +36,8 @@ class TrustStore:
         index = self.folder / "names.json"
         if not index.is_file():
             return {}
-        try:
-            names = json.loads(index.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{index} is not valid JSON", hint="restore it, or remove it and re-add your keys"
-            ) from exc
-        if not isinstance(names, dict):
-            raise InputError(f"{index} is not a JSON object", hint="restore it, or remove it and re-add your keys")
+        hint = "restore it, or remove it and re-add your keys"
+        names = parse_json(index.read_bytes(), str(index), hint=hint)
         return {str(k): str(v) for k, v in names.items()}
 
     def _write_names(self, names: dict[str, str]) -> None:
