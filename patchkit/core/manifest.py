@@ -9,8 +9,9 @@ version N to N+1, so an old patch never silently means something else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Required, TypedDict
 
+from patchkit import TOOL
 from patchkit.core import schemas
 from patchkit.core.jsonread import parse_json
 from patchkit.errors import InputError
@@ -78,3 +79,60 @@ def parse_manifest(text: str | None, source: str, *, patch_id: str | None = None
         data.setdefault("patch_id", patch_id)
     schemas.validate(data, "manifest", f"{source}: manifest", ManifestError)
     return data
+
+
+class BaseRecord(TypedDict):
+    """The base a patch was made for (schemas/manifest.schema.json#/properties/base)."""
+
+    family: str
+    reference: str
+    revision: str | None
+    fingerprint: str
+    dtype: str
+
+
+class ConceptRecord(TypedDict, total=False):
+    name: Required[str]
+    category: Required[str]
+    action: Required[str]  # forget or correct
+    token: str
+    target: str
+    context: str
+    mscore: dict[str, Any]
+
+
+class MethodRecord(TypedDict, total=False):
+    name: Required[str]  # fmn, merge, import
+    seed: int
+    training_seconds: float | None
+    images_sha256: str
+    settings: dict[str, Any]
+
+
+class FormatRecord(TypedDict):
+    keys: str  # peft or kohya
+    rank: int
+    modules: list[str]
+
+
+def new_manifest(
+    *, patch_id: str, name: str, version: str, base: BaseRecord, concepts: list[ConceptRecord],
+    method: MethodRecord, layout: FormatRecord, created_at: str, **optional: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The one builder of a new patch's manifest: every writer names the same parts, and the
+    schema version and tool are set here. `optional` holds the schema's optional fields
+    (author, license, parents, scores_inherited, collateral, ...); the schema stays the
+    contract (write_patch validates against it)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "patch_id": patch_id,
+        "name": name,
+        "version": version,
+        "base": dict(base),
+        "concepts": [dict(c) for c in concepts],
+        "method": dict(method),
+        "format": dict(layout),
+        "created_at": created_at,
+        "tool": TOOL,
+        **{k: v for k, v in optional.items() if v is not None},
+    }

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from patchkit import TOOL
 from patchkit.core.ldm_layout import to_single_file_state
-from patchkit.core.manifest import SCHEMA_VERSION
+from patchkit.core.manifest import new_manifest
 from patchkit.core.patch_id import patch_id_of
 from patchkit.errors import UsageError
 from patchkit.io.atomic import atomic_path, check_output_path
@@ -178,17 +177,15 @@ def synthetic_patch(
             out_features, in_features = span.shape
             tensors[f"unet.{module}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) * magnitude
             tensors[f"unet.{module}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * magnitude
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "patch_id": patch_id_of(tensors),
-        "name": f"synthetic-{concept.replace(' ', '-')}",
-        "version": "0.0.1",
-        "base": base_record(info, base),
-        "concepts": [{"name": concept, "category": category, "action": "forget", "token": concept}],
-        "method": {"name": "import", "seed": seed, "settings": {"source": "random", "magnitude": magnitude}},
-        "format": {"keys": "peft", "rank": rank, "modules": ["attn2.to_k", "attn2.to_v"]},
-        "created_at": created_at(),
-        "tool": TOOL,
-    }
+    manifest = new_manifest(
+        patch_id=patch_id_of(tensors),
+        name=f"synthetic-{concept.replace(' ', '-')}",
+        version="0.0.1",
+        base=base_record(info, base),
+        concepts=[{"name": concept, "category": category, "action": "forget", "token": concept}],
+        method={"name": "import", "seed": seed, "settings": {"source": "random", "magnitude": magnitude}},
+        layout={"keys": "peft", "rank": rank, "modules": ["attn2.to_k", "attn2.to_v"]},
+        created_at=created_at(),
+    )
     write_patch(output, tensors, manifest, family=info.family, rank=rank, resolution=info.resolution, base_name=base)
     return output

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit import TOOL
 from patchkit.core import merge as merge_maths
 from patchkit.core.fusion import LoraFactors, PatchFormatError, lora_factors
-from patchkit.core.manifest import SCHEMA_VERSION
+from patchkit.core.manifest import ConceptRecord, new_manifest
 from patchkit.core.patch_id import patch_id_of
 from patchkit.core.progress import Progress
 from patchkit.errors import Conflict, ConflictError, CorruptFileError, UsageError
@@ -82,11 +81,21 @@ def _default_name(parents: Sequence[_Parent]) -> str:
     return re.sub(r"[^a-z0-9._-]", "-", joined.lower())[:100]
 
 
-def _concepts(parents: Sequence[_Parent]) -> list[dict[str, Any]]:
-    seen: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+def _concepts(parents: Sequence[_Parent]) -> list[ConceptRecord]:
+    """Each parent's concepts once; they come from validated manifests, so they have the record's shape."""
+    seen: dict[tuple[str, str, str | None], ConceptRecord] = {}
     for p in parents:
         for c in p.manifest["concepts"]:
-            seen.setdefault((c["name"], c["action"], c.get("target")), dict(c))
+            record: ConceptRecord = {"name": c["name"], "category": c["category"], "action": c["action"]}
+            if "token" in c:
+                record["token"] = c["token"]
+            if "target" in c:
+                record["target"] = c["target"]
+            if "context" in c:
+                record["context"] = c["context"]
+            if "mscore" in c:
+                record["mscore"] = c["mscore"]
+            seen.setdefault((c["name"], c["action"], c.get("target")), record)
     return list(seen.values())
 
 
@@ -130,23 +139,20 @@ def merge(
     out_rank = max(int(m.down.shape[0]) for m in modules)
     first = parents[0].manifest
     concepts = _concepts(parents)
-    manifest: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "patch_id": patch_id_of(tensors),
-        "name": name or _default_name(parents),
-        "version": version,
-        "base": dict(first["base"]),
-        "concepts": concepts,
-        "method": {"name": "merge", "settings": {"method": method, "rank": out_rank, "weights": weights}},
-        "format": {"keys": "peft", "rank": out_rank,
-                   "modules": sorted({m for p in parents for m in p.manifest.get("format", {}).get("modules", [])})},
-        "parents": [{"patch_id": p.patch.patch_id, "name": p.manifest["name"], "version": p.manifest["version"],
-                     "weight": w} for p, w in zip(parents, weights, strict=True)],
-        "created_at": created_at(),
-        "tool": TOOL,
-    }  # fmt: skip
-    if any("mscore" in c for c in concepts):
-        manifest["scores_inherited"] = True
+    module_names = sorted({m for p in parents for m in p.manifest.get("format", {}).get("modules", [])})
+    manifest = new_manifest(
+        patch_id=patch_id_of(tensors),
+        name=name or _default_name(parents),
+        version=version,
+        base=first["base"],
+        concepts=concepts,
+        method={"name": "merge", "settings": {"method": method, "rank": out_rank, "weights": weights}},
+        layout={"keys": "peft", "rank": out_rank, "modules": module_names},
+        created_at=created_at(),
+        parents=[{"patch_id": p.patch.patch_id, "name": p.manifest["name"], "version": p.manifest["version"],
+                  "weight": w} for p, w in zip(parents, weights, strict=True)],
+        scores_inherited=True if any("mscore" in c for c in concepts) else None,
+    )  # fmt: skip
     write_patch(output, tensors, manifest, family=first["base"]["family"], rank=out_rank,
                 resolution=_resolution(parents[0].patch), base_name=first["base"]["reference"])  # fmt: skip
     errors = {f"{m.component}.{m.module}": m.relative_error for m in modules}

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from patchkit.core import schemas
-from patchkit.core.manifest import ManifestError
+from patchkit.core.manifest import BaseRecord, ManifestError
 from patchkit.core.patch_metadata import data_section_sha256, patch_header
 from patchkit.io.tensors_out import save_tensors, serialize
 from patchkit.models import weights
@@ -25,7 +25,7 @@ def created_at() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
-def base_record(info: weights.ModelInfo, reference: str) -> dict[str, Any]:
+def base_record(info: weights.ModelInfo, reference: str) -> BaseRecord:
     return {"family": info.family, "reference": reference, "revision": info.revision,
             "fingerprint": info.fingerprint, "dtype": info.dtype}  # fmt: skip
 
