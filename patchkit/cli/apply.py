@@ -42,9 +42,14 @@ def apply(
     ] = False,
     overwrite: OverwriteOpt = False,
     copy: CopyOpt = False,
-    no_revert: Annotated[
-        bool, typer.Option("--no-revert", help="Do not keep the original tensors (OUT cannot be reverted).")
-    ] = False,
+    revert_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--revert-data",
+            help="Also write the original tensors to this separate file, for `patchkit revert`. Keep it private: "
+            "whoever holds it can restore what the patches removed. OUT itself never carries them.",
+        ),
+    ] = None,
     require_signed: Annotated[
         bool | None,
         typer.Option(
@@ -69,13 +74,17 @@ def apply(
     a single .safetensors file gives a single file of the same dtype. Deltas are fused in
     float32 and cast once. Every patch's base fingerprint must match BASE ([bold]--force[/] to
     override). OUT records what was applied (safetensors metadata `patchkit.applied`, and
-    patchkit.json beside a folder) and keeps the original tensors so that
-    [bold]patchkit revert[/] restores the base bit for bit. The write is atomic and durable: an
-    interrupted apply leaves no OUT, and OUT is on disk before it takes its name.
+    patchkit.json beside a folder) but holds nothing from which the base can be restored: it
+    is safe to release. [bold]--revert-data FILE[/] keeps the original tensors in a separate
+    file, bound to OUT, with which [bold]patchkit revert[/] restores the base bit for bit. The
+    write is atomic and durable: an interrupted apply leaves no OUT, and OUT is on disk
+    before it takes its name.
 
     Examples:
 
       patchkit apply testbed no-circle.safetensors -o safe-testbed
+
+      patchkit apply testbed no-circle.safetensors -o safe-testbed --revert-data private/safe-testbed.revert.safetensors
 
       patchkit apply sd15.safetensors no-circle.safetensors no-noir.safetensors -o sd15-safe.safetensors
 
@@ -86,7 +95,7 @@ def apply(
     with output.progress() as progress:
         result = apply_service.apply(
             base, sources, output_path, config=config, allow_pickle=allow_pickle, force=force, overwrite=overwrite,
-            link=not copy, revertible=not no_revert, require_signed=require_signed, expected_fingerprint=expected,
+            link=not copy, revert_data=revert_data, require_signed=require_signed, expected_fingerprint=expected,
             durable=not no_fsync,
             progress=progress,
         )  # fmt: skip
@@ -116,18 +125,26 @@ def revert(
     config: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
     copy: CopyOpt = False,
+    revert_data: Annotated[
+        Path | None,
+        typer.Option("--revert-data", help="The revert file `patchkit apply --revert-data` wrote for PATCHED."),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Restore the base a patched checkpoint was made from, bit for bit, from the tensors apply kept.
+    """Restore the base a patched checkpoint was made from, bit for bit, from its revert file.
 
-    The result is checked against the base fingerprint recorded at apply time.
+    A patched checkpoint never carries the original tensors; `apply --revert-data FILE` keeps
+    them apart, and that FILE is refused for any other output. The result is checked against
+    the base fingerprint recorded at apply time.
 
     Example:
 
-      patchkit revert sd15-safe.safetensors -o sd15-again.safetensors
+      patchkit revert sd15-safe.safetensors --revert-data private/sd15-safe.revert.safetensors -o sd15-again.safetensors
     """
     output: Output = ctx.obj
-    result = apply_service.revert(patched, output_path, config=config, link=not copy, overwrite=overwrite)
+    result = apply_service.revert(
+        patched, output_path, revert_data=revert_data, config=config, link=not copy, overwrite=overwrite
+    )
     names = ", ".join(f"{p['name']}@{p['version']}" for p in result.patches)
     message = f"wrote {result.output}: removed {names}; fingerprint {result.base_fingerprint} (the base)"
     output.result(result, message, json=json)

@@ -57,7 +57,9 @@ def demo(
         applied = result.applied
         output.out.print(
             f"applied: {applied.output} ({applied.touched} tensors changed, {applied.seconds:.2f} s), fingerprint "
-            f"{applied.base_fingerprint[:12]}… -> {applied.output_fingerprint[:12]}…; undo with `patchkit revert`"
+            f"{applied.base_fingerprint[:12]}… -> {applied.output_fingerprint[:12]}…; undo with `patchkit revert "
+            f"{applied.output} --revert-data {result.revert_data} -o DIR` (the revert file is "
+            "private: the released copy holds nothing that restores the circle)"
         )
         if result.examples:
             table = Table(title="the example registry (registry/): patchkit's signed reference patches")

@@ -1,17 +1,21 @@
-"""Patched checkpoints on disk: written in the input's layout, with provenance and revert data.
+"""Patched checkpoints on disk: written in the input's layout, with provenance, and nothing to undo them.
 
-A single file keeps its tensors at their offsets, gains the provenance in its metadata
-(`patchkit.applied`), and, unless told not to, carries the original bytes of every
-replaced range and the original header as U8 tensors named `__patchkit_revert__/...`,
-which loaders skip as unknown keys. A folder gets the same provenance in the rewritten
-weight files and in `patchkit.json`, and the revert data in `patchkit.revert.safetensors`.
-Reverting writes the original bytes back: the result is byte-identical to the base.
+A single file keeps its tensors at their offsets and gains the provenance in its metadata
+(`patchkit.applied`); a folder gets the same provenance in the rewritten weight files and
+in `patchkit.json`. The original bytes of the replaced ranges never go into the output: a
+released checkpoint must not carry what restores the concept it removed. They go to a
+separate revert file (io/revert_data.py) when asked for, and `revert` writes them back:
+the result is byte-identical to the base.
+
+Outputs of patchkit before 0.2 embedded the revert data (`__patchkit_revert__/...` U8
+tensors in a single file, `patchkit.revert.safetensors` in a folder); `revert` still reads
+it from there, and a folder copy never carries it on.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +23,9 @@ from typing import Any
 from patchkit.core.canonical import canonical_json
 from patchkit.errors import CorruptFileError, UsageError
 from patchkit.io.atomic import atomic_path
-from patchkit.io.rewrite import check_free_space, data_length, edited_header, link_or_copy, raw_header, write_file
-from patchkit.io.safetensors_io import RawTensor, read_header, read_raw
-from patchkit.io.tensors_out import save_tensors
+from patchkit.io.revert_data import SINGLE_FILE, Originals, split
+from patchkit.io.rewrite import check_free_space, data_length, edited_header, link_or_copy, write_file
+from patchkit.io.safetensors_io import read_header, read_raw
 
 PROVENANCE_KEY = "patchkit.applied"
 PROVENANCE_VERSION = 1  # of the record below; readers refuse versions they do not know
@@ -67,32 +71,21 @@ def _parse(text: str, source: Path) -> dict[str, Any]:
     return data
 
 
-def _revert_entries(edits: FileEdits, prefix: str) -> dict[str, bytes]:
-    header = read_header(edits.path)
-    entries = {f"{prefix}header": raw_header(edits.path)}
-    for offset, (original, _) in edits.ranges.items():
-        entries[f"{prefix}{offset - header.data_start}"] = original
-    return entries
-
-
 def _write_edited(source: Path, destination: Path, edits: FileEdits | None, provenance: dict[str, Any],
-                  appended: Mapping[str, bytes], copied: Copied | None, durable: bool) -> int:  # fmt: skip
+                  copied: Copied | None, durable: bool) -> int:  # fmt: skip
     header = read_header(source)
     metadata = {**header.metadata, PROVENANCE_KEY: canonical_json(provenance)}
-    head = edited_header(header, {k: len(v) for k, v in appended.items()}, metadata)
+    head = edited_header(header, {}, metadata)
     ranges = {} if edits is None else {o - header.data_start: new for o, (_, new) in edits.ranges.items()}
-    tail = [appended[name] for name in sorted(appended)]
-    return write_file(destination, head, source, header.data_start, data_length(header), ranges, tail, copied,
+    return write_file(destination, head, source, header.data_start, data_length(header), ranges, [], copied,
                       durable=durable)  # fmt: skip
 
 
-def write_single_file(edits: FileEdits, output: Path, provenance: dict[str, Any], *, revertible: bool,
+def write_single_file(edits: FileEdits, output: Path, provenance: dict[str, Any], *,
                       copied: Copied | None = None, durable: bool = True) -> int:  # fmt: skip
-    appended = _revert_entries(edits, REVERT_PREFIX) if revertible else {}
-    needed = edits.path.stat().st_size + sum(len(v) for v in appended.values()) + (1 << 20)
-    check_free_space(output.parent, needed)
+    check_free_space(output.parent, edits.path.stat().st_size + (1 << 20))
     with atomic_path(output, durable=durable) as tmp:
-        return _write_edited(edits.path, tmp, edits, provenance, appended, copied, durable)
+        return _write_edited(edits.path, tmp, edits, provenance, copied, durable)
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -100,14 +93,13 @@ def _folder_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in skip)
 
 
-def write_folder(source: Path, output: Path, edits: list[FileEdits], provenance: dict[str, Any], *, revertible: bool,
+def write_folder(source: Path, output: Path, edits: list[FileEdits], provenance: dict[str, Any], *,
                  link: bool, copied: Copied | None = None, durable: bool = True) -> tuple[int, int]:  # fmt: skip
     """Copy or link every file of `source`, rewriting the edited weight files; (bytes written, files linked)."""
     by_path = {e.path: e for e in edits}
     files = _folder_files(source)
     check_free_space(output.parent, sum(e.path.stat().st_size for e in edits) + (1 << 20))
     written = linked = 0
-    revert: dict[str, RawTensor] = {}
     with atomic_path(output, durable=durable) as tmp:
         tmp.mkdir()
         for file in files:
@@ -115,27 +107,24 @@ def write_folder(source: Path, output: Path, edits: list[FileEdits], provenance:
             target = tmp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             if file in by_path:
-                written += _write_edited(file.resolve(), target, by_path[file], provenance, {}, copied, durable)
-                for name, data in _revert_entries(by_path[file], f"{relative.as_posix()}::").items():
-                    revert[name] = RawTensor("U8", (len(data),), data)
+                written += _write_edited(file.resolve(), target, by_path[file], provenance, copied, durable)
             else:
                 # hard links only for weights: configs are tiny, and a linked config edited in place
                 # would change the base too
                 linked += link_or_copy(file.resolve(), target, link=link and file.suffix == ".safetensors")
-        if revertible:
-            save_tensors(tmp / REVERT_FILE, revert)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     return written, linked
 
 
-def _revert_ranges(entries: Mapping[str, bytes], prefix: str) -> tuple[bytes, dict[int, bytes]]:
-    head = entries.get(f"{prefix}header")
-    if head is None:
-        raise UsageError("the patched checkpoint carries no revert data", hint="it was written with --no-revert")
-    ranges = {
-        int(k.removeprefix(prefix)): v for k, v in entries.items() if k.startswith(prefix) and k != f"{prefix}header"
-    }
-    return head, ranges
+def legacy_originals(patched: Path, layout: str) -> Originals | None:
+    """The revert data an output of patchkit < 0.2 carries inside itself, or None."""
+    if layout == "single_file":
+        entries = _u8_entries(patched, REVERT_PREFIX)
+        if not entries:
+            return None
+        return split({SINGLE_FILE + "::" + k.removeprefix(REVERT_PREFIX): v for k, v in entries.items()}, str(patched))
+    revert_file = patched / REVERT_FILE
+    return split(_u8_entries(revert_file, ""), str(revert_file)) if revert_file.is_file() else None
 
 
 def _original_length(head: bytes) -> int:
@@ -147,29 +136,34 @@ def _u8_entries(path: Path, prefix: str) -> dict[str, bytes]:
     return {name: raw.data for name, raw in read_raw(path, lambda name: name.startswith(prefix)).items()}
 
 
-def revert_single_file(patched: Path, output: Path) -> None:
-    head, ranges = _revert_ranges(_u8_entries(patched, REVERT_PREFIX), REVERT_PREFIX)
-    header = read_header(patched)
+def _restore(source: Path, destination: Path, original: tuple[bytes, dict[int, bytes]]) -> None:
+    head, ranges = original
+    header = read_header(source)
+    write_file(destination, head, source, header.data_start, _original_length(head), ranges)
+
+
+def revert_single_file(patched: Path, output: Path, originals: Originals) -> None:
+    if set(originals) != {SINGLE_FILE}:
+        raise UsageError(f"the revert data is for a folder, but {patched} is a single file", hint=_WRONG_DATA)
     check_free_space(output.parent, patched.stat().st_size)
     with atomic_path(output) as tmp:
-        write_file(tmp, head, patched, header.data_start, _original_length(head), ranges)
+        _restore(patched, tmp, originals[SINGLE_FILE])
 
 
-def revert_folder(patched: Path, output: Path, *, link: bool) -> None:
-    revert_file = patched / REVERT_FILE
-    if not revert_file.is_file():
-        raise UsageError(f"{patched} carries no {REVERT_FILE}", hint="it was written with --no-revert")
-    entries = _u8_entries(revert_file, "")
-    edited = {name.split("::")[0] for name in entries}
+def revert_folder(patched: Path, output: Path, originals: Originals, *, link: bool) -> None:
+    files = {file.relative_to(patched).as_posix(): file for file in _folder_files(patched)}
+    missing = sorted(set(originals) - set(files))
+    if missing:
+        raise UsageError(f"the revert data names {missing[0]!r}, which {patched} does not hold", hint=_WRONG_DATA)
     with atomic_path(output) as tmp:
         tmp.mkdir()
-        for file in _folder_files(patched):
-            relative = file.relative_to(patched).as_posix()
+        for relative, file in files.items():
             target = tmp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            if relative in edited:
-                head, ranges = _revert_ranges(entries, f"{relative}::")
-                header = read_header(file)
-                write_file(target, head, file, header.data_start, _original_length(head), ranges)
+            if relative in originals:
+                _restore(file, target, originals[relative])
             else:
                 link_or_copy(file.resolve(), target, link=link and file.suffix == ".safetensors")
+
+
+_WRONG_DATA = "pass the revert file that `patchkit apply --revert-data` wrote for this very output"

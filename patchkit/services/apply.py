@@ -20,9 +20,10 @@ from patchkit import TOOL
 from patchkit.core.fingerprint import Leaf, combine
 from patchkit.core.fusion import LoraFactors, PatchFormatError, fuse, lora_factors
 from patchkit.core.progress import Progress
-from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, UsageError
+from patchkit.errors import CorruptFileError, InputError, ModelMismatchError, OutputError, TrustError, UsageError
 from patchkit.io import arrays, patched_output
-from patchkit.io.atomic import check_output_path
+from patchkit.io import revert_data as revert_data_io
+from patchkit.io.atomic import check_output_path, write_bytes_atomic
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan, span_floats
 from patchkit.models import refs, weights
@@ -61,14 +62,17 @@ class ApplyPlan:
     edits: list[TensorEdit]
     forced_mismatch: list[str] = field(default_factory=list)  # patches applied to another base under --force
 
-    def provenance(self, revertible: bool) -> dict[str, Any]:
+    def provenance(self, revert_sha256: str | None) -> dict[str, Any]:
+        """What OUT records of itself. `revertible` says a revert file exists somewhere; its SHA-256
+        lets `revert` refuse one written for another output. The original bytes are never here."""
         return {
             "schema_version": patched_output.PROVENANCE_VERSION,
             "base_fingerprint": self.base_fingerprint,
             "output_fingerprint": self.output_fingerprint,
             "patches": [p.record() for p in self.patches],
             "touched": len(self.edits),
-            "revertible": revertible,
+            "revertible": revert_sha256 is not None,
+            "revert_data_sha256": revert_sha256,
             "tool": TOOL,
         }
 
@@ -234,23 +238,30 @@ def apply(
     force: bool = False,
     overwrite: bool = False,
     link: bool = True,
-    revertible: bool = True,
+    revert_data: Path | None = None,
     require_signed: bool | None = None,
     expected_fingerprint: str | None = None,
     durable: bool = True,
     progress: Progress | None = None,
 ) -> ApplyResult:
-    """Fuse `sources` into `base` and write `output` in the same layout, atomically (and fsynced when `durable`)."""
+    """Fuse `sources` into `base` and write `output` in the same layout, atomically (and fsynced when `durable`).
+
+    `output` holds nothing from which the base can be restored. With `revert_data`, the
+    original bytes go to that separate file instead (written first; removed again if the
+    output cannot be written), for `revert` to use.
+    """
     started = time.perf_counter()
     ref = resolve_base(base, config, allow_pickle)
     check_output(ref, output, overwrite=overwrite)
+    if revert_data is not None:
+        _check_revert_path(ref, output, revert_data, overwrite=overwrite)
     plan = plan_apply(ref, sources, force=force, require_signed=require_signed, progress=progress)
     if expected_fingerprint is not None and plan.output_fingerprint != expected_fingerprint:
         raise ModelMismatchError(
             f"applying would give fingerprint {plan.output_fingerprint}, not the {expected_fingerprint} recorded",
             hint="a patch or the base differs from when the stack was made: patchkit stack verify STACK BASE",
         )
-    written, linked = _write(plan, output, link=link, revertible=revertible, durable=durable, progress=progress)
+    written, linked = _write(plan, output, link=link, revert_data=revert_data, durable=durable, progress=progress)
     return ApplyResult(output, ref.layout, plan.base_fingerprint, plan.output_fingerprint, plan.patches,
                        len(plan.edits), written, linked, time.perf_counter() - started,
                        plan.forced_mismatch)  # fmt: skip
@@ -275,10 +286,45 @@ def _file_edits(plan: ApplyPlan) -> list[patched_output.FileEdits]:
     return [patched_output.FileEdits(path, ranges) for path, ranges in sorted(by_file.items())]
 
 
-def _write(plan: ApplyPlan, output: Path, *, link: bool, revertible: bool, durable: bool,
+def _check_revert_path(ref: refs.ModelRef, output: Path, revert_data: Path, *, overwrite: bool) -> None:
+    target, out, base = revert_data.resolve(), output.resolve(), ref.weights.resolve()
+    if target in (out, base) or out in target.parents or base in target.parents:
+        raise OutputError(
+            f"--revert-data {revert_data} would sit inside the output or the base",
+            hint="keep it apart from the release, e.g. --revert-data private/OUT.revert.safetensors",
+        )
+    check_output_path(revert_data, force=overwrite)
+
+
+def _replaced(plan: ApplyPlan, edits: list[patched_output.FileEdits]) -> list[revert_data_io.Replaced]:
+    def name(path: Path) -> str:
+        if plan.base.layout == "single_file":
+            return revert_data_io.SINGLE_FILE
+        return path.relative_to(plan.base.weights).as_posix()
+
+    return [revert_data_io.Replaced(e.path, name(e.path), {o: old for o, (old, _) in e.ranges.items()}) for e in edits]
+
+
+def _write(plan: ApplyPlan, output: Path, *, link: bool, revert_data: Path | None, durable: bool,
            progress: Progress | None) -> tuple[int, int]:  # fmt: skip
-    record = plan.provenance(revertible)
     edits = _file_edits(plan)
+    revert_sha256 = None
+    if revert_data is not None:
+        binding = {"base_fingerprint": plan.base_fingerprint, "output_fingerprint": plan.output_fingerprint,
+                   "layout": plan.base.layout}  # fmt: skip
+        encoded = revert_data_io.encode(_replaced(plan, edits), binding)
+        revert_sha256 = revert_data_io.sha256(encoded)
+        write_bytes_atomic(revert_data, encoded, durable=durable)
+    try:
+        return _write_output(plan, edits, output, plan.provenance(revert_sha256), link, durable, progress)
+    except BaseException:
+        if revert_data is not None:  # no revert file for an output that was never written
+            revert_data.unlink(missing_ok=True)
+        raise
+
+
+def _write_output(plan: ApplyPlan, edits: list[patched_output.FileEdits], output: Path, record: dict[str, Any],
+                  link: bool, durable: bool, progress: Progress | None) -> tuple[int, int]:  # fmt: skip
     total = sum(e.path.stat().st_size for e in edits)
     done = [0]
 
@@ -289,11 +335,10 @@ def _write(plan: ApplyPlan, output: Path, *, link: bool, revertible: bool, durab
 
     if plan.base.layout == "single_file":
         single = edits[0] if edits else patched_output.FileEdits(plan.base.weights, {})
-        written = patched_output.write_single_file(single, output, record, revertible=revertible, copied=copied,
-                                                   durable=durable)  # fmt: skip
+        written = patched_output.write_single_file(single, output, record, copied=copied, durable=durable)
         return written, 0
-    return patched_output.write_folder(plan.base.weights, output, edits, record, revertible=revertible, link=link,
-                                       copied=copied, durable=durable)  # fmt: skip
+    return patched_output.write_folder(plan.base.weights, output, edits, record, link=link, copied=copied,
+                                       durable=durable)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -306,25 +351,57 @@ class RevertResult:
         return {"output": str(self.output), "base_fingerprint": self.base_fingerprint, "removed": self.patches}
 
 
-def revert(patched: str, output: Path, *, config: Path | None = None, link: bool = True,
-           overwrite: bool = False) -> RevertResult:  # fmt: skip
-    """Write the base back from a patched checkpoint's revert data, and prove it by its fingerprint."""
+def _originals(ref: refs.ModelRef, record: dict[str, Any], revert_data: Path | None) -> revert_data_io.Originals:
+    """The original bytes to write back: from the revert file, checked to belong to this output."""
+    if revert_data is None:
+        legacy = patched_output.legacy_originals(ref.weights, ref.layout)  # outputs of patchkit < 0.2
+        if legacy is None:
+            raise UsageError(
+                f"{ref.reference} holds no revert data: a patched checkpoint never carries the original weights",
+                hint="pass --revert-data FILE, the file `patchkit apply --revert-data FILE` wrote for it",
+            )
+        return legacy
+    if not revert_data.is_file():
+        raise InputError(f"{revert_data}: no such revert file", hint="check the --revert-data path")
+    data = revert_data_io.read(revert_data)
+    recorded = record.get("revert_data_sha256")
+    belongs = data.sha256 == recorded if recorded else data.binding.get("output_fingerprint") == record.get(
+        "output_fingerprint")  # fmt: skip
+    if not belongs:
+        raise TrustError(
+            f"{revert_data} was not written for {ref.reference} (its digest is not the one the output records)",
+            hint="pass the revert file that `patchkit apply --revert-data` wrote for this very output",
+        )
+    return data.originals
+
+
+def revert(patched: str, output: Path, *, revert_data: Path | None = None, config: Path | None = None,
+           link: bool = True, overwrite: bool = False) -> RevertResult:  # fmt: skip
+    """Write the base back from a patched checkpoint and its revert data, and prove it by its fingerprint."""
     ref = refs.resolve(patched, config=config, bundled_config=True)
     record = read_provenance(ref)
     if record is None:
         raise UsageError(f"{patched} is not a checkpoint patchkit applied patches to", hint="nothing to revert")
     check_output(ref, output, overwrite=overwrite)
+    originals = _originals(ref, record, revert_data)
     if ref.layout == "single_file":
-        patched_output.revert_single_file(ref.weights, output)
+        patched_output.revert_single_file(ref.weights, output, originals)
     else:
-        patched_output.revert_folder(ref.weights, output, link=link)
-    restored = refs.resolve(str(output), config=ref.config_folder if ref.layout == "single_file" else None)
-    fingerprint = combine(weights.leaves(weights.model_spans(restored)))
+        patched_output.revert_folder(ref.weights, output, originals, link=link)
+    try:
+        # the restored file is read with the configs the patched one was read with (bundled ones included)
+        configs = ref.config_folder if ref.layout == "single_file" else output
+        restored = refs.ModelRef(str(output), "single_file" if ref.layout == "single_file" else "folder", output,
+                                 configs, ref.layout)  # fmt: skip
+        fingerprint = combine(weights.leaves(weights.model_spans(restored)))
+    except BaseException:
+        _remove(output)  # an error exit leaves no output
+        raise
     if fingerprint != record["base_fingerprint"]:
         _remove(output)
         raise CorruptFileError(
             f"{patched}: the reverted weights hash to {fingerprint}, not the base {record['base_fingerprint']}",
-            hint="the patched checkpoint was changed after apply; revert from a fresh copy",
+            hint="the patched checkpoint or its revert data was changed after apply; revert from fresh copies",
         )
     return RevertResult(output, fingerprint, list(record.get("patches", [])))
 

@@ -56,6 +56,7 @@ class DemoResult:
     forgotten: ForgetResult
     scores: ScoreReport  # the forget's M-Scores before and after, on the testbed's bench
     applied: ApplyResult
+    revert_data: Path  # the applied copy's revert file, kept apart from it
     examples: list[dict[str, Any]]  # the example registry's entries, when it is there
 
     def to_json(self) -> dict[str, Any]:
@@ -102,8 +103,11 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
     forgotten = forget(request, progress)
     if forgotten.scores is None:  # score_bench=None asks for the testbed's bench: always scored
         raise RuntimeError("the demo's forget returned no M-Scores")
-    # The release step: fuse it into a copy of the testbed, with provenance and revert data.
-    applied = apply(TESTBED_REFERENCE, [PatchSource(forgotten.output)], out_dir / "safe-testbed", overwrite=True)
+    # The release step: fuse it into a copy of the testbed, with provenance. The revert data goes
+    # to a file of its own: the released copy must not carry what restores the circle.
+    revert_data = out_dir / "safe-testbed.revert.safetensors"
+    applied = apply(TESTBED_REFERENCE, [PatchSource(forgotten.output)], out_dir / "safe-testbed", overwrite=True,
+                    revert_data=revert_data)  # fmt: skip
     examples = registry.entries(EXAMPLE_REGISTRY) if (EXAMPLE_REGISTRY / "registry.json").is_file() else []
     return DemoResult(
         fingerprint=info.fingerprint,
@@ -114,5 +118,6 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
         forgotten=forgotten,
         scores=forgotten.scores,
         applied=applied,
+        revert_data=revert_data,
         examples=examples,
     )

@@ -64,14 +64,15 @@ def test_apply_and_revert_never_import_torch(tiny_models, tmp_path):
     patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
     out = tmp_path / "out.safetensors"
     run = [sys.executable, "-c", _WITHOUT_TORCH]
+    kept = tmp_path / "out.revert.safetensors"
     applied = subprocess.run([*run, "apply", str(single), str(patch), "--config", str(folder), "-o", str(out),
-                              "--json"], capture_output=True, text=True)  # fmt: skip
+                              "--revert-data", str(kept), "--json"], capture_output=True, text=True)  # fmt: skip
     assert applied.returncode == 0, applied.stderr
     record = json.loads(applied.stdout)
     patched = refs.resolve(str(out), config=folder)
     assert weights.describe(patched).fingerprint == record["output_fingerprint"]
-    back = subprocess.run([*run, "revert", str(out), "--config", str(folder), "-o", str(tmp_path / "back.safetensors")],
-                          capture_output=True, text=True)  # fmt: skip
+    back = subprocess.run([*run, "revert", str(out), "--revert-data", str(kept), "--config", str(folder), "-o",
+                           str(tmp_path / "back.safetensors")], capture_output=True, text=True)  # fmt: skip
     assert back.returncode == 0, back.stderr
     assert (tmp_path / "back.safetensors").read_bytes() == single.read_bytes()
 

@@ -13,8 +13,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from patchkit.core.fingerprint import tensor_bytes
 from patchkit.core.fusion import lora_factors
-from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, PolicyError, UsageError
+from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, PolicyError, TrustError, UsageError
 from patchkit.io import rewrite
 from patchkit.io.patched_output import PROVENANCE_FILE, PROVENANCE_KEY, REVERT_FILE
 from patchkit.models import refs, weights
@@ -42,8 +43,12 @@ def fp16_sd15(tmp_path_factory) -> tuple[Path, Path]:
 def test_folder_and_single_file_round_trip(tiny_models, tmp_path, name):
     folder, single = tiny_models[name]
     patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle", magnitude=0.3)
-    as_folder = apply(str(folder), [PatchSource(patch)], tmp_path / "out")
-    as_file = apply(str(single), [PatchSource(patch)], tmp_path / "out.safetensors", config=folder)
+    private = tmp_path / "private"
+    private.mkdir()
+    as_folder = apply(str(folder), [PatchSource(patch)], tmp_path / "out", revert_data=private / "folder.revert")
+    as_file = apply(
+        str(single), [PatchSource(patch)], tmp_path / "out.safetensors", config=folder, revert_data=private / "f.revert"
+    )
     # the same weights, whatever the layout: one output fingerprint, and the files say so
     assert as_folder.output_fingerprint == as_file.output_fingerprint != as_folder.base_fingerprint
     assert weights.describe(refs.resolve(str(tmp_path / "out"))).fingerprint == as_folder.output_fingerprint
@@ -51,10 +56,14 @@ def test_folder_and_single_file_round_trip(tiny_models, tmp_path, name):
     assert reread.fingerprint == as_file.output_fingerprint
     assert (tmp_path / "out").is_dir() and (tmp_path / "out.safetensors").is_file()
 
-    revert(str(tmp_path / "out.safetensors"), tmp_path / "back.safetensors", config=folder)
+    revert(str(tmp_path / "out.safetensors"), tmp_path / "back.safetensors", revert_data=private / "f.revert",
+           config=folder)  # fmt: skip
     assert filecmp.cmp(single, tmp_path / "back.safetensors", shallow=False)
-    revert(str(tmp_path / "out"), tmp_path / "back")
+    revert(str(tmp_path / "out"), tmp_path / "back", revert_data=private / "folder.revert")
     assert _same_tree(folder, tmp_path / "back")
+    with pytest.raises(TrustError, match="was not written for"):  # each revert file fits its own output only
+        revert(str(tmp_path / "out"), tmp_path / "wrong", revert_data=private / "f.revert")
+    assert not (tmp_path / "wrong").exists()
 
 
 def test_fused_weights_are_base_plus_delta_and_provenance_is_recorded(tiny_models, tmp_path):
@@ -84,7 +93,7 @@ def test_fused_weights_are_base_plus_delta_and_provenance_is_recorded(tiny_model
     vae = "vae/diffusion_pytorch_model.safetensors"
     assert (tmp_path / "out" / vae).stat().st_ino == (folder / vae).stat().st_ino
     assert (tmp_path / "out" / "unet/config.json").stat().st_ino != (folder / "unet/config.json").stat().st_ino
-    assert (tmp_path / "out" / REVERT_FILE).is_file()
+    assert not (tmp_path / "out" / REVERT_FILE).exists()  # a released folder carries no original weights
 
 
 def test_fp16_single_file_stays_fp16_fused_in_float32(fp16_sd15, tmp_path):
@@ -100,17 +109,50 @@ def test_fp16_single_file_stays_fp16_fused_in_float32(fp16_sd15, tmp_path):
     key = UNET_PREFIX + unet_key_to_ldm(factor.weight_key, pf.component_config(folder, "unet"))
     # the torch-free fusion must give torch's bits: fp32 sum, one round-to-nearest-even cast
     assert torch.equal(out[key], (base[key].float() + 2.0 * torch.from_numpy(factor.delta())).half())
-    assert sum(k.startswith("__patchkit_revert__/") for k in out) == 1 + len(lora_factors(load_file(str(patch))))
+    assert set(out) == set(base)  # nothing appended: a released file carries no original weights
 
 
-def test_apply_without_revert_data_cannot_be_reverted(tiny_models, tmp_path):
+def test_a_released_checkpoint_holds_nothing_that_restores_the_base(tiny_models, tmp_path):
+    """The default output is what ships: its bytes are the base's with only the patched tensors
+    changed and a longer header, so no original weight of a replaced tensor survives in it."""
     folder, single = tiny_models["sd15"]
     patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
-    apply(str(single), [PatchSource(patch)], tmp_path / "o.safetensors", config=folder, revertible=False)
+    result = apply(str(single), [PatchSource(patch)], tmp_path / "o.safetensors", config=folder)
     assert single.stat().st_size == (tmp_path / "o.safetensors").stat().st_size - _header_growth(single, tmp_path)
-    with pytest.raises(UsageError, match="no revert data"):
+    base, out = load_file(str(single)), load_file(str(tmp_path / "o.safetensors"))
+    changed = [k for k in base if not torch.equal(base[k], out[k])]
+    assert len(changed) == result.touched > 0
+    released = (tmp_path / "o.safetensors").read_bytes()
+    assert not any(tensor_bytes(base[k]) in released for k in changed)  # the removed weights are nowhere in it
+    provenance = json.loads(safe_open(str(tmp_path / "o.safetensors"), "pt").metadata()[PROVENANCE_KEY])
+    assert provenance["revertible"] is False and provenance["revert_data_sha256"] is None
+    with pytest.raises(UsageError, match="holds no revert data"):
         revert(str(tmp_path / "o.safetensors"), tmp_path / "b.safetensors", config=folder)
     assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_revert_data_is_kept_apart_from_the_output(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    with pytest.raises(OutputError, match="inside the output or the base"):
+        apply(str(folder), [PatchSource(patch)], tmp_path / "out", revert_data=tmp_path / "out" / "r.safetensors")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "r.safetensors").write_bytes(b"x")
+    with pytest.raises(OutputError):  # an existing revert file is not overwritten without --overwrite
+        apply(str(folder), [PatchSource(patch)], tmp_path / "out", revert_data=tmp_path / "r.safetensors")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_revert_file_is_refused_and_writes_nothing(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    apply(str(folder), [PatchSource(patch)], tmp_path / "out", revert_data=tmp_path / "r.safetensors")
+    data = bytearray((tmp_path / "r.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # one original byte changed
+    (tmp_path / "r.safetensors").write_bytes(bytes(data))
+    with pytest.raises(TrustError, match="was not written for"):
+        revert(str(tmp_path / "out"), tmp_path / "back", revert_data=tmp_path / "r.safetensors")
+    assert not (tmp_path / "back").exists()
 
 
 def _header_growth(single: Path, tmp_path: Path) -> int:
@@ -279,13 +321,13 @@ def test_no_fsync_writes_the_same_bytes_without_flushing(tiny_models, tmp_path, 
 def test_provenance_of_an_unknown_version_is_refused(tiny_models, tmp_path, version, hint):
     folder, _ = tiny_models["sd15"]
     patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
-    apply(str(folder), [PatchSource(patch)], tmp_path / "out")
+    apply(str(folder), [PatchSource(patch)], tmp_path / "out", revert_data=tmp_path / "r.safetensors")
     record_path = tmp_path / "out" / PROVENANCE_FILE
     record = json.loads(record_path.read_text())
     assert record["schema_version"] == 1
     record["schema_version"] = version
     record_path.write_text(json.dumps(record))
     with pytest.raises(CorruptFileError, match="schema_version") as caught:
-        revert(str(tmp_path / "out"), tmp_path / "back")
+        revert(str(tmp_path / "out"), tmp_path / "back", revert_data=tmp_path / "r.safetensors")
     assert hint in (caught.value.hint or "")
     assert not (tmp_path / "back").exists()

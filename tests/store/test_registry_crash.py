@@ -66,6 +66,11 @@ def test_sigkill_during_add_never_leaves_a_half_blob_or_a_dangling_entry(one_pat
     patches = _variants(one_patch, tmp_path / "many", 20 * KILLS, "k")
     root = tmp_path / "registry"
     rng = random.Random(1)
+    # calibrate: how long 20 adds take on this machine, so every kill falls inside a child's work
+    started = time.perf_counter()
+    for path in _variants(one_patch, tmp_path / "calibration", 20, "c"):
+        registry.add(path, root=tmp_path / "calibration-registry")
+    window = time.perf_counter() - started
     landed = 0
     for trial in range(KILLS):
         batch = patches[trial * 20 : (trial + 1) * 20]
@@ -76,7 +81,7 @@ def test_sigkill_during_add_never_leaves_a_half_blob_or_a_dangling_entry(one_pat
                     registry.add(path)
             finally:
                 os._exit(0)
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.8 * window))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         landed += os.WIFSIGNALED(status)
