@@ -17,6 +17,7 @@ PatchkitError                 exit 1   anything patchkit refuses to do
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,3 +94,28 @@ class ConflictError(PatchkitError):
     def __init__(self, message: str, hint: str | None = None, conflicts: Sequence[Conflict] = ()) -> None:
         super().__init__(message, hint)
         self.conflicts = list(conflicts)
+
+
+# errno -> (exit as an input or an output problem, what to do about it)
+_OS_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("output", "free disk space, or write the output to another disk"),
+    errno.EDQUOT: ("output", "your disk quota is full: free space, or write the output elsewhere"),
+    errno.EFBIG: ("output", "the file would exceed the size limit (ulimit -f): raise it, or write elsewhere"),
+    errno.EROFS: ("output", "that file system is read-only: write the output elsewhere"),
+    errno.EACCES: ("output", "check the permissions of the path, or use another one"),
+    errno.EPERM: ("output", "check the permissions of the path, or use another one"),
+    errno.ENAMETOOLONG: ("output", "use a shorter name: a file name has at most 255 bytes"),
+    errno.EIO: ("output", "the disk reported an I/O error: check it, then run the command again"),
+    errno.ENOENT: ("input", "check the path"),
+    errno.ENOTDIR: ("input", "a part of the path is a file, not a folder: check the path"),
+    errno.EISDIR: ("input", "that path is a folder where a file is needed: check the path"),
+}
+
+
+def from_os_error(exc: OSError) -> PatchkitError:
+    """An operating-system error as patchkit's one line and hint: exit 3 for an input, 4 otherwise."""
+    kind, hint = _OS_ERRORS.get(exc.errno or 0, ("output", "check the path and the disk, then try again"))
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or exc.__class__.__name__
+    message = f"{where}: {reason}"
+    return InputError(message, hint=hint) if kind == "input" else OutputError(message, hint=hint)

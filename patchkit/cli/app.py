@@ -11,7 +11,8 @@ from typer.core import TyperGroup
 
 from patchkit import __version__
 from patchkit.cli.console import Output
-from patchkit.errors import PatchkitError
+from patchkit.cli.text import one_line
+from patchkit.errors import PatchkitError, from_os_error
 
 if TYPE_CHECKING:
     # typer >= 0.24 vendors click; TyperGroup.invoke takes the vendored Context
@@ -25,20 +26,30 @@ class PatchkitGroup(TyperGroup):
     """
 
     def invoke(self, ctx: Context) -> Any:
+        debug = os.environ.get("PATCHKIT_DEBUG") == "1"
         try:
             return super().invoke(ctx)
         except PatchkitError as error:
-            if os.environ.get("PATCHKIT_DEBUG") == "1":
+            if debug:
                 raise
-            output = ctx.find_object(Output) or Output()
-            output.err.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
-            if error.hint:
-                output.err.print(f"[dim]hint:[/] {error.hint}", highlight=False, soft_wrap=True)
-            ctx.exit(error.exit_code)
+            self._refuse(ctx, error)
+        except OSError as error:  # disk full, read-only, EIO, names too long: a refusal, not a crash
+            if debug:
+                raise
+            self._refuse(ctx, from_os_error(error))
         except KeyboardInterrupt:
             output = ctx.find_object(Output) or Output()
             output.err.print("[bold red]interrupted[/]: nothing was written")
             ctx.exit(130)
+
+    @staticmethod
+    def _refuse(ctx: Context, error: PatchkitError) -> None:
+        output = ctx.find_object(Output) or Output()
+        # the message may carry names from hostile files: shown as text, never as markup
+        output.err.print(f"[bold red]error:[/] {one_line(error.message)}", highlight=False, soft_wrap=True)
+        if error.hint:
+            output.err.print(f"[dim]hint:[/] {one_line(error.hint)}", highlight=False, soft_wrap=True)
+        ctx.exit(error.exit_code)
 
 
 app = typer.Typer(

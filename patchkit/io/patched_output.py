@@ -15,7 +15,8 @@ it from there, and a folder copy never carries it on.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,28 @@ def _parse(text: str, source: Path) -> dict[str, Any]:
     return data
 
 
+# Metadata that describes the base's exact bytes (ModelSpec's hash_sha256, kohya's and A1111's
+# model hashes): copied into a patched file it would describe bytes the file no longer holds,
+# and a loader that checks it would call the file corrupt.
+_STALE_KEY = re.compile(r"hash|sha256|sha1|md5|checksum", re.IGNORECASE)
+TITLE_KEY = "modelspec.title"
+
+
+def released_metadata(metadata: Mapping[str, str], provenance: Mapping[str, Any]) -> dict[str, str]:
+    """The base's metadata as the patched file must say it: hashes of the base's bytes dropped,
+    the title naming the patches, the provenance added."""
+    kept = {k: v for k, v in metadata.items() if not _STALE_KEY.search(k)}
+    if TITLE_KEY in kept:
+        names = ", ".join(f"{p['name']}@{p['version']}" for p in provenance.get("patches", []))
+        kept[TITLE_KEY] = f"{kept[TITLE_KEY]} (patched: {names})"
+    kept[PROVENANCE_KEY] = canonical_json(provenance)
+    return kept
+
+
 def _write_edited(source: Path, destination: Path, edits: FileEdits | None, provenance: dict[str, Any],
                   copied: Copied | None, durable: bool) -> int:  # fmt: skip
     header = read_header(source)
-    metadata = {**header.metadata, PROVENANCE_KEY: canonical_json(provenance)}
+    metadata = released_metadata(header.metadata, provenance)
     head = edited_header(header, {}, metadata)
     ranges = {} if edits is None else {o - header.data_start: new for o, (_, new) in edits.ranges.items()}
     return write_file(destination, head, source, header.data_start, data_length(header), ranges, [], copied,

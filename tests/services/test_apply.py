@@ -331,3 +331,20 @@ def test_provenance_of_an_unknown_version_is_refused(tiny_models, tmp_path, vers
         revert(str(tmp_path / "out"), tmp_path / "back", revert_data=tmp_path / "r.safetensors")
     assert hint in (caught.value.hint or "")
     assert not (tmp_path / "back").exists()
+
+
+def test_the_output_drops_the_base_s_hashes_and_names_its_patches(tiny_models, tmp_path):
+    """A ModelSpec-aware loader checks modelspec.hash_sha256 against the file: a copied base hash
+    would call the patched file corrupt, so it (and every other hash of the base) is dropped."""
+    folder, single = tiny_models["sd15"]
+    tagged = tmp_path / "tagged.safetensors"
+    metadata = {"modelspec.sai_model_spec": "1.0.1", "modelspec.title": "My SD", "modelspec.hash_sha256": "0xabc",
+                "sshs_model_hash": "123", "ss_new_sd_model_hash": "456", "modelspec.author": "me"}  # fmt: skip
+    save_file(load_file(str(single)), str(tagged), metadata=metadata)
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    apply(str(tagged), [PatchSource(patch)], tmp_path / "out.safetensors", config=folder)
+    with safe_open(str(tmp_path / "out.safetensors"), "pt") as handle:
+        out = handle.metadata()
+    assert not {"modelspec.hash_sha256", "sshs_model_hash", "ss_new_sd_model_hash"} & set(out)
+    assert out["modelspec.title"] == "My SD (patched: synthetic-circle@0.0.1)"
+    assert out["modelspec.author"] == "me" and out["modelspec.sai_model_spec"] == "1.0.1"

@@ -1,0 +1,79 @@
+"""Hostile names and failing disks through a real `patchkit` process: one `error:` line, a `hint:`,
+the documented exit code, no traceback, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from patchkit.services.fixtures import synthetic_patch
+
+
+def _patchkit(*args: str, preexec=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "patchkit", *args], capture_output=True, text=True, preexec_fn=preexec, timeout=300
+    )
+
+
+def _refused(run: subprocess.CompletedProcess[str], code: int) -> list[str]:
+    assert run.returncode == code, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ") and len(lines) == 2, lines
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("x[/]y.safetensors", "x[/]y.safetensors"),  # rich markup: would crash with a MarkupError
+        ("[bold red]BIG[/bold red].safetensors", "[bold red]BIG[/bold red].safetensors"),  # would be restyled
+        ("a\x1b]0;owned\x07b.safetensors", "a\\u001b]0;owned\\u0007b.safetensors"),  # sets the window title
+        ("evil\u202egpj.safetensors", "evil\\u202egpj.safetensors"),  # bidi override reverses what follows
+        ("two\nerror: forged.safetensors", "two\\u000aerror: forged.safetensors"),  # a forged second error row
+    ],
+)
+def test_hostile_names_are_printed_as_plain_text_on_one_line(tmp_path, name, shown):
+    lines = _refused(_patchkit("show", str(tmp_path / name)), 3)
+    assert shown in lines[0]
+
+
+def test_a_huge_name_gives_a_bounded_line(tmp_path):
+    # 100 kB: near the kernel's limit for one argument (a file's names can be larger; the same cap holds)
+    run = _patchkit("show", str(tmp_path / ("n" * 100_000)))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert len(run.stderr) < 3000 and "characters elided" in run.stderr
+
+
+def test_a_name_too_long_for_the_file_system_is_exit_4(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    out = tmp_path / ("k" * 300 + ".safetensors")
+    lines = _refused(_patchkit("export", str(patch), "--format", "kohya", "-o", str(out)), 4)
+    assert "File name too long" in lines[0] and "255 bytes" in lines[1]
+    assert not any(p.name.startswith(("k", ".k")) for p in tmp_path.iterdir())  # nothing half-written
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:  # in the child: writes past `limit` bytes fail with EFBIG instead of killing it
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_write_the_disk_refuses_is_exit_4_and_leaves_nothing(tiny_models, tmp_path):
+    folder, _ = tiny_models["sd15"]
+    out = tmp_path / "out" / "model.safetensors"
+    out.parent.mkdir()
+    run = _patchkit("convert", str(folder), "-o", str(out), preexec=_file_size_limit(64 * 1024))
+    lines = _refused(run, 4)
+    assert "File too large" in lines[0] and "ulimit" in lines[1]
+    assert list(out.parent.iterdir()) == []  # no output, no temporary
+    assert os.path.getsize(folder / "unet" / "diffusion_pytorch_model.safetensors") > 64 * 1024  # the limit bit
