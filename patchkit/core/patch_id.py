@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from patchkit.core.fingerprint import dtype_name, tensor_bytes
+from patchkit.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -52,3 +53,13 @@ def patch_id_of(tensors: Mapping[str, torch.Tensor]) -> str:
         data = tensor_bytes(tensors[name])
         hasher.add(name, dtype_name(tensors[name].dtype), tensors[name].shape, [data], len(data))
     return hasher.patch_id
+
+
+def check_unique(ids: Sequence[str], labels: Sequence[str], *, hint: str) -> None:
+    """Refuse the same patch twice (by id, whatever its file is called): merge, stack and apply alike.
+    Applied twice, its delta would count double while the provenance looked like two patches."""
+    seen: dict[str, str] = {}
+    for patch_id, label in zip(ids, labels, strict=True):
+        if patch_id in seen:
+            raise UsageError(f"{label} is given twice (same patch id as {seen[patch_id]})", hint=hint)
+        seen[patch_id] = label

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from patchkit.core import schemas
+from patchkit.core.jsonread import parse_json
 from patchkit.errors import InputError
 
 STACK_SUFFIX = ".stack.json"
@@ -21,12 +22,7 @@ def is_stack_name(name: str) -> bool:
 
 
 def parse_stack(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StackError(f"{source}: not valid JSON ({exc.msg} at char {exc.pos})", hint="restore the file") from exc
-    if not isinstance(data, dict):
-        raise StackError(f"{source}: a stack file is a JSON object", hint="restore the file")
+    data: dict[str, Any] = parse_json(text, source, hint="restore the file", error=StackError)
     version = data.get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise StackError(

@@ -19,7 +19,9 @@ import numpy as np
 from patchkit import TOOL
 from patchkit.core.fingerprint import Leaf, combine
 from patchkit.core.fusion import LoraFactors, PatchFormatError, fuse, lora_factors
+from patchkit.core.patch_id import check_unique
 from patchkit.core.progress import Progress
+from patchkit.core.scales import checked_scale
 from patchkit.errors import CorruptFileError, InputError, ModelMismatchError, OutputError, TrustError, UsageError
 from patchkit.io import arrays, patched_output
 from patchkit.io import revert_data as revert_data_io
@@ -130,7 +132,8 @@ def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch
         hint = "patchkit applies LoRA patches in the PEFT layout"
         raise CorruptFileError(f"{source.path}: {exc}", hint=hint) from exc
     manifest = patch.manifest
-    applied = AppliedPatch(patch.patch_id, manifest["name"], manifest["version"], source.scale,
+    scale = checked_scale(source.scale, f"the scale of {source.label or source.path.name}")
+    applied = AppliedPatch(patch.patch_id, manifest["name"], manifest["version"], scale,
                            source.label or source.path.name,
                            manifest["base"]["fingerprint"])  # fmt: skip
     return applied, factors
@@ -192,6 +195,8 @@ def plan_apply(
         raise UsageError("no patches to apply", hint="patchkit apply BASE PATCH [PATCH...] -o OUT")
     require = require_signed_by_default() if require_signed is None else require_signed
     loaded = [(_load_patch(s, require), s.path) for s in sources]
+    check_unique([applied.patch_id for (applied, _), _ in loaded], [str(path) for _, path in loaded],
+                 hint="give each patch once; use --scale to strengthen it")  # fmt: skip
     spans = weights.model_spans(base)
     leaves = weights.leaves(spans, progress, stage="fingerprint base")
     fingerprint = combine(leaves)

@@ -38,7 +38,7 @@ from patchkit.training.prompts import (
     training_prompts,
     with_placeholders,
 )
-from patchkit.training.settings import ForgetSettings
+from patchkit.training.settings import ForgetSettings, check_settings
 
 if TYPE_CHECKING:
     from patchkit.services.score import ScoreReport
@@ -181,6 +181,10 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
             hint="patchkit forget testbed --concept circle --category object -o no-circle.safetensors",
         )
     check_categories(concepts)
+    check_settings(settings)
+    blank = next((c for c in concepts if not c.name.strip() or (c.target is not None and not c.target.strip())), None)
+    if blank is not None:
+        raise UsageError("a concept's name is empty", hint='name what to forget: -c circle, -c "john doe"')
     check_output_path(output, force=request.force)
     _check_extensions(concepts, settings)
     if settings.textual_inversion:

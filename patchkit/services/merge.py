@@ -12,8 +12,9 @@ from typing import Any
 from patchkit.core import merge as merge_maths
 from patchkit.core.fusion import LoraFactors, PatchFormatError, lora_factors
 from patchkit.core.manifest import ConceptRecord, new_manifest
-from patchkit.core.patch_id import patch_id_of
+from patchkit.core.patch_id import check_unique, patch_id_of
 from patchkit.core.progress import Progress
+from patchkit.core.scales import checked_scale
 from patchkit.errors import Conflict, ConflictError, CorruptFileError, UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_intact_patch
@@ -60,10 +61,8 @@ def _read(path: Path) -> _Parent:
 
 def check_conflicts(parents: Sequence[_Parent], weights: Sequence[float], strict: bool) -> list[Conflict]:
     """Raise ConflictError with every fatal conflict; return the warnings."""
-    ids = [p.patch.patch_id for p in parents]
-    if len(set(ids)) < len(ids):
-        twice = next(p.patch.path for p in parents if ids.count(p.patch.patch_id) > 1)
-        raise UsageError(f"{twice} is given twice (same patch id)", hint="give each patch once; use --weights to scale")
+    check_unique([p.patch.patch_id for p in parents], [str(p.patch.path) for p in parents],
+                 hint="give each patch once; use --weights to scale")  # fmt: skip
     names = [f"{p.manifest['name']}@{p.manifest['version']}" for p in parents]
     found = merge_maths.concept_conflicts([p.manifest for p in parents])
     found += merge_maths.delta_conflicts([p.factors for p in parents], names, weights)
@@ -117,7 +116,7 @@ def merge(
     svd_rank = rank if method == "svd" else 0
     if svd_rank is None or (method == "svd" and svd_rank < 1):
         raise UsageError("--method svd needs --rank R (R >= 1)", hint="for example --rank 32")
-    weights = list(weights) if weights is not None else [1.0] * len(paths)
+    weights = [checked_scale(w, "merge weight") for w in weights] if weights is not None else [1.0] * len(paths)
     if len(weights) != len(paths):
         raise UsageError(f"{len(weights)} weights for {len(paths)} patches", hint="give one weight per patch")
     check_output_path(output, force=force)

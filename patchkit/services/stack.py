@@ -11,6 +11,7 @@ from patchkit import TOOL
 from patchkit.core import merge as merge_maths
 from patchkit.core.names import looks_like_ref
 from patchkit.core.progress import Progress
+from patchkit.core.scales import checked_scale
 from patchkit.core.stack import SCHEMA_VERSION, StackError, is_stack_name, stack_text
 from patchkit.errors import ConflictError, InputError, ModelMismatchError, PatchkitError, TrustError, UsageError
 from patchkit.io.atomic import check_output_path, write_bytes_atomic
@@ -70,6 +71,7 @@ def _relative_source(stack: Stack, patch: Path) -> str:
 def add_patch(stack_path: Path, patch: Path | str, *, scale: float = 1.0, base: str | None = None,
               config: Path | None = None, progress: Progress | None = None) -> Stack:  # fmt: skip
     """Append `patch`, refusing a different base, a duplicate or a concept conflict; re-plan the output."""
+    scale = checked_scale(scale, "--scale")
     stack = read_stack(stack_path)
     reference = str(patch) if looks_like_ref(str(patch)) and not Path(patch).exists() else None
     patch = patch_path(patch)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
+
+from patchkit.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -36,3 +39,28 @@ def correction_settings(**overrides: Any) -> ForgetSettings:
     """Defaults for `correct`: preservation 1, because a correction must move A's prompts a long
     way (to B), and at 3 square -> circle reached only 27% of prompts (bench/correct.py; 81% at 1)."""
     return replace(ForgetSettings(preserve_weight=1.0), **overrides)
+
+
+# setting -> (its option on the command line, smallest allowed value, largest)
+_BOUNDS: dict[str, tuple[str, float, float]] = {
+    "steps": ("--steps", 1, 100_000),
+    "learning_rate": ("--lr", 1e-8, 1.0),
+    "attention_weight": ("--attention", 0.0, 1e4),
+    "anchor_weight": ("--anchor", 0.0, 1e4),
+    "negative_guidance": ("--guidance", 0.0, 100.0),
+    "preserve_weight": ("--preserve", 0.0, 1e4),
+    "images_per_concept": ("images per concept", 1, 10_000),
+    "batch_size": ("batch size", 1, 4096),
+}
+
+
+def check_settings(settings: ForgetSettings) -> None:
+    """Refuse, before any work, a number that cannot train a real patch: `--steps -5` would write
+    a "forgotten in -5 steps" patch of zeros, `--lr nan` a patch of NaN."""
+    for name, (option, low, high) in _BOUNDS.items():
+        value = getattr(settings, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+            raise UsageError(
+                f"{option} {value!r} is outside {low:g}..{high:g}",
+                hint=f"the default is {getattr(ForgetSettings(), name)!r}",
+            )

@@ -152,6 +152,24 @@ BAD_INPUTS = {
         "at least 1",
     ),
     "context-is-concept": ([Concept("circle", "object", context="circle")], TINY, None, UsageError, "other than"),
+    # numbers that cannot train a real patch: refused before any work (a "-5 steps" patch of zeros, NaN weights)
+    "steps-negative": (CIRCLE, ForgetSettings(steps=-5, images_per_concept=1), None, UsageError, r"--steps -5"),
+    "steps-zero": (CIRCLE, ForgetSettings(steps=0, images_per_concept=1), None, UsageError, r"--steps 0 is outside"),
+    "lr-nan": (
+        CIRCLE,
+        ForgetSettings(steps=1, learning_rate=float("nan"), images_per_concept=1),
+        None,
+        UsageError,
+        "--lr nan",
+    ),
+    "guidance-inf": (
+        CIRCLE,
+        ForgetSettings(steps=1, negative_guidance=float("inf"), images_per_concept=1),
+        None,
+        UsageError,
+        "--guidance inf",
+    ),
+    "blank-concept": ([Concept("  ", "object")], TINY, None, UsageError, "name is empty"),
 }
 
 
