@@ -125,6 +125,11 @@ def resolve_base(reference: str, config: Path | None, allow_pickle: bool) -> ref
 
 def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch, list[LoraFactors]]:
     patch = read_intact_patch(source.path)
+    if source.pinned_id is not None and patch.patch_id != source.pinned_id:
+        raise TrustError(
+            f"{source.path} is not the patch its stack pins ({patch.patch_id[:23]}… where {source.pinned_id[:23]}…)",
+            hint="put the pinned patch back, or re-make the stack: patchkit stack verify STACK BASE",
+        )
     enforce_policy(source.path, require_signed)
     try:
         factors = lora_factors(_peft_arrays(source.path, patch.manifest))

@@ -24,6 +24,7 @@ class PatchSource:
     path: Path
     scale: float = 1.0
     label: str | None = None  # how the user named it (a registry NAME@VERSION), else the file name
+    pinned_id: str | None = None  # the patch id a stack pins for this entry: any other file is refused
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Stack:
 
     def sources(self, scale: float = 1.0) -> list[PatchSource]:
         return [
-            PatchSource(self.source_path(p["source"]), p["scale"] * scale, p["source"]) for p in self.data["patches"]
+            PatchSource(self.source_path(p["source"]), p["scale"] * scale, p["source"], p["patch_id"])
+            for p in self.data["patches"]
         ]
 
     def source_path(self, source: str) -> Path:

@@ -31,16 +31,17 @@ from patchkit.core.canonical import canonical_json
 from patchkit.core.names import check_name, check_version, version_key
 from patchkit.errors import CorruptFileError, InputError, OutputError
 from patchkit.io.atomic import fsync_dir, pid_alive, write_bytes_atomic
+from patchkit.io.regular import read_chunks
 
 LAYOUT_VERSION = 1
 _CHUNK = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 of a regular file (a link, FIFO or device in its place is refused, never read)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
+    for block in read_chunks(path, _CHUNK):
+        digest.update(block)
     return digest.hexdigest()
 
 

@@ -175,3 +175,20 @@ def test_a_registry_half_created_by_another_writer_is_accepted(made, tmp_path):
     (root / ".registry.json.123.abc.partial").touch()
     assert registry.add(made["circle"], root=root).added
     assert (root / "registry.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["symlink-to-dev-zero", "fifo"])
+def test_verify_reports_a_blob_replaced_by_a_link_or_fifo_without_hanging(made, kind):
+    """A blob swapped for a symlink to /dev/zero, or for a FIFO, once made `registry verify` block forever."""
+    import os
+
+    entry = registry.add(made["circle"]).entry
+    blob = registry.open_registry(None).blob_path(entry.blob)
+    blob.unlink()
+    if kind == "fifo":
+        os.mkfifo(blob)
+    else:
+        blob.symlink_to("/dev/zero")
+    report = registry.verify_registry()
+    assert not report.ok
+    assert any("symbolic link" in p or "FIFO" in p for p in report.problems), report.problems

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from patchkit.core.fusion import lora_factors
 from patchkit.core.stack import StackError
-from patchkit.errors import ConflictError, ModelMismatchError, UsageError
+from patchkit.errors import ConflictError, ModelMismatchError, TrustError, UsageError
 from patchkit.io.patch_file import read_patch
 from patchkit.services import signing
 from patchkit.services.apply import apply
@@ -163,3 +163,21 @@ def _negated(patch: Path, tmp_path: Path) -> Path:
     out = tmp_path / "neg.safetensors"
     write_patch(out, tensors, manifest, family="sd1", rank=4, resolution=64, base_name="x")
     return out
+
+
+def test_apply_of_a_stack_refuses_a_swapped_patch_even_before_the_output_is_pinned(patches, tmp_path):
+    """`stack new` leaves the expected output null until a patch is added and planned; apply must
+    still check every entry's pinned patch id, as `stack verify` does."""
+    folder, (circle, noir) = patches
+    stack_path = tmp_path / "s.stack.json"
+    new_stack(str(folder), stack_path)
+    add_patch(stack_path, circle)
+    data = json.loads(stack_path.read_text())
+    data["expected_output_fingerprint"] = None  # as if written by hand, or by an older stack add
+    stack_path.write_text(json.dumps(data))
+    circle.write_bytes(noir.read_bytes())  # another, valid patch under the pinned name
+    sources, expected = sources_for([stack_path])
+    assert expected is None and sources[0].pinned_id == data["patches"][0]["patch_id"]
+    with pytest.raises(TrustError, match="not the patch its stack pins"):
+        apply(str(folder), sources, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
