@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from patchkit.core.dtypes import ITEM_SIZES
 from patchkit.errors import CorruptFileError, InputError, PickleRefusedError
@@ -106,12 +106,18 @@ def read_header(path: Path) -> Header:
             raise CorruptFileError(f"{path}: header length {length} exceeds the file size {size}", hint=fix)
         raw = handle.read(length)
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:  # two __metadata__ (two manifests), or one tensor named twice
+        raise CorruptFileError(f"{path}: header names {exc.args[0]!r} twice", hint=fix) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(f"{path}: header is not valid JSON ({exc.__class__.__name__})", hint=fix) from exc
+    except RecursionError as exc:
+        raise CorruptFileError(f"{path}: header JSON is nested too deeply", hint=fix) from exc
     if not isinstance(header, dict):
         raise CorruptFileError(f"{path}: header is not a JSON object", hint=fix)
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CorruptFileError(f"{path}: __metadata__ is not a map of strings to strings", hint=fix)
     data_size = size - 8 - length
     end = 0
     tensors: dict[str, TensorInfo] = {}
@@ -133,7 +139,37 @@ def read_header(path: Path) -> Header:
         raise CorruptFileError(
             f"{path} is truncated: tensors need {end} data bytes but only {data_size} are present", hint=fix
         )
+    _check_layout(path, tensors, data_size, fix)
     return Header(tensors=tensors, metadata=dict(metadata), data_start=8 + length)
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKeyError(key)
+        seen[key] = value
+    return seen
+
+
+def _check_layout(path: Path, tensors: Mapping[str, TensorInfo], data_size: int, fix: str) -> None:
+    """What the reference parser refuses: tensors that overlap, leave holes, or leave bytes after them.
+    Each would let two readers see different data in the same file."""
+    cursor = 0
+    for name, info in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
+        if info.begin < cursor:
+            raise CorruptFileError(f"{path}: tensor {name!r} overlaps the one before it", hint=fix)
+        if info.begin > cursor:
+            raise CorruptFileError(
+                f"{path}: {info.begin - cursor} bytes before tensor {name!r} belong to none", hint=fix
+            )
+        cursor = info.end
+    if cursor != data_size:
+        raise CorruptFileError(f"{path}: {data_size - cursor} bytes after the last tensor belong to none", hint=fix)
 
 
 def _byte_size(info: dict[str, object]) -> int | None:

@@ -90,3 +90,33 @@ def test_lazy_tensors_loads_on_demand(good):
     assert torch.equal(tensors["a"], torch.arange(6.0).reshape(2, 3))
     with pytest.raises(KeyError):
         tensors["c"]
+
+
+def _file(tmp_path, header_text: str, data: bytes):
+    raw = header_text.encode()
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+F32 = '"dtype":"F32","shape":[1]'
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "needle"),
+    [
+        # what the reference parser refuses, each of which lets two readers see different data
+        ('{"a":{' + F32 + ',"data_offsets":[0,4]},"b":{' + F32 + ',"data_offsets":[2,6]}}', b"\0" * 6, "overlaps"),
+        ('{"a":{' + F32 + ',"data_offsets":[0,4]},"b":{' + F32 + ',"data_offsets":[8,12]}}', b"\0" * 12,
+         "belong to none"),
+        ('{"a":{' + F32 + ',"data_offsets":[0,4]}}', b"\0" * 8, "after the last tensor"),
+        ('{"__metadata__":{"m":"one"},"__metadata__":{"m":"two"},"a":{' + F32 + ',"data_offsets":[0,4]}}',
+         b"\0" * 4, "twice"),
+        ('{"a":{' + F32 + ',"data_offsets":[0,4]},"a":{' + F32 + ',"data_offsets":[0,4]}}', b"\0" * 4, "twice"),
+        ('{"__metadata__":{"m":1},"a":{' + F32 + ',"data_offsets":[0,4]}}', b"\0" * 4, "map of strings"),
+        ("[" * 100_000 + "]" * 100_000, b"", "nested too deeply"),
+    ],
+)  # fmt: skip
+def test_refuses_what_the_reference_parser_refuses(tmp_path, header, data, needle):
+    with pytest.raises(CorruptFileError, match=needle):
+        read_header(_file(tmp_path, header, data))
