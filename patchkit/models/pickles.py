@@ -1,7 +1,14 @@
-"""Pickled checkpoints (.ckpt, .bin, ...) read without running their code, re-stored as safetensors."""
+"""Pickled checkpoints (.ckpt, .bin, ...) read without running their code, re-stored as safetensors.
+
+The converted copy lives in a temporary folder for as long as the process that needed it,
+and is removed when it exits: a full copy of a model per `--allow-pickle` run would
+otherwise pile up in the temp folder.
+"""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +30,8 @@ def pickle_to_safetensors(path: Path) -> Path:
     if not isinstance(state, dict):
         raise InputError(f"{path} holds no state dict", hint="convert it to .safetensors")
     tensors = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    out = Path(tempfile.mkdtemp(prefix="patchkit-pickle-")) / (path.stem + ".safetensors")
+    folder = Path(tempfile.mkdtemp(prefix="patchkit-pickle-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    out = folder / (path.stem + ".safetensors")
     save_file(tensors, str(out))
     return out

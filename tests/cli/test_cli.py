@@ -119,9 +119,13 @@ def test_truncated_and_pickled_checkpoints(tiny_models, tmp_path):
     torch.save(load_file(str(single)), ckpt)
     refused = run_cli("info", str(ckpt), "--config", str(folder))
     assert refused.returncode == 3 and "--allow-pickle" in refused.stderr
-    allowed = run_cli("info", str(ckpt), "--config", str(folder), "--allow-pickle", "--json")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    allowed = run_cli("info", str(ckpt), "--config", str(folder), "--allow-pickle", "--json",
+                      env={"TMPDIR": str(scratch)})  # fmt: skip
     assert allowed.returncode == 0, allowed.stderr
     assert json.loads(allowed.stdout)["family"] == "sd1"
+    assert list(scratch.iterdir()) == []  # the converted copy is gone with the process
 
 
 def test_debug_shows_the_traceback(tmp_path):
