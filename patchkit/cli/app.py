@@ -27,24 +27,29 @@ class PatchkitGroup(TyperGroup):
 
     def invoke(self, ctx: Context) -> Any:
         debug = os.environ.get("PATCHKIT_DEBUG") == "1"
+        # the words after `patchkit`, read before click hands them on: does the command want JSON?
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        as_json = "--json" in (words[: words.index("--")] if "--" in words else words)
         try:
             return super().invoke(ctx)
         except PatchkitError as error:
             if debug:
                 raise
-            self._refuse(ctx, error)
+            self._refuse(ctx, error, as_json)
         except OSError as error:  # disk full, read-only, EIO, names too long: a refusal, not a crash
             if debug:
                 raise
-            self._refuse(ctx, from_os_error(error))
+            self._refuse(ctx, from_os_error(error), as_json)
         except KeyboardInterrupt:
             output = ctx.find_object(Output) or Output()
             output.err.print("[bold red]interrupted[/]: nothing was written")
             ctx.exit(130)
 
     @staticmethod
-    def _refuse(ctx: Context, error: PatchkitError) -> None:
+    def _refuse(ctx: Context, error: PatchkitError, as_json: bool) -> None:
         output = ctx.find_object(Output) or Output()
+        if as_json:  # a script asked for JSON: the refusal is JSON on stdout too, as well as the line below
+            output.json({"error": error.message, "hint": error.hint, "exit": error.exit_code})
         # the message may carry names from hostile files: shown as text, never as markup
         output.err.print(f"[bold red]error:[/] {one_line(error.message)}", highlight=False, soft_wrap=True)
         if error.hint:

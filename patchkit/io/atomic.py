@@ -12,14 +12,14 @@ from pathlib import Path
 from patchkit.errors import OutputError
 
 
-def check_output_path(path: Path, *, force: bool = False) -> None:
-    """Refuse an output whose folder is missing, or that exists without `force`."""
+def check_output_path(path: Path, *, force: bool = False, flag: str = "--force") -> None:
+    """Refuse an output whose folder is missing, or that exists without `force` (the command's `flag`)."""
     if not path.parent.exists():
         raise OutputError(
             f"output folder {path.parent} does not exist", hint=f"create it first: mkdir -p {path.parent}"
         )
     if path.exists() and not force:
-        raise OutputError(f"{path} already exists", hint="pass --force to overwrite it, or choose another path")
+        raise OutputError(f"{path} already exists", hint=f"pass {flag} to overwrite it, or choose another path")
 
 
 @contextlib.contextmanager

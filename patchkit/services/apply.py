@@ -286,7 +286,7 @@ def check_output(ref: refs.ModelRef, output: Path, *, overwrite: bool) -> None:
         raise UsageError(
             f"{output}: a single-file checkpoint is written as .safetensors", hint="name it OUT.safetensors"
         )
-    check_output_path(output, force=overwrite)
+    check_output_path(output, force=overwrite, flag="--overwrite")  # --force means "another base" here
 
 
 def _file_edits(plan: ApplyPlan) -> list[patched_output.FileEdits]:
@@ -303,7 +303,7 @@ def _check_revert_path(ref: refs.ModelRef, output: Path, revert_data: Path, *, o
             f"--revert-data {revert_data} would sit inside the output or the base",
             hint="keep it apart from the release, e.g. --revert-data private/OUT.revert.safetensors",
         )
-    check_output_path(revert_data, force=overwrite)
+    check_output_path(revert_data, force=overwrite, flag="--overwrite")
 
 
 def _replaced(plan: ApplyPlan, edits: list[patched_output.FileEdits]) -> list[revert_data_io.Replaced]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit.errors import InputError, NotCachedError, UsageError
+from patchkit.errors import InputError, NotCachedError, OutputError, UsageError
 from patchkit.services import registry as registry_service
 from patchkit.services.registry import AddResult
 from patchkit.store.registry import Entry
@@ -103,8 +103,22 @@ def push(ref: str, repo: str, *, root: Path | None = None, api: Any = None, priv
     if sig.is_file():
         operations.append(CommitOperationAdd(path_in_repo=filename + ".sig", path_or_fileobj=str(sig)))
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=model_card(entry).encode()))
-    api.create_repo(repo, private=private, exist_ok=True)
-    commit = api.create_commit(repo, operations, commit_message=f"patchkit: {entry.ref}")
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        api.create_repo(repo, private=private, exist_ok=True)
+        commit = api.create_commit(repo, operations, commit_message=f"patchkit: {entry.ref}")
+    except OfflineModeIsEnabled as exc:
+        raise OutputError(
+            f"cannot push {entry.ref} to {repo}: HF_HUB_OFFLINE is set",
+            hint="unset HF_HUB_OFFLINE where the Hub is reachable",
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:  # refused, unauthorised, or no network
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise OutputError(
+            f"cannot push {entry.ref} to {repo}: {exc.__class__.__name__}: {first_line}",
+            hint="check the network and your token (hf auth login), then push again",
+        ) from exc
     return PushResult(repo, [op.path_in_repo for op in operations], commit)
 
 

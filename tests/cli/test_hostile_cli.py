@@ -76,3 +76,12 @@ def test_a_write_the_disk_refuses_is_exit_4_and_leaves_nothing(tiny_models, tmp_
     assert "File too large" in lines[0] and "ulimit" in lines[1]
     assert list(out.parent.iterdir()) == []  # no output, no temporary
     assert os.path.getsize(folder / "unet" / "diffusion_pytorch_model.safetensors") > 64 * 1024  # the limit bit
+
+
+def test_with_json_a_refusal_is_a_json_object_on_stdout(tmp_path):
+    import json
+
+    run = _patchkit("show", str(tmp_path / "missing.safetensors"), "--json")
+    _refused(run, 3)  # the human line stays on stderr
+    assert json.loads(run.stdout) == {"error": f"{tmp_path / 'missing.safetensors'} does not exist",
+                                      "hint": "check the path", "exit": 3}  # fmt: skip

@@ -348,3 +348,13 @@ def test_the_output_drops_the_base_s_hashes_and_names_its_patches(tiny_models, t
     assert not {"modelspec.hash_sha256", "sshs_model_hash", "ss_new_sd_model_hash"} & set(out)
     assert out["modelspec.title"] == "My SD (patched: synthetic-circle@0.0.1)"
     assert out["modelspec.author"] == "me" and out["modelspec.sai_model_spec"] == "1.0.1"
+
+
+def test_an_existing_output_names_apply_s_own_flag(tiny_models, tmp_path):
+    """apply's --force means "another base": the hint for an existing OUT must say --overwrite."""
+    folder, _ = tiny_models["sd15"]
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputError, match="already exists") as caught:
+        apply(str(folder), [PatchSource(patch)], tmp_path / "out")
+    assert "--overwrite" in (caught.value.hint or "") and "--force" not in (caught.value.hint or "")

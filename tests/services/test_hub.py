@@ -120,3 +120,11 @@ def test_pull_reads_through_the_hub_cache(scored_entry, tmp_path):
     assert hub.pull(f"my-team/no-circle@{commit}", cache_dir=hub_cache).added is False
     with pytest.raises(NotCachedError, match="not in the Hugging Face cache"):
         hub.pull("my-team/absent", cache_dir=hub_cache)
+
+
+def test_push_offline_is_one_clear_error(scored_entry):
+    """With HF_HUB_OFFLINE=1 (set in every test) the real HfApi refuses; patchkit says so in one line."""
+    from patchkit.errors import OutputError
+
+    with pytest.raises(OutputError, match="HF_HUB_OFFLINE is set"):
+        hub.push("no-circle@1.0.0", "my-team/no-circle")
