@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit.core.names import check_name, check_version, looks_like_ref, parse_ref, version_key
-from patchkit.errors import ConflictError, CorruptFileError, InputError, PolicyError
+from patchkit.errors import ConflictError, CorruptFileError, InputError, PatchkitError, PolicyError
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.signatures import read_bundle, signature_path_for
 from patchkit.services.signing import trust_store, verify
@@ -132,6 +132,11 @@ def _rebuild(registry: Registry) -> int:
     return len(entries)
 
 
+def _has_signature(registry: Registry, summary: dict[str, Any]) -> bool:
+    blob = registry.blob_path(summary["blob"])
+    return blob.with_name(blob.name + ".sig").is_file()
+
+
 def reindex(root: Path | None = None) -> int:
     registry = open_registry(root)
     with registry.locked():
@@ -145,7 +150,8 @@ def entries(root: Path | None = None, *, concept: str | None = None, category: s
     trusted = {k.fingerprint: k.name for k in trust_store().trusted_keys()}
     keys = {fp for fp, name in trusted.items() if name == signed_by}
     found = []
-    for summary in open_registry(root).read_index().values():
+    registry = open_registry(root)
+    for summary in registry.read_index().values():
         concepts = summary["concepts"]
         if concept is not None and not any(c["name"] == concept for c in concepts):
             continue
@@ -153,7 +159,9 @@ def entries(root: Path | None = None, *, concept: str | None = None, category: s
             continue
         if base is not None and summary["base_fingerprint"] != base:
             continue
-        if signed_by is not None and summary.get("signed_by") != signed_by and summary.get("key") not in keys:
+        # by key, and only where a signature is there: the name a ref records is text anyone can
+        # edit (verify checks each signature against its key; listing stays a cheap stat)
+        if signed_by is not None and (summary.get("key") not in keys or not _has_signature(registry, summary)):
             continue
         found.append(dict(summary, trusted_as=trusted.get(summary.get("key") or "")))
     return sorted(found, key=lambda s: (s["name"], version_key(s["version"])))
@@ -289,6 +297,24 @@ class RegistryReport:
                 "notes": self.notes}  # fmt: skip
 
 
+def _signature_problems(registry: Registry, entry: Entry) -> list[str]:
+    """What the ref claims of its signature, against the signature itself and today's trust store:
+    a hand-edited `signed_by` or `key` must not pass for a signed patch."""
+    blob = registry.blob_path(entry.blob)
+    claims = (entry.record.get("signed"), entry.record.get("key"), entry.record.get("signed_by"))
+    try:
+        key, signer, _ = _signature(blob, False)
+    except PatchkitError as exc:  # a signature that does not verify against its trusted key
+        return [f"{entry.ref}: its signature does not verify ({exc.message})"]
+    if key is None:
+        return [f"{entry.ref}: claims a signature, but its blob has none"] if any(claims) else []
+    if claims[1] != key:
+        return [f"{entry.ref}: records key {str(claims[1])[:16]}…, but its signature is by {key[:16]}…"]
+    if claims[2] is not None and claims[2] != signer:
+        return [f"{entry.ref}: claims it is signed by {claims[2]!r}, which the trust store does not say of its key"]
+    return []
+
+
 def verify_registry(root: Path | None = None) -> RegistryReport:
     """Re-hash every blob, read every ref, and check that the index names nothing missing."""
     registry = open_registry(root)
@@ -313,6 +339,8 @@ def verify_registry(root: Path | None = None) -> RegistryReport:
         referenced.add(entry.blob)
         if not registry.blob_path(entry.blob).is_file():
             problems.append(f"{entry.ref}: its blob {entry.blob[:16]}… is missing")
+            continue
+        problems += _signature_problems(registry, entry)
     index = registry.read_index()
     for ref, summary in index.items():
         if not registry.blob_path(summary["blob"]).is_file():

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -82,6 +83,8 @@ class Registry:
         return self.root / "index.json"
 
     def blob_path(self, blob: str) -> Path:
+        if not _BLOB.fullmatch(blob):  # a ref edited to ../../etc/passwd must not name a path outside
+            raise CorruptFileError(f"{blob[:80]!r} is not a blob name (64 hex digits)", hint="patchkit registry verify")
         return self.blobs / blob
 
     def ref_path(self, name: str, version: str) -> Path:
@@ -239,6 +242,7 @@ class Registry:
         return sorted(stale)
 
 
+_BLOB = re.compile(r"[0-9a-f]{64}")
 _LAYOUT_NAMES = {"blobs", "refs", "tmp", ".lock", "index.json", "registry.json"}
 
 
@@ -249,11 +253,14 @@ def _ours(name: str) -> bool:
 def _entry(path: Path) -> Entry:
     try:
         data = json.loads(path.read_text())
-        return Entry(data.pop("name"), data.pop("version"), data.pop("blob"), data)
-    except (ValueError, KeyError, AttributeError) as exc:
+        entry = Entry(data.pop("name"), data.pop("version"), data.pop("blob"), data)
+    except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:
         raise CorruptFileError(
             f"{path} is not a registry entry", hint="patchkit registry verify; then reindex"
         ) from exc
+    if not isinstance(entry.blob, str) or not _BLOB.fullmatch(entry.blob):
+        raise CorruptFileError(f"{path}: its blob is not a SHA-256 name", hint="patchkit registry verify; then reindex")
+    return entry
 
 
 def _dumps(value: Any) -> bytes:

@@ -192,3 +192,45 @@ def test_verify_reports_a_blob_replaced_by_a_link_or_fifo_without_hanging(made, 
     report = registry.verify_registry()
     assert not report.ok
     assert any("symbolic link" in p or "FIFO" in p for p in report.problems), report.problems
+
+
+def _edit_ref(entry, **changes):
+    import json
+
+    path = registry.open_registry(None).ref_path(entry.name, entry.version)
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_verify_catches_a_ref_edited_to_claim_a_signer(made, tmp_path):
+    """An unsigned entry hand-edited to `"signed_by": "release team"` once passed verify and showed
+    up under `list --signed-by`; the claim is now held against the signature and the trust store."""
+    (tmp_path / "keys").mkdir()
+    pair = signing.new_key(tmp_path / "keys", "team", None)
+    signing.trust_store().add(pair.public, "release team")
+    unsigned = registry.add(made["noir"]).entry
+    _edit_ref(unsigned, signed=True, signed_by="release team", key=signing.trust_store().trusted_keys()[0].fingerprint)
+    registry.reindex()
+    report = registry.verify_registry()
+    assert not report.ok and any("claims a signature" in p for p in report.problems), report.problems
+    assert registry.entries(signed_by="release team") == []  # the forged entry lists under nobody's key
+
+
+def test_verify_catches_a_signed_ref_edited_to_another_signer(made, tmp_path):
+    (tmp_path / "keys").mkdir()
+    pair = signing.new_key(tmp_path / "keys", "team", None)
+    signing.trust_store().add(pair.public, "release team")
+    signing.sign(made["circle"], pair.private)
+    entry = registry.add(made["circle"]).entry
+    assert registry.verify_registry().ok
+    _edit_ref(entry, signed_by="the auditors")
+    report = registry.verify_registry()
+    assert not report.ok and any("'the auditors'" in p for p in report.problems), report.problems
+
+
+def test_a_ref_whose_blob_names_a_path_outside_is_a_problem_not_a_read(made):
+    entry = registry.add(made["circle"]).entry
+    _edit_ref(entry, blob="../../../../etc/passwd")
+    report = registry.verify_registry()
+    assert not report.ok and any("not a SHA-256 name" in p for p in report.problems), report.problems
