@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -68,6 +69,21 @@ def _sweep_stale(path: Path) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
+
+
+_TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)\.[^.]+\.partial")
+
+
+def dead_temporaries(folder: Path) -> list[Path]:
+    """Every temporary `atomic_path` left in `folder` whose writer is gone, whatever it was writing."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and not pid_alive(int(match["pid"])):
+            found.append(path)
+    return sorted(found)
 
 
 def glob_escape(name: str) -> str:

@@ -353,4 +353,7 @@ def verify_registry(root: Path | None = None) -> RegistryReport:
     unreferenced = len(set(blobs) - referenced)
     if unreferenced:
         notes.append(f"{unreferenced} unreferenced blobs (patchkit registry gc removes them)")
+    leftovers = registry.stale_temporaries()
+    if leftovers:
+        notes.append(f"{len(leftovers)} leftovers of killed writers (patchkit registry gc removes them)")
     return RegistryReport(registry.root, len(blobs), len(refs), problems, notes)

@@ -31,7 +31,7 @@ from typing import Any
 from patchkit.core.canonical import canonical_json
 from patchkit.core.names import check_name, check_version, version_key
 from patchkit.errors import CorruptFileError, InputError, OutputError
-from patchkit.io.atomic import fsync_dir, pid_alive, write_bytes_atomic
+from patchkit.io.atomic import dead_temporaries, fsync_dir, pid_alive, write_bytes_atomic
 from patchkit.io.regular import read_chunks
 
 LAYOUT_VERSION = 1
@@ -231,14 +231,23 @@ class Registry:
         return sorted(p.name for p in self.blobs.iterdir() if not p.name.endswith(".sig"))
 
     def stale_temporaries(self) -> list[Path]:
-        """Temporaries whose writer is gone (its pid no longer runs)."""
-        if not self.tmp.is_dir():
-            return []
+        """What killed writers left: staged blobs in tmp/, half-written refs, index and signature
+        temporaries (their pid no longer runs), and signatures whose blob never landed."""
         stale = []
-        for path in self.tmp.iterdir():
-            pid = path.name.split(".", 1)[0]
-            if not pid.isdigit() or not pid_alive(int(pid)):
-                stale.append(path)
+        if self.tmp.is_dir():
+            for path in self.tmp.iterdir():
+                pid = path.name.split(".", 1)[0]
+                if not pid.isdigit() or not pid_alive(int(pid)):
+                    stale.append(path)
+        folders = [
+            self.root,
+            self.blobs,
+            *(sorted(p for p in self.refs.iterdir() if p.is_dir()) if self.refs.is_dir() else []),
+        ]
+        for folder in folders:
+            stale += dead_temporaries(folder)
+        if self.blobs.is_dir():
+            stale += [p for p in self.blobs.glob("*.sig") if not (self.blobs / p.name.removesuffix(".sig")).exists()]
         return sorted(stale)
 
 

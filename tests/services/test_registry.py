@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,26 @@ def test_a_ref_whose_blob_names_a_path_outside_is_a_problem_not_a_read(made):
     _edit_ref(entry, blob="../../../../etc/passwd")
     report = registry.verify_registry()
     assert not report.ok and any("not a SHA-256 name" in p for p in report.problems), report.problems
+
+
+def test_gc_finds_and_removes_what_killed_writers_left_everywhere(made, tmp_path):
+    """A kill during `registry add` can leave a half-written ref, an index temporary, or a .sig
+    whose blob never landed; verify reports them and gc removes them (a pid that is not running)."""
+    entry = registry.add(made["circle"]).entry
+    root = tmp_path / "registry"
+    dead = 2**22 + 12345  # above the default pid_max: no process has it
+    leftovers = [
+        root / "refs" / entry.name / f".{entry.version}.json.{dead}.abc123.partial",
+        root / f".index.json.{dead}.def456.partial",
+        root / "blobs" / "sha256" / ("f" * 64 + ".sig"),
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    alive = root / f".index.json.{os.getpid()}.ghi789.partial"  # a live writer's: never touched
+    alive.write_bytes(b"busy")
+    report = registry.verify_registry()
+    assert report.ok and any("3 leftovers of killed writers" in n for n in report.notes), report.notes
+    plan = registry.gc()
+    assert set(leftovers) <= set(plan.temporaries) and alive not in plan.temporaries
+    assert not any(p.exists() for p in leftovers) and alive.exists()
+    assert registry.verify_registry().ok and (root / "blobs" / "sha256" / entry.blob).is_file()
