@@ -7,15 +7,19 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
+
+# typer (>= 0.29, pyproject) vendors click; its UsageError is what a bad argument raises
+from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperGroup
 
 from patchkit import __version__
 from patchkit.cli.console import Output
 from patchkit.cli.text import one_line
-from patchkit.errors import PatchkitError, from_os_error
+from patchkit.errors import PatchkitError, UsageError, from_os_error
 
 if TYPE_CHECKING:
-    # typer >= 0.24 vendors click; TyperGroup.invoke takes the vendored Context
+    # TyperGroup.invoke takes the vendored Context
     from typer._click import Context
 
 
@@ -40,6 +44,13 @@ class PatchkitGroup(TyperGroup):
             if debug:
                 raise
             self._refuse(ctx, from_os_error(error), as_json)
+        except ClickUsageError as error:  # a missing or malformed argument: typer's usage line, our style
+            if debug or error.ctx is None:
+                raise
+            output = ctx.find_object(Output) or Output()
+            output.err.print(escape(error.ctx.get_usage()), highlight=False, soft_wrap=True)
+            hint = f"{error.ctx.command_path} --help shows every argument and option"
+            self._refuse(ctx, UsageError(error.format_message(), hint=hint), as_json)
         except KeyboardInterrupt:
             output = ctx.find_object(Output) or Output()
             output.err.print("[bold red]interrupted[/]: nothing was written")

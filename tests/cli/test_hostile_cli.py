@@ -85,3 +85,16 @@ def test_with_json_a_refusal_is_a_json_object_on_stdout(tmp_path):
     _refused(run, 3)  # the human line stays on stderr
     assert json.loads(run.stdout) == {"error": f"{tmp_path / 'missing.safetensors'} does not exist",
                                       "hint": "check the path", "exit": 3}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["apply"], "Missing argument 'base'"), (["apply", "a", "b", "-o", "c", "--scale", "x"], "--scale"),
+     (["nosuch"], "No such command")],
+)  # fmt: skip
+def test_usage_mistakes_keep_the_usage_line_and_the_error_style(args, needle):
+    run = _patchkit(*args)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "╭" not in run.stderr  # no typer box
+    usage, error, hint = run.stderr.strip().splitlines()
+    assert usage.startswith("Usage: ") and error.startswith("error: ") and needle in error
+    assert hint.startswith("hint: ") and "--help" in hint
