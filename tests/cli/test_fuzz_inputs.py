@@ -1,0 +1,109 @@
+"""A fuzz layer over what patchkit reads: hostile safetensors headers, manifests, names and numbers.
+
+Every generated input goes through the real commands (in-process, through Typer's runner and
+patchkit's one error boundary) and must end in a documented exit code with no traceback and
+no output file. Before issue 16's fixes this found markup crashes, RecursionErrors, NaN
+scales accepted and lenient headers; it keeps them found.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from patchkit.cli.app import app
+from patchkit.io.patch_file import read_patch
+from patchkit.services.fixtures import synthetic_patch
+
+DOCUMENTED = {0, 1, 2, 3, 4, 5, 6, 7, 8}
+runner = CliRunner()
+
+hostile_text = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["[/]", "[bold red]x[/bold red]", "\x1b]0;t\x07", "\u202e", "a\nerror: b", "../../etc", "\x00"]),
+)
+numbers = st.one_of(
+    st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5), st.none()
+)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), numbers, hostile_text),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(hostile_text, inner, max_size=4)),
+    max_leaves=12,
+)
+tensor_entries = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(["F32", "F16", "BF16", "I8", "U8", "F64", "X9", 7]),
+        "shape": st.one_of(st.lists(st.integers(-2, 6), max_size=3), json_values),
+        "data_offsets": st.one_of(st.lists(st.integers(-4, 64), min_size=2, max_size=2), json_values),
+    }
+)
+headers = st.dictionaries(
+    st.one_of(hostile_text, st.just("__metadata__")),
+    st.one_of(tensor_entries, st.dictionaries(hostile_text, hostile_text, max_size=3), json_values),
+    max_size=5,
+)
+
+
+def _write(path, header_text: str, data: bytes) -> None:
+    raw = header_text.encode("utf-8", "surrogatepass")
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+def _ended_cleanly(result) -> None:
+    assert result.exit_code in DOCUMENTED, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=headers, data=st.binary(max_size=64), depth=st.sampled_from([0, 0, 0, 50_000]))
+def test_hostile_headers_end_in_a_documented_exit(tmp_path, header, data, depth):
+    path = tmp_path / "fuzz.safetensors"
+    text = "[" * depth + "]" * depth if depth else json.dumps(header, allow_nan=True)
+    _write(path, text, data)
+    for args in (["show", str(path)], ["show", str(path), "--json"], ["verify", str(path), "--trust-store"]):
+        _ended_cleanly(runner.invoke(app, args))
+
+
+@pytest.fixture(scope="module")
+def patch_file(tiny_models, tmp_path_factory):
+    folder, _ = tiny_models["sd15"]
+    return folder, synthetic_patch(str(folder), tmp_path_factory.mktemp("fuzz") / "p.safetensors", concept="c")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["name", "version", "concepts", "base", "patch_id", "format"]), value=json_values)
+def test_hostile_manifests_end_in_a_documented_exit_and_write_nothing(patch_file, tmp_path, field, value):
+    from patchkit.io.tensors_out import save_tensors
+
+    folder, patch = patch_file
+    tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))  # hypothesis reuses tmp_path across examples
+    manifest = dict(read_patch(patch).manifest, **{field: value})
+    bad = tmp_path / "m.safetensors"
+    save_tensors(bad, load_file(str(patch)), metadata={"patchkit.manifest": json.dumps(manifest, allow_nan=True)})
+    out = tmp_path / "out"
+    for args in (["show", str(bad)], ["apply", str(folder), str(bad), "-o", str(out)],
+                 ["registry", "add", str(bad), "--registry", str(tmp_path / "r")]):  # fmt: skip
+        result = runner.invoke(app, args)
+        _ended_cleanly(result)
+        if args[0] == "apply" and result.exit_code != 0:
+            assert not out.exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scale=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["nan", "inf", "1e39", "-0"])))
+def test_hostile_scales_end_in_a_documented_exit_and_never_fuse_non_finite_weights(patch_file, tmp_path, scale):
+    folder, patch = patch_file
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "out"  # hypothesis reuses tmp_path across examples
+    result = runner.invoke(app, ["apply", str(folder), str(patch), "-o", str(out), "--scale", str(scale)])
+    _ended_cleanly(result)
+    value = float(scale)
+    if not (abs(value) <= 100):  # NaN, Inf and the absurd are refused, with nothing written
+        assert result.exit_code == 2 and not out.exists()
