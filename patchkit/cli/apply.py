@@ -11,6 +11,7 @@ from rich.table import Table
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg
+from patchkit.cli.text import one_line
 
 apply_service = LazyModule("patchkit.services.apply")
 sources_service = LazyModule("patchkit.services.sources")
@@ -99,6 +100,9 @@ def apply(
             durable=not no_fsync,
             progress=progress,
         )  # fmt: skip
+    for patch in result.patches:
+        if patch.warning:
+            output.say(f"[yellow]warning:[/] {one_line(patch.warning)}")
     for name in result.forced_mismatch:
         output.say(f"[yellow]warning:[/] {name} was made for another base; applied because of --force")
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from patchkit.core.jsonread import parse_json
 from patchkit.errors import NotAPipelineError
 from patchkit.io.safetensors_io import PICKLE_SUFFIXES, LazyTensors, refuse_pickle
 
@@ -19,13 +19,10 @@ MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NotAPipelineError(
-            f"{path} is not readable JSON ({exc.__class__.__name__})", hint="restore the file"
-        ) from exc
-    if not isinstance(data, dict):
-        raise NotAPipelineError(f"{path} is not a JSON object", hint="restore the file")
+        text = path.read_bytes()
+    except OSError as exc:
+        raise NotAPipelineError(f"{path} is not readable ({exc.__class__.__name__})", hint="restore the file") from exc
+    data: dict[str, Any] = parse_json(text, str(path), hint="restore the file", error=NotAPipelineError)
     return data
 
 
@@ -42,6 +39,8 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
     for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if component not in index or not (folder / component).is_dir():
             raise NotAPipelineError(f"{folder} is not a Stable Diffusion pipeline folder: no {component}/", hint=hint)
+    for component in present_components(folder):  # a broken config must not be copied into a release
+        component_config(folder, component)
     return index
 
 

@@ -29,7 +29,7 @@ from patchkit.io.atomic import check_output_path, write_bytes_atomic
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan, span_floats
 from patchkit.models import refs, weights
-from patchkit.services.signing import enforce_policy
+from patchkit.services.signing import enforce_policy, signature_warning
 from patchkit.services.sources import PatchSource
 from patchkit.store.locations import require_signed_by_default
 
@@ -42,6 +42,7 @@ class AppliedPatch:
     scale: float
     source: str
     base_fingerprint: str
+    warning: str | None = None  # a signature that is there but does not verify (policy off)
 
     def record(self) -> dict[str, Any]:
         return {"patch_id": self.patch_id, "name": self.name, "version": self.version, "scale": self.scale,
@@ -131,17 +132,32 @@ def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch
             hint="put the pinned patch back, or re-make the stack: patchkit stack verify STACK BASE",
         )
     enforce_policy(source.path, require_signed)
+    warning = None if require_signed else signature_warning(source.path)
     try:
         factors = lora_factors(_peft_arrays(source.path, patch.manifest))
     except (PatchFormatError, ValueError) as exc:
         hint = "patchkit applies LoRA patches in the PEFT layout"
         raise CorruptFileError(f"{source.path}: {exc}", hint=hint) from exc
     manifest = patch.manifest
+    _check_declared(source.path, manifest, factors)
     scale = checked_scale(source.scale, f"the scale of {source.label or source.path.name}")
     applied = AppliedPatch(patch.patch_id, manifest["name"], manifest["version"], scale,
                            source.label or source.path.name,
-                           manifest["base"]["fingerprint"])  # fmt: skip
+                           manifest["base"]["fingerprint"], warning)  # fmt: skip
     return applied, factors
+
+
+def _check_declared(path: Path, manifest: dict[str, Any], factors: list[LoraFactors]) -> None:
+    """Every tensor must be of a module the manifest declares: the manifest is what was signed,
+    reviewed and registered, so an undeclared text-encoder LoRA must not ride along unseen."""
+    declared = tuple(manifest.get("format", {}).get("modules", []))
+    for factor in factors:
+        if factor.component != "unet" or not factor.module.endswith(declared):
+            raise CorruptFileError(
+                f"{path}: tensor module {factor.component}.{factor.module} is not among the modules its manifest "
+                f"declares ({', '.join(declared) or 'none'})",
+                hint="the file holds more than its manifest says; do not apply it, make it again",
+            )
 
 
 def _peft_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:

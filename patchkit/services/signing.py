@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit.core.stack import is_stack_name, parse_stack
-from patchkit.errors import PolicyError, TrustError, UsageError
+from patchkit.errors import PatchkitError, PolicyError, TrustError, UsageError
 from patchkit.io import signatures
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_patch
@@ -130,3 +130,17 @@ def enforce_policy(patch: Path, require_signed: bool, store: TrustStore | None =
             hint=f"sign it (patchkit sign {patch} --key KEY) or drop --require-signed",
         )
     return verify(patch, use_trust_store=True, store=store)
+
+
+def signature_warning(patch: Path, store: TrustStore | None = None) -> str | None:
+    """With the signing policy off: a signature that is there but does not verify is worth a warning.
+    (A key the trust store does not know is no failure: nothing says whose it should be.)"""
+    if not signatures.signature_path_for(patch).is_file():
+        return None
+    try:
+        verify(patch, use_trust_store=True, store=store)
+    except PolicyError:
+        return None
+    except PatchkitError as exc:
+        return f"{patch}: its signature does not verify ({exc.message}); applied because no signature is required"
+    return None

@@ -114,3 +114,48 @@ def test_the_same_patch_twice_is_refused_by_apply_as_by_merge(good, tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(UsageError, match="given twice"):
         merge([patch, copy], tmp_path / "m.safetensors")
+
+
+def test_a_tensor_the_manifest_does_not_declare_is_refused(good, tmp_path):
+    """A text-encoder LoRA slipped into a UNet patch was applied as if declared."""
+    folder, patch = good
+
+    def add_text_encoder(tensors):
+        tensors["text_encoder.text_model.encoder.layers.0.self_attn.k_proj.lora_A.weight"] = torch.ones(2, 32)
+        tensors["text_encoder.text_model.encoder.layers.0.self_attn.k_proj.lora_B.weight"] = torch.ones(32, 2)
+        return tensors
+
+    bad = _rewritten(patch, tmp_path / "bad.safetensors", add_text_encoder)
+    with pytest.raises(CorruptFileError, match="not among the modules its manifest declares"):
+        apply(str(folder), [PatchSource(bad)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_signature_that_does_not_verify_is_warned_about_when_policy_is_off(good, tmp_path):
+    from patchkit.services import signing
+
+    folder, patch = good
+    (tmp_path / "keys").mkdir()
+    pair = signing.new_key(tmp_path / "keys", "team", None)
+    signing.trust_store().add(pair.public, "team")
+    other = synthetic_patch(str(folder), tmp_path / "other.safetensors", concept="ring", seed=5)
+    signing.sign(other, pair.private)
+    (tmp_path / "good.safetensors.sig").write_bytes((tmp_path / "other.safetensors.sig").read_bytes())  # a wrong .sig
+    result = apply(str(folder), [PatchSource(patch)], tmp_path / "out", require_signed=False)
+    assert result.patches[0].warning and "does not verify" in result.patches[0].warning
+    clean = apply(str(folder), [PatchSource(other)], tmp_path / "out2", require_signed=False)
+    assert clean.patches[0].warning is None
+
+
+def test_a_base_folder_with_a_broken_config_is_refused_not_copied(good, tmp_path):
+    import shutil
+
+    from patchkit.errors import NotAPipelineError
+
+    folder, patch = good
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "unet" / "config.json").write_text('{"sample_size": 8,')
+    with pytest.raises(NotAPipelineError, match="not valid JSON"):
+        apply(str(broken), [PatchSource(patch)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
