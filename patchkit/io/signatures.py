@@ -116,6 +116,9 @@ def sign_keyless(path: Path, signature: Path, *, use_staging: bool = False) -> N
         config.sign(path, tmp)
 
 
+MAX_BUNDLE_BYTES = 1 << 20  # a Sigstore bundle for one file is a few kB; 1 MiB leaves room for certificates
+
+
 def read_bundle(signature: Path) -> BundleInfo:
     """What a bundle claims, read without trusting it: which key, which digests."""
     if not signature.is_file():
@@ -124,13 +127,17 @@ def read_bundle(signature: Path) -> BundleInfo:
             hint=f"sign it: patchkit sign {signature.with_suffix('')} --key KEY",
         )
     malformed = f"{signature} is not a model-signing bundle"
+    size = signature.stat().st_size
+    if size > MAX_BUNDLE_BYTES:  # a real bundle is a few kB: a huge one is read no further
+        raise TrustError(f"{signature} is {size:,} bytes, over the {MAX_BUNDLE_BYTES:,} a signature may be",
+                         hint="sign the patch again: patchkit sign PATCH --key KEY")  # fmt: skip
     try:
         bundle = json.loads(signature.read_text())
         envelope = bundle["dsseEnvelope"]
         statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
         hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint", "")
         digests = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
         raise TrustError(malformed, hint="sign the patch again: patchkit sign PATCH --key KEY") from exc
     return BundleInfo(key_hint=hint, digests=digests)
 

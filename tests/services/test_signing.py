@@ -163,6 +163,17 @@ def test_malformed_bundle(signed, tmp_path, content):
         signing.verify(patch, public_key=signed["pub"])
 
 
+def test_a_huge_or_deeply_nested_bundle_is_refused_without_reading_it_whole(signed, tmp_path):
+    """A 200 MB .sig was read whole (852 MB RSS); a nested one raised RecursionError."""
+    patch = copy_pair(signed, tmp_path)
+    Path(f"{patch}.sig").write_bytes(b" " * (2 << 20))
+    with pytest.raises(TrustError, match="over the 1,048,576 a signature may be"):
+        signing.verify(patch, public_key=signed["pub"])
+    Path(f"{patch}.sig").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(TrustError, match="not a model-signing bundle"):
+        signing.verify(patch, public_key=signed["pub"])
+
+
 def test_wrong_public_key_and_bad_key_files(signed, tmp_path):
     patch = copy_pair(signed, tmp_path)
     with pytest.raises(TrustError, match="does not verify"):
