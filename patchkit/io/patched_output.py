@@ -161,6 +161,9 @@ def _restore(source: Path, destination: Path, original: tuple[bytes, dict[int, b
     write_file(destination, head, source, header.data_start, _original_length(head), ranges)
 
 
+_WRONG_DATA = "pass the revert file that `patchkit apply --revert-data` wrote for this very output"
+
+
 def revert_single_file(patched: Path, output: Path, originals: Originals) -> None:
     if set(originals) != {SINGLE_FILE}:
         raise UsageError(f"the revert data is for a folder, but {patched} is a single file", hint=_WRONG_DATA)
@@ -183,6 +186,3 @@ def revert_folder(patched: Path, output: Path, originals: Originals, *, link: bo
                 _restore(file, target, originals[relative])
             else:
                 link_or_copy(file.resolve(), target, link=link and file.suffix == ".safetensors")
-
-
-_WRONG_DATA = "pass the revert file that `patchkit apply --revert-data` wrote for this very output"
