@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from patchkit.core.jsonread import parse_json
-from patchkit.errors import NotAPipelineError
-from patchkit.io.safetensors_io import PICKLE_SUFFIXES, LazyTensors, refuse_pickle
+from patchkit.errors import NotAPipelineError, PickleRefusedError
+from patchkit.io.safetensors_io import PICKLE_SUFFIXES, LazyTensors
 
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
 if TYPE_CHECKING:
@@ -64,8 +64,11 @@ def weight_files(folder: Path, component: str) -> list[Path]:
             shards = sorted(set(read_json(index).get("weight_map", {}).values()))
             return [directory / shard for shard in shards]
     pickles = [p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES] if directory.is_dir() else []
-    if pickles:
-        refuse_pickle(pickles[0])
+    if pickles:  # --allow-pickle converts single files only: a folder is re-saved instead
+        raise PickleRefusedError(
+            f"{directory} holds pickled weights ({pickles[0].name}), which can run code when loaded: refused",
+            hint="re-save the pipeline with save_pretrained(..., safe_serialization=True)",
+        )
     raise NotAPipelineError(
         f"{directory} holds no .safetensors weights", hint="re-save the pipeline with safe_serialization=True"
     )

@@ -29,6 +29,19 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a file ("does not exist", "is a folder, not a file", ...), or None."""
+    try:
+        mode = path.stat().st_mode  # follows links: a link to a file is a file
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc.__class__.__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"is {_kind(mode)}, not a file" if stat.S_ISDIR(mode) else f"is {_kind(mode)}, not a regular file"
+
+
 @contextlib.contextmanager
 def open_regular(path: Path) -> Iterator[tuple[int, int]]:
     """(fd, size) of `path`, which must be a regular file and not a symbolic link."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from patchkit.core.dtypes import ITEM_SIZES
 from patchkit.errors import CorruptFileError, InputError, PickleRefusedError
+from patchkit.io.regular import not_a_file
 
 if TYPE_CHECKING:
     import torch
@@ -80,17 +81,25 @@ def looks_like_pickle(path: Path) -> bool:
     return head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80"
 
 
-def refuse_pickle(path: Path) -> None:
+def refuse_pickle(path: Path, *, allowable: bool = False) -> None:
+    """Refuse a pickle. `allowable`: the caller reads models and so offers --allow-pickle;
+    elsewhere (patches, revert files) no flag makes a pickle acceptable, and none is named."""
+    if allowable:
+        raise PickleRefusedError(
+            f"{path} is a pickle, which can run code when loaded: refused without --allow-pickle",
+            hint="convert it to .safetensors, or pass --allow-pickle to load it with torch.load(weights_only=True)",
+        )
     raise PickleRefusedError(
-        f"{path} is a pickle, which can run code when loaded: refused without --allow-pickle",
-        hint="convert it to .safetensors, or pass --allow-pickle to load it with torch.load(weights_only=True)",
+        f"{path} is a pickle, which can run code when loaded: refused",
+        hint="patchkit reads only .safetensors here; save the tensors with safetensors.torch.save_file",
     )
 
 
 def read_header(path: Path) -> Header:
     """Parse and check a safetensors header; raise CorruptFileError naming what is wrong."""
-    if not path.is_file():
-        raise InputError(f"{path} does not exist", hint="check the path")
+    reason = not_a_file(path)
+    if reason is not None:
+        raise InputError(f"{path} {reason}", hint="check the path")
     size = path.stat().st_size
     fix = "the file is damaged or incomplete: download or export it again"
     with open(path, "rb") as handle:

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from patchkit.errors import InputError, TrustError, UsageError
+from patchkit.errors import InputError, OutputError, TrustError, UsageError
 from patchkit.io.atomic import atomic_path, write_bytes_atomic
 
 SIGNATURE_SUFFIX = ".sig"
@@ -61,8 +61,10 @@ def load_public_key(path: Path) -> str:
 
 def new_key_pair(folder: Path, name: str, passphrase: str | None, *, force: bool = False) -> KeyPair:
     private_path, public_path = folder / f"{name}.key", folder / f"{name}.pub"
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder", hint=f"mkdir -p {folder}")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is not a folder", hint="give --out a folder for the key pair")
+    # A key folder is private: created 0700, as ssh-keygen does for ~/.ssh.
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for path in (private_path, public_path):
         if path.exists() and not force:
             raise UsageError(f"{path} exists", hint="choose another --name, or pass --force to replace it")

@@ -95,7 +95,7 @@ def resolve(
         pf.check_pipeline_folder(config)
         if looks_like_pickle(path):
             if not allow_pickle:
-                refuse_pickle(path)
+                refuse_pickle(path, allowable=True)
             path = pickle_to_safetensors(path)
         else:
             read_header(path)

@@ -27,6 +27,7 @@ from patchkit.io import arrays, patched_output
 from patchkit.io import revert_data as revert_data_io
 from patchkit.io.atomic import check_output_path, write_bytes_atomic
 from patchkit.io.patch_file import read_intact_patch
+from patchkit.io.regular import not_a_file
 from patchkit.io.tensor_spans import ModelSpans, SpanReader, TensorSpan, span_floats
 from patchkit.models import refs, weights
 from patchkit.services.signing import enforce_policy, signature_warning
@@ -387,8 +388,9 @@ def _originals(ref: refs.ModelRef, record: dict[str, Any], revert_data: Path | N
                 hint="pass --revert-data FILE, the file `patchkit apply --revert-data FILE` wrote for it",
             )
         return legacy
-    if not revert_data.is_file():
-        raise InputError(f"{revert_data}: no such revert file", hint="check the --revert-data path")
+    reason = not_a_file(revert_data)
+    if reason is not None:
+        raise InputError(f"revert file {revert_data} {reason}", hint="check the --revert-data path")
     data = revert_data_io.read(revert_data)
     recorded = record.get("revert_data_sha256")
     belongs = data.sha256 == recorded if recorded else data.binding.get("output_fingerprint") == record.get(

@@ -31,6 +31,7 @@ from patchkit.evaluation.mscore import (
 )
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.images import save_png
+from patchkit.io.regular import not_a_file
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
 from patchkit.services.worlds import judge_folders, world_for
@@ -237,8 +238,9 @@ def score(
     if output is not None:
         check_output_path(output, force=force)
     for patch in patches:
-        if not patch.is_file():
-            raise InputError(f"{patch}: no such patch file", hint="check the path")
+        reason = not_a_file(patch)
+        if reason is not None:
+            raise InputError(f"patch {patch} {reason}", hint="check the path")
     named = judge_folders()
     judges = {
         cat: load_judge(spec, cat, bench.names(cat), base_dir=bench_dir, named=named)

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from patchkit.core.stack import is_stack_name, parse_stack
-from patchkit.errors import PatchkitError, PolicyError, TrustError, UsageError
+from patchkit.errors import InputError, PatchkitError, PolicyError, TrustError, UsageError
 from patchkit.io import signatures
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_patch
+from patchkit.io.regular import not_a_file
 from patchkit.store.locations import trust_store_dir
 from patchkit.store.trust import TrustedKey, TrustStore
 
@@ -100,8 +101,9 @@ def verify(
     if public_key is None and not use_trust_store:
         raise UsageError("say which key to trust: --pubkey KEY.pub or --trust-store", hint="patchkit verify --help")
     sig = signature or signatures.signature_path_for(patch)
-    if not patch.is_file():
-        raise TrustError(f"{patch}: no such patch", hint="check the path")
+    reason = not_a_file(patch)
+    if reason is not None:
+        raise InputError(f"patch {patch} {reason}", hint="check the path")
     claimed = signatures.read_bundle(sig)
     store = store or trust_store()
     trusted: TrustedKey | None = store.by_fingerprint(claimed.key_hint)

@@ -14,6 +14,7 @@ from typing import Any
 from patchkit.core.names import looks_like_ref
 from patchkit.core.stack import is_stack_name, parse_stack
 from patchkit.errors import InputError
+from patchkit.io.regular import not_a_file
 from patchkit.services.registry import blob_for, patch_path
 
 
@@ -52,8 +53,9 @@ class Stack:
 
 
 def read_stack(path: Path) -> Stack:
-    if not path.is_file():
-        raise InputError(f"{path}: no such stack file", hint="make one: patchkit stack new BASE -o NAME.stack.json")
+    reason = not_a_file(path)
+    if reason is not None:
+        raise InputError(f"stack {path} {reason}", hint="make one: patchkit stack new BASE -o NAME.stack.json")
     return Stack(path, parse_stack(path.read_text(), str(path)))
 
 

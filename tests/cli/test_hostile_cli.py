@@ -98,3 +98,36 @@ def test_usage_mistakes_keep_the_usage_line_and_the_error_style(args, needle):
     usage, error, hint = run.stderr.strip().splitlines()
     assert usage.startswith("Usage: ") and error.startswith("error: ") and needle in error
     assert hint.startswith("hint: ") and "--help" in hint
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_folder_or_fifo_given_as_a_patch_is_named_for_what_it_is(tmp_path, kind):
+    path = tmp_path / "p.safetensors"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    run = _patchkit("show", str(path))
+    _refused(run, 3)
+    expected = "is a folder, not a file" if kind == "folder" else "is a FIFO, not a regular file"
+    assert expected in run.stderr and "does not exist" not in run.stderr
+
+
+def test_pickle_hints_offer_allow_pickle_only_where_it_works(tmp_path):
+    import pickle
+
+    patch = tmp_path / "p.safetensors"
+    patch.write_bytes(pickle.dumps({"w": [1.0]}, protocol=4))  # a pickle under a safetensors name
+    shown = _refused(_patchkit("show", str(patch)), 3)
+    assert "is a pickle" in shown[0] and "--allow-pickle" not in "\n".join(shown)
+    import shutil
+
+    from patchkit.models.refs import TESTBED_MODEL
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(TESTBED_MODEL, folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.unlink()
+    weights.with_suffix(".bin").write_bytes(b"\x80\x04")  # what save_pretrained wrote before safetensors
+    info = _refused(_patchkit("info", str(folder)), 3)
+    assert "pickled weights" in info[0] and "--allow-pickle" not in "\n".join(info)

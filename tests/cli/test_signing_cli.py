@@ -50,3 +50,23 @@ def test_key_sign_show_verify_trust_round_trip(tiny_models, tmp_path):
     assert tampered.returncode == 7
     errors = [line for line in tampered.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "does not verify" in errors[0]
+
+
+def test_key_new_creates_a_private_folder_and_refuses_a_file_in_its_place(tmp_path):
+    keys = tmp_path / "new" / "keys"
+    run = patchkit("key", "new", "--out", str(keys), env=dict(os.environ))
+    assert run.returncode == 0, run.stderr
+    assert (keys / "patchkit.key").is_file() and (keys.stat().st_mode & 0o777) == 0o700
+    occupied = tmp_path / "occupied"
+    occupied.write_text("not a folder")
+    refused = patchkit("key", "new", "--out", str(occupied), env=dict(os.environ))
+    assert refused.returncode == 4 and "is not a folder" in refused.stderr, refused.stderr
+    assert occupied.read_text() == "not a folder"
+
+
+def test_verify_of_a_missing_patch_is_a_missing_input_not_a_bad_signature(tmp_path):
+    keys = tmp_path / "keys"
+    assert patchkit("key", "new", "--out", str(keys), env=dict(os.environ)).returncode == 0
+    run = patchkit("verify", str(tmp_path / "gone.safetensors"), "--pubkey", str(keys / "patchkit.pub"),
+                   env=dict(os.environ))  # fmt: skip
+    assert run.returncode == 3 and "does not exist" in run.stderr, run.stderr
