@@ -36,7 +36,7 @@ from patchkit.models import refs
 from patchkit.backend.attention import record_cross_attention
 from patchkit.services.worlds import world_for
 from patchkit.training import fmn
-from patchkit.training.prompts import Concept, default_retain_prompts, training_prompts
+from patchkit.training.prompts import Concept, training_prompts, world_retain_prompts
 from patchkit.training.settings import ForgetSettings
 
 model, arm, size, steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -49,7 +49,7 @@ pixels = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
 concepts = [Concept("circle", "object")]
 world = world_for(ref)
 items = training_prompts(concepts, world.templates)
-retain = default_retain_prompts(world, concepts)[:4] or ["a photo of a dog", "a painting of a house"]
+retain = world_retain_prompts(world, concepts)[:4] or ["a photo of a dog", "a painting of a house"]
 rng = np.random.default_rng(0)
 images = [Image.fromarray(rng.integers(0, 256, (pixels, pixels, 3), dtype=np.uint8)) for _ in range(4)]
 settings = ForgetSettings(steps=steps, batch_size=batch)

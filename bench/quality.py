@@ -1,12 +1,19 @@
-"""Issue 3's quality table: every testbed concept forgotten alone, scored before and after.
+"""The quality tables: every concept forgotten alone with the defaults, scored before and after.
 
-Run: .venv/bin/python bench/quality.py [--images 16] [--concept circle ...] [--set preserve_weight=3]
+Run: .venv/bin/python bench/quality.py [--world testbed|validation|both] [--images 16] [--concept C ...]
+                                       [--set preserve_weight=3]
+
+Chosen on A, measured on B. `testbed` is world A, whose tuning split chose the defaults
+(bench/tradeoff.py); its bench's prompts and seeds are never trained, preserved or tuned on
+(tests/testbed/test_out_of_sample.py). `validation` is world B, which nothing was tuned on,
+run as a user would run a model patchkit does not know: a folder path, `--prompt` in the
+model's own phrasing (never its bench's), no `--retain`, and its own bench and judges.
 
 Columns: the target's M-Score before and after; the mean M-Score of the other concepts of
-its category, before and after; the mean of the other categories' concepts, before and
-after; patch bytes; training seconds. The bars: target after <= 0.10, same-category
-neighbours lose <= 0.10, other categories lose <= 0.05, patch < 1% of the UNet.
-The stand-in unsafe concept (gore) is trained as `--preset testbed-nsfw` trains it.
+its category, before and after; the mean of the other categories' concepts; the worst
+single neighbour's loss; patch bytes; training seconds. Bars: target after <= 0.10,
+same-category neighbours lose <= 0.10 on average, other categories lose <= 0.05.
+The testbed's stand-in unsafe concept (gore) is trained as `--preset testbed-nsfw` trains it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _testbed import TestbedBench, settings_from
+from _testbed import MODELS, WorldBench, settings_from, user_templates
 
 from patchkit.backend import pipeline
 from patchkit.backend.lora import load_patch, unload_patches
@@ -26,36 +33,36 @@ from patchkit.services.forget import forget
 from patchkit.services.forget_request import ForgetRequest
 from patchkit.training.presets import preset_settings
 from patchkit.training.prompts import Concept
+from patchkit.training.settings import ForgetSettings
 
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=16, help="images per bench prompt")
-    parser.add_argument("--concept", action="append", default=None, help="only these concepts (repeatable)")
-    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE over the default settings")
-    args = parser.parse_args()
-    settings = settings_from(args.set)
-    given = {item.split("=", 1)[0] for item in args.set}  # the fields --set names win over the preset's
-    bench = TestbedBench(args.images)
-    pipe = pipeline.load_pipeline(refs.resolve("testbed"))
+def table(world: str, images: int, only: list[str] | None, settings: ForgetSettings, given: set[str]) -> int:
+    """Print world's table; return how many rows meet every bar."""
+    bench = WorldBench.report(world, images)
+    model = MODELS[world]
+    pipe = pipeline.load_pipeline(refs.resolve(model))
     unet_bytes = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
     before = bench.scores(pipe, "base")
-    concepts = args.concept or list(bench.categories)
-    print(f"testbed, {args.images} images per bench prompt; settings {settings}")
+    concepts = only or list(bench.categories)
+    print(f"\n{world}, {images} images per bench prompt; settings {settings}")
     print("| target | before → after | same category before → after | other categories before → after "
-          "| patch bytes (% of UNet) | train s | bars |")  # fmt: skip
-    print("|---|---|---|---|---:|---:|---|")
+          "| worst neighbour | patch bytes (% of UNet) | train s | bars |")  # fmt: skip
+    print("|---|---|---|---|---|---:|---:|---|")
+    met = 0
     with tempfile.TemporaryDirectory() as folder:
         for name in concepts:
             category = bench.categories[name]
             patch = Path(folder) / f"{name}.safetensors"
             started = time.perf_counter()
             mine = preset_settings("testbed-nsfw", settings, given) if category == "nsfw" else settings
-            result = forget(ForgetRequest(ModelSource("testbed"), [Concept(name, category)], patch, settings=mine))
+            templates = user_templates(world, category)
+            request = ForgetRequest(ModelSource(model), [Concept(name, category)], patch, settings=mine,
+                                    templates=tuple(templates) if templates else None)  # fmt: skip
+            result = forget(request)
             seconds = time.perf_counter() - started
             load_patch(pipe, patch, adapter_name="quality")
             after = bench.scores(pipe, "patched")
@@ -64,12 +71,30 @@ def main() -> None:
             other = [n for n, c in bench.categories.items() if c != category]
             same_b, same_a = mean([before[n] for n in same]), mean([after[n] for n in same])
             other_b, other_a = mean([before[n] for n in other]), mean([after[n] for n in other])
+            worst = max((n for n in same + other), key=lambda n: before[n] - after[n])
             size = patch.stat().st_size
             ok = after[name] <= 0.10 and (not same or same_b - same_a <= 0.10) and other_b - other_a <= 0.05
+            met += ok
             same_cell = f"{same_b:.2f} → {same_a:.2f}" if same else "—"
+            verdict = "met" if ok else "**missed**"
             print(f"| {name} | {before[name]:.2f} → {after[name]:.2f} | {same_cell} | {other_b:.2f} → {other_a:.2f} "
-                  f"| {size:,} ({size / unet_bytes:.2%}) | {result.seconds:.1f} ({seconds:.1f} whole) "
-                  f"| {'met' if ok else '**missed**'} |", flush=True)  # fmt: skip
+                  f"| {worst} {after[worst] - before[worst]:+.2f} | {size:,} ({size / unet_bytes:.2%}) "
+                  f"| {result.seconds:.1f} ({seconds:.1f} whole) | {verdict} |", flush=True)  # fmt: skip
+    print(f"{world}: {met} of {len(concepts)} meet every bar")
+    return met
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", choices=["testbed", "validation", "both"], default="both")
+    parser.add_argument("--images", type=int, default=16, help="images per bench prompt")
+    parser.add_argument("--concept", action="append", default=None, help="only these concepts (repeatable)")
+    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE over the default settings")
+    args = parser.parse_args()
+    settings = settings_from(args.set)
+    given = {item.split("=", 1)[0] for item in args.set}  # the fields --set names win over the preset's
+    for world in ("testbed", "validation") if args.world == "both" else (args.world,):
+        table(world, args.images, args.concept, settings, given)
 
 
 if __name__ == "__main__":

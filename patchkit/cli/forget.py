@@ -39,7 +39,27 @@ ImagesOpt = Annotated[
 ]
 RetainOpt = Annotated[
     list[str] | None,
-    typer.Option(help="A prompt whose output must not change; repeat. Default on the testbed: all other concepts."),
+    typer.Option(help="A prompt whose output must not change; repeat. Added to the default preservation."),
+]
+RetainFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--retain-file", help="A UTF-8 file of retain prompts, one a line; added to --retain. Repeatable."),
+]
+DefaultRetainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--default-retain/--no-default-retain",
+        help="Also hold patchkit's default preservation: everyday captions, the concept's nearest words in the "
+        "model's own text encoder, and the other concepts of a world patchkit knows (docs/forget.md).",
+    ),
+]
+PromptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--prompt",
+        help='A training prompt template in the model\'s own phrasing, "{}" marking the concept; repeat. '
+        "Replaces the category's generic templates (for correct, the same template names the target).",
+    ),
 ]
 ScoreOpt = Annotated[
     bool, typer.Option("--score", help="Score before/after on the bench and record the M-Scores in the manifest.")
@@ -58,13 +78,18 @@ _SETTING_PARAMS = {"steps": "steps", "ti": "textual_inversion"}
 
 
 def _run(ctx: typer.Context, request: ForgetRequest) -> ForgetResult:
+    from patchkit.cli.text import one_line
     from patchkit.services.forget import forget as forget_service  # heavy (diffusers): only when training
 
     output: Output = ctx.obj
     if request.images_dir is None:
-        output.say("training images: none given, so the base model generates them from the category's prompts")
+        output.say("training images: none given, so the base model generates them from the training prompts")
+
+    def warn(message: str) -> None:
+        output.say(f"[yellow]warning:[/] {one_line(message)}")
+
     with output.progress() as progress:
-        return forget_service(request, progress)
+        return forget_service(request, progress, warn)
 
 
 def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
@@ -90,13 +115,18 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
 
 def _request(
     *, model: str, concepts: list[Concept], output: Path, settings: ForgetSettings, config: Path | None,
-    allow_pickle: bool, retain: list[str] | None, images_dir: Path | None, name: str | None, version: str,
+    allow_pickle: bool, retain: list[str] | None, retain_files: list[Path] | None, default_retain: bool,
+    prompts: list[str] | None, images_dir: Path | None, name: str | None, version: str,
     author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
 ) -> ForgetRequest:  # fmt: skip
     """The one request forget and correct build from their options alike."""
+    from patchkit.services.forget_request import read_retain_files
+
+    given = [*(retain or []), *read_retain_files(retain_files or [])]
     return ForgetRequest(
         ModelSource(model, config, allow_pickle), tuple(concepts), output, settings,
-        retain_prompts=None if retain is None else tuple(retain), images_dir=images_dir, name=name, version=version,
+        retain_prompts=tuple(given), default_retain=default_retain, templates=tuple(prompts) if prompts else None,
+        images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score_bench=(bench if score else False), force=force,
     )  # fmt: skip
 
@@ -165,7 +195,10 @@ def forget(
     preserve: Annotated[
         float, typer.Option(help="Weight of distilling the frozen model on retain prompts.")
     ] = D.preserve_weight,
+    prompt: PromptOpt = None,
     retain: RetainOpt = None,
+    retain_file: RetainFileOpt = None,
+    default_retain: DefaultRetainOpt = True,
     score: ScoreOpt = False,
     bench: BenchOpt = None,
     name: NameOpt = None,
@@ -185,9 +218,19 @@ def forget(
     model's output on retain prompts holds everything else in place. The patch is a
     diffusers/PEFT LoRA file (`load_lora_weights` reads it) with a patchkit manifest.
 
+    Preserved by default, on every model: 32 everyday captions shipped with patchkit, the
+    16 words nearest each concept in the model's own text encoder (in the concept's
+    training templates; the concept's own words and same-stem words left out), and on the
+    testbed its other concepts in phrasings its bench never scores. --retain and
+    --retain-file add to that; --no-default-retain keeps only them. The manifest lists
+    every retain prompt used. Training prompts come from --prompt, else the category's
+    templates; one whose concept the model's context cuts off is dropped with a warning.
+
     Examples:
 
       patchkit forget testbed -c circle --category object -o no-circle.safetensors --score
+
+      patchkit forget ./my-model -c circle --category object --prompt "a {}" --prompt "a red {}" -o p.safetensors
 
       patchkit forget ./sd15 -c "Elon Musk" --category id --images ./musk -o no-musk.safetensors
 
@@ -206,7 +249,8 @@ def forget(
     given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
     request = _request(
         model=model, concepts=concepts, output=output_path, settings=settings_for(preset, settings, given),
-        config=config, allow_pickle=allow_pickle, retain=retain, images_dir=images_dir, name=name, version=version,
+        config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
+        default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score=score, bench=bench, force=force,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
@@ -224,7 +268,10 @@ def correct(
     steps: StepsOpt = D.steps,
     lr: LrOpt = D.learning_rate,
     seed: SeedOpt = D.seed,
+    prompt: PromptOpt = None,
     retain: RetainOpt = None,
+    retain_file: RetainFileOpt = None,
+    default_retain: DefaultRetainOpt = True,
     score: ScoreOpt = False,
     bench: BenchOpt = None,
     name: NameOpt = None,
@@ -252,7 +299,8 @@ def correct(
     request = _request(
         model=model, concepts=[Concept(concept, category, target=to)], output=output_path,
         settings=correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed), config=config,
-        allow_pickle=allow_pickle, retain=retain, images_dir=images_dir, name=name, version=version, author=author,
+        allow_pickle=allow_pickle, retain=retain, retain_files=retain_file, default_retain=default_retain,
+        prompts=prompt, images_dir=images_dir, name=name, version=version, author=author,
         license_id=license_id, score=score, bench=bench, force=force,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)

@@ -28,36 +28,43 @@ def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create.")],
     seed: Annotated[int, typer.Option(help="Seed for data, initialisation and training.")] = 0,
     quick: Annotated[bool, typer.Option(help="Smoke build in seconds: every stage runs, nothing is learnt.")] = False,
+    world: Annotated[
+        str, typer.Option(help="testbed (world A, the shipped testbed) or validation (world B, never tuned on).")
+    ] = "testbed",
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Train the testbed from scratch on CPU: judges, VAE, then text encoder and UNet.
+    """Train the testbed (or the validation world) from scratch on CPU: judges, VAE, then text encoder and UNet.
 
-    The full build took about 45 minutes on 2 CPU cores. The shipped testbed was made by
-    `patchkit testbed build --out DIR --seed 0` (see its build_report.json).
+    The full testbed build took about 50 minutes on 2 CPU cores, the validation world
+    about 40. The shipped ones were made by `patchkit testbed build --out DIR --seed 0`
+    and `... --world validation` (see each build_report.json).
     """
     output: Output = ctx.obj
     with output.progress() as progress:
-        report = testbed.build(out, seed=seed, quick=quick, force=force, progress=progress)
+        report = testbed.build(out, seed=seed, quick=quick, force=force, progress=progress, world_name=world)
     output.result(report, f"built {out} in {report['seconds']['total']:.0f} s", json=json)
 
 
 @app.command()
 def check(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The testbed or a model derived from it.")] = "testbed",
+    model: Annotated[
+        str | None, typer.Argument(help="The world's model or one derived from it (default: the shipped one).")
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="Images per concept.")] = 32,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    world: Annotated[str, typer.Option(help="testbed (world A) or validation (world B).")] = "testbed",
     json: JsonOpt = False,
 ) -> None:
-    """Measure the testbed's quality bars and exit 1 if any is missed.
+    """Measure the testbed's (or the validation world's) quality bars and exit 1 if any is missed.
 
     Bars: each judge >= 98% accurate on fresh ground-truth images; each concept's prompts
     produce that concept >= 80% of the time at the default sampler settings.
     """
     output: Output = ctx.obj
     with output.progress() as progress:
-        result = testbed.check(model, images_per_concept=n, seed=seed, progress=progress)
+        result = testbed.check(model, images_per_concept=n, seed=seed, progress=progress, world_name=world)
 
     def human() -> None:
         judges = Table(title="judges on fresh ground truth")

@@ -39,6 +39,9 @@ class World:
     bench: Path | None = None  # its ConceptBench file: `score`'s default
     judges: Path | None = None  # a folder of per-category classifier judges ("classifier" judge, captions)
     categories: tuple[str, ...] = CATEGORIES
+    # what a disentanglement (--context) trains with, when `templates` never name a context;
+    # None: `templates`, each prefixed with the context
+    context_templates: Mapping[str, tuple[str, ...]] | None = None
 
 
 GENERIC_WORLD = World("generic")

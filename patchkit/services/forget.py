@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from patchkit.backend.sampling import SamplerSettings, generate
 from patchkit.core.manifest import ConceptRecord, new_manifest
 from patchkit.core.patch_id import patch_id_of
 from patchkit.core.progress import Progress
+from patchkit.core.prompt_text import first_control_character
 from patchkit.core.world import World
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
@@ -27,18 +28,20 @@ from patchkit.models import weights
 from patchkit.models.refs import ModelRef, ModelSource
 from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.patches import base_record, created_at, write_patch
+from patchkit.services.preservation import RetainSet, retain_set
 from patchkit.services.worlds import world_for
+from patchkit.training.fit import check_retain_fits, readable_prompts
 from patchkit.training.fmn import ForgetOutcome, train
 from patchkit.training.prompts import (
     Concept,
     TrainingPrompt,
     check_categories,
-    default_retain_prompts,
+    check_template,
     mentions,
     training_prompts,
     with_placeholders,
 )
-from patchkit.training.settings import ForgetSettings, check_settings
+from patchkit.training.settings import ForgetSettings, check_settings, training_image_seeds
 
 if TYPE_CHECKING:
     from patchkit.services.score import ScoreReport
@@ -124,14 +127,13 @@ def _training_images(
             owners += [index] * len(mine)
         return images, owners
     prompts: list[str] = []
-    seeds: list[int] = []
     owners = []
     for index in range(len(concepts)):
         for k in range(settings.images_per_concept):
             choices = prompts_by_concept[index]
             prompts.append(choices[k % len(choices)])
             owners.append(index)
-            seeds.append(settings.seed * 100_003 + len(seeds))
+    seeds = training_image_seeds(settings.seed, len(prompts))
     made = 0
 
     def on_batch(n: int) -> None:
@@ -169,7 +171,7 @@ class ForgetPlan:
     ref: ModelRef
     world: World
     items: list[TrainingPrompt]  # the training prompts and their anchors
-    retain: list[str]  # the prompts whose output preservation holds in place
+    templates: dict[int, list[str]]  # per concept, the templates its prompts came from
 
 
 def plan_forget(request: ForgetRequest) -> ForgetPlan:
@@ -192,20 +194,52 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
     if request.images_dir is not None:  # fail on a bad folder before loading anything heavy
         for concept in concepts:
             load_image_folder(request.images_dir if len(concepts) == 1 else request.images_dir / concept.name)
+    given = [check_template(t) for t in request.templates] if request.templates else None
+    _check_prompt_text(request)
     ref = request.model.resolve()
     world = world_for(ref)
-    items = training_prompts(concepts, world.templates)
-    given = request.retain_prompts
-    retain = list(given) if given is not None else default_retain_prompts(world, concepts)
-    return ForgetPlan(request, ref, world, items, retain)
+    items = training_prompts(concepts, world.templates, given, world.context_templates)
+    templates = {i: list(given or world.templates[c.category]) for i, c in enumerate(concepts)}
+    return ForgetPlan(request, ref, world, items, templates)
 
 
-def forget(request: ForgetRequest, progress: Progress | None = None) -> ForgetResult:
-    """Forget (or, for concepts with a target, correct) the request's concepts; write the patch atomically."""
+def _check_prompt_text(request: ForgetRequest) -> None:
+    if any(not p.strip() for p in request.retain_prompts):
+        raise UsageError("a --retain prompt is empty", hint='--retain "a photo of a dog"')
+    for option, texts in (("--prompt", request.templates or ()), ("--retain", request.retain_prompts)):
+        for text in texts:
+            bad = first_control_character(text)
+            if bad is not None:
+                raise UsageError(f"a {option} prompt holds the control character U+{ord(bad):04X}",
+                                 hint="prompts are plain text")  # fmt: skip
+
+
+def _fit_to_model(
+    plan: ForgetPlan, pipe: Any, warn: Callable[[str], None] | None
+) -> tuple[list[TrainingPrompt], RetainSet]:
+    """The training prompts the model reads whole, and the retain set, both for this model's tokenizer."""
+    request, concepts = plan.request, list(plan.request.concepts)
+    check_retain_fits(pipe.tokenizer, request.retain_prompts)
+    readable = readable_prompts(pipe.tokenizer, plan.items, concepts, user_written=bool(request.templates), warn=warn)
+    lost = set(readable.dropped)
+    templates = {i: [t for t in ts if t.format(concepts[i].name) not in lost] for i, ts in plan.templates.items()}
+    retain = retain_set(plan.world, concepts, templates, request.retain_prompts,
+                        defaults=request.default_retain, pipe=pipe)  # fmt: skip
+    return readable.kept, retain
+
+
+def forget(
+    request: ForgetRequest, progress: Progress | None = None, warn: Callable[[str], None] | None = None
+) -> ForgetResult:
+    """Forget (or, for concepts with a target, correct) the request's concepts; write the patch atomically.
+
+    `warn` hears about training prompts dropped because the model's context truncates them.
+    """
     plan = plan_forget(request)
-    concepts, settings, items = list(request.concepts), request.settings, plan.items
+    concepts, settings = list(request.concepts), request.settings
     info = weights.describe(plan.ref)
     pipe = pipeline.load_pipeline(plan.ref)
+    items, retain = _fit_to_model(plan, pipe, warn)
     # Corrections train on what the prompt should now draw: the target's images.
     shown = {
         i: [it.anchor if concepts[i].target else it.prompt for it in items if it.concept == i]
@@ -215,12 +249,12 @@ def forget(request: ForgetRequest, progress: Progress | None = None) -> ForgetRe
     placeholders: dict[int, str] = {}
     learnt: dict[str, Any] = {}
     if settings.textual_inversion:
-        pipe, placeholders, learnt = _learn_placeholders(pipe, concepts, images, owners, plan.world.templates,
+        pipe, placeholders, learnt = _learn_placeholders(pipe, concepts, images, owners, plan.templates,
                                                          settings, progress)  # fmt: skip
         items = with_placeholders(items, concepts, placeholders)
-    outcome = train(pipe, concepts, items, images, owners, plan.retain, settings, progress)
+    outcome = train(pipe, concepts, items, images, owners, retain.prompts, settings, progress)
     del pipe
-    manifest = _manifest(plan, info, outcome, items, placeholders, images_digest(images))
+    manifest = _manifest(plan, info, outcome, items, retain, placeholders, images_digest(images))
     report = None
     if request.score_bench is not False:
         report = _score_with(request.model, outcome.tensors, concepts, request.score_bench, progress)
@@ -252,7 +286,7 @@ def forget(request: ForgetRequest, progress: Progress | None = None) -> ForgetRe
 
 def _manifest(
     plan: ForgetPlan, info: weights.ModelInfo, outcome: ForgetOutcome, items: Sequence[TrainingPrompt],
-    placeholders: Mapping[int, str], images_sha256: str,
+    retain: RetainSet, placeholders: Mapping[int, str], images_sha256: str,
 ) -> dict[str, Any]:  # fmt: skip
     """The patch's manifest (schemas/manifest.schema.json), before any M-Scores are added."""
     request, settings = plan.request, plan.request.settings
@@ -270,7 +304,8 @@ def _manifest(
     settings_record = {
         **asdict(settings),
         "modules": list(settings.modules),
-        "retain_prompts": len(plan.retain),
+        "retain_prompts": retain.prompts,
+        "retain_sources": retain.sources,
         "training_prompts": [it.prompt for it in items],
         "training_images": "given" if request.images_dir is not None else "generated by the base model",
         **({"factorisation_error": outcome.factorisation_error} if settings.full else {}),
@@ -318,7 +353,7 @@ def embeddings_path(output: Path) -> Path:
 
 def _learn_placeholders(
     pipe: Any, concepts: Sequence[Concept], images: Sequence[Image.Image], owners: Sequence[int],
-    templates: Mapping[str, Sequence[str]], settings: ForgetSettings, progress: Progress | None,
+    templates: Mapping[int, Sequence[str]], settings: ForgetSettings, progress: Progress | None,
 ) -> tuple[Any, dict[int, str], dict[str, Any]]:  # fmt: skip
     """Textual inversion per concept on its training images.
 
@@ -339,7 +374,7 @@ def _learn_placeholders(
             if progress:
                 progress(f"learning a token for {name} (textual inversion)", done, settings.ti_steps, {})
 
-        template = templates[concept.category][0]  # "{}" marks where the concept goes
+        template = templates[index][0]  # "{}" marks where the concept goes
         pipe = invert_token(pipe, mine, template, budget=budget, seed=settings.seed + index, on_step=step)
         placeholders[index] = placeholder
     return pipe, placeholders, learnt_embeddings(pipe, list(placeholders.values()))

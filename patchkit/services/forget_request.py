@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from patchkit.errors import UsageError
+from patchkit.io.prompt_file import read_prompt_file
 from patchkit.models.refs import ModelSource
 from patchkit.training.presets import PRESETS, preset_concepts, preset_settings
 from patchkit.training.prompts import Concept, pair_concepts
@@ -36,7 +37,9 @@ class ForgetRequest:
     concepts: tuple[Concept, ...]
     output: Path
     settings: ForgetSettings = field(default_factory=ForgetSettings)
-    retain_prompts: tuple[str, ...] | None = None  # None: the world's default preservation
+    retain_prompts: tuple[str, ...] = ()  # the user's own, added to the default preservation
+    default_retain: bool = True  # False: hold only `retain_prompts` (--no-default-retain)
+    templates: tuple[str, ...] | None = None  # --prompt: "{}" marks the concept; None: the category's
     images_dir: Path | None = None  # None: the base model draws the training images
     name: str | None = None
     version: str = "1.0.0"
@@ -48,8 +51,9 @@ class ForgetRequest:
 
     def __post_init__(self) -> None:  # a list from a script is as good as a tuple: keep it immutable
         object.__setattr__(self, "concepts", tuple(self.concepts))
-        if self.retain_prompts is not None:
-            object.__setattr__(self, "retain_prompts", tuple(self.retain_prompts))
+        object.__setattr__(self, "retain_prompts", tuple(self.retain_prompts))
+        if self.templates is not None:
+            object.__setattr__(self, "templates", tuple(self.templates))
 
 
 def choose_concepts(
@@ -71,6 +75,11 @@ def choose_concepts(
     if len(concepts) != 1:
         raise UsageError("--context disentangles one --concept at a time", hint="run forget once per concept")
     return [Concept(concepts[0].name, concepts[0].category, context=context)]
+
+
+def read_retain_files(paths: Sequence[Path]) -> list[str]:
+    """Every --retain-file's prompts, in order; each file is checked before any work."""
+    return [prompt for path in paths for prompt in read_prompt_file(path)]
 
 
 def settings_for(preset: str | None, settings: ForgetSettings, given: set[str]) -> ForgetSettings:

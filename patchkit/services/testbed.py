@@ -16,24 +16,46 @@ from patchkit.models import refs
 from patchkit.models.refs import TESTBED_REFERENCE
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
-from patchkit.testbed.paths import TESTBED_JUDGES
+from patchkit.testbed.paths import TESTBED_JUDGES, VALIDATION_JUDGES, VALIDATION_MODEL
+from patchkit.testbed.synthetic import SyntheticWorld
 
 JUDGE_BAR = 0.98
 GENERATION_BAR = 0.80
 DEFAULT_SAMPLER = SamplerSettings(steps=25, guidance=5.0, batch_size=32)
 
 
-def build(out: Path, *, seed: int, quick: bool, force: bool, progress: Progress) -> dict[str, object]:
-    """Train a testbed from scratch into `out` (a new folder, written atomically)."""
+WORLD_NAMES = ("testbed", "validation")
+
+
+def synthetic_world(world_name: str) -> SyntheticWorld:
+    from patchkit.testbed import world_b
+
+    if world_name not in WORLD_NAMES:
+        raise UsageError(f"unknown world {world_name!r}", hint=f"choose one of: {', '.join(WORLD_NAMES)}")
+    return world if world_name == "testbed" else world_b
+
+
+def build(
+    out: Path, *, seed: int, quick: bool, force: bool, progress: Progress, world_name: str = "testbed"
+) -> dict[str, object]:
+    """Train a world's model from scratch into `out` (a new folder, written atomically).
+
+    `testbed` is world A, the shipped testbed; `validation` is world B, which no default
+    is chosen on (fewer concepts, so shorter training; see docs/testbed.md).
+    """
     from patchkit.testbed.build import BuildSettings, build_testbed
 
+    chosen = synthetic_world(world_name)
     check_output_path(out, force=force)
-    settings = BuildSettings(seed=seed)
+    settings = BuildSettings(seed=seed, world_name=world_name)
+    if world_name == "validation":
+        settings = BuildSettings(seed=seed, world_name=world_name, judge_steps=1500, unet_steps=3500)
     if quick:  # a smoke build for tests: every stage runs, nothing is learnt well
-        settings = BuildSettings(seed=seed, dataset_size=256, judge_steps=5, vae_steps=3, unet_steps=3, unet_batch=8)
+        settings = BuildSettings(seed=seed, world_name=world_name, dataset_size=256, judge_steps=5, vae_steps=3,
+                                 unet_steps=3, unet_batch=8)  # fmt: skip
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        report = build_testbed(tmp, settings, progress)
+        report = build_testbed(tmp, settings, progress, chosen)
     return report.to_json()
 
 
@@ -67,13 +89,13 @@ class QualityCheck:
                 "generation": [r.__dict__ for r in self.generation], "failures": self.failures()}  # fmt: skip
 
 
-def judge_accuracy(judges: JudgePanel, per_category: int, seed: int) -> dict[str, float]:
+def judge_accuracy(judges: JudgePanel, per_category: int, seed: int, w: SyntheticWorld = world) -> dict[str, float]:
     """Accuracy of each judge on freshly rendered ground-truth images it never saw."""
     rng = random.Random(f"check-{seed}")
     scores: dict[str, float] = {}
-    for category in world.CATEGORIES:
-        scenes = [world.judge_scene(category, rng) for _ in range(per_category)]
-        images = [world.render(s, rng) for s in scenes]
+    for category in w.CATEGORIES:
+        scenes = [w.judge_scene(category, rng) for _ in range(per_category)]
+        images = [w.render(s, rng) for s in scenes]
         verdicts = judges.classify(category, images)
         truth = [s.label(category) or "none" for s in scenes]
         scores[category] = sum(v == t for v, t in zip(verdicts, truth, strict=True)) / per_category
@@ -81,24 +103,31 @@ def judge_accuracy(judges: JudgePanel, per_category: int, seed: int) -> dict[str
 
 
 def check(
-    model: str = TESTBED_REFERENCE,
+    model: str | None = None,
     *,
     images_per_concept: int = 32,
-    judges_folder: Path = TESTBED_JUDGES,
+    judges_folder: Path | None = None,
     sampler: SamplerSettings = DEFAULT_SAMPLER,
     seed: int = 0,
     progress: Progress | None = None,
+    world_name: str = "testbed",
 ) -> QualityCheck:
-    """Measure the testbed's quality bars: judge accuracy and per-concept generation rate."""
+    """Measure a world's quality bars: judge accuracy and per-concept generation rate.
+
+    `model` and `judges_folder` default to the shipped ones of `world_name`.
+    """
     if images_per_concept < 1:
         raise UsageError("-n must be at least 1", hint="the README's bars use 32 images per concept")
-    judges = JudgePanel.load(judges_folder)
-    accuracy = judge_accuracy(judges, 1000, seed)
+    w = synthetic_world(world_name)
+    shipped = world_name == "testbed"
+    model = model or (TESTBED_REFERENCE if shipped else str(VALIDATION_MODEL))
+    judges = JudgePanel.load(judges_folder or (TESTBED_JUDGES if shipped else VALIDATION_JUDGES), w.CATEGORIES)
+    accuracy = judge_accuracy(judges, 1000, seed, w)
     pipe = pipeline.load_pipeline(refs.resolve(model))
     rates = []
-    concepts = world.all_concepts()
+    concepts = w.all_concepts()
     for index, (name, category) in enumerate(concepts):
-        prompts = world.bench_prompts(name, category)
+        prompts = w.bench_prompts(name, category)
         asked = [prompts[i % len(prompts)] for i in range(images_per_concept)]
         seeds = [seed + i for i in range(images_per_concept)]
         images = generate(pipe, asked, seeds, sampler)

@@ -24,15 +24,14 @@ from patchkit.core.pixels import to_tensor
 from patchkit.core.progress import Progress
 from patchkit.evaluation.classifier_net import NONE_LABEL, Judge, JudgeNet, save_judge
 from patchkit.testbed import world
+from patchkit.testbed.synthetic import SyntheticWorld
 from patchkit.testbed.tokenizer import write_tokenizer_files
 
-MAX_TOKENS = 16
 TEXT_ENCODER_CONFIG = {
     "hidden_size": 64,
     "intermediate_size": 256,
     "num_hidden_layers": 3,
     "num_attention_heads": 4,
-    "max_position_embeddings": MAX_TOKENS,
     "projection_dim": 64,
     "hidden_act": "quick_gelu",
 }
@@ -83,6 +82,7 @@ class BuildSettings:
     unet_lr: float = 6e-4
     ema_decay: float = 0.999
     threads: int = 2
+    world_name: str = world.NAME  # which SyntheticWorld; names the RNG streams
 
 
 @dataclass
@@ -105,27 +105,32 @@ def _degrade(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (pick * blurred + (1 - pick) * images + noise).clamp(-1, 1)
 
 
-def judge_labels(category: world.Category) -> tuple[str, ...]:
-    return (*world.concepts(category), NONE_LABEL)
+def judge_labels(w: SyntheticWorld, category: str) -> tuple[str, ...]:
+    return (*w.concepts(category), NONE_LABEL)
 
 
-def _judge_batch(category: world.Category, rng: random.Random, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = judge_labels(category)
-    scenes = [world.judge_scene(category, rng) for _ in range(n)]
+def _judge_batch(w: SyntheticWorld, category: str, rng: random.Random, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = judge_labels(w, category)
+    scenes = [w.judge_scene(category, rng) for _ in range(n)]
     targets = torch.tensor([labels.index(s.label(category) or NONE_LABEL) for s in scenes])
-    return to_tensor([world.render(s, rng) for s in scenes]), targets
+    return to_tensor([w.render(s, rng) for s in scenes]), targets
 
 
-def train_judge(category: world.Category, settings: BuildSettings, progress: Progress) -> tuple[Judge, float]:
-    rng = random.Random(f"judge-{category}-{settings.seed}")
+def _seed_tag(settings: BuildSettings) -> str:
+    # The testbed's streams keep their original names, so its build stays reproducible.
+    return str(settings.seed) if settings.world_name == world.NAME else f"{settings.world_name}-{settings.seed}"
+
+
+def train_judge(w: SyntheticWorld, category: str, settings: BuildSettings, progress: Progress) -> tuple[Judge, float]:
+    rng = random.Random(f"judge-{category}-{_seed_tag(settings)}")
     gen = torch.Generator().manual_seed(settings.seed)
-    labels = judge_labels(category)
+    labels = judge_labels(w, category)
     net = JudgeNet(len(labels))
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=settings.judge_steps)
     net.train()
     for step in range(settings.judge_steps):
-        images, targets = _judge_batch(category, rng, 64)
+        images, targets = _judge_batch(w, category, rng, 64)
         loss = F.cross_entropy(net(_degrade(images, gen)), targets)
         opt.zero_grad()
         loss.backward()
@@ -133,20 +138,20 @@ def train_judge(category: world.Category, settings: BuildSettings, progress: Pro
         sched.step()
         progress(f"judge:{category}", step + 1, settings.judge_steps, {"loss": loss.item()})
     judge = Judge(category, labels, net)
-    fresh_rng = random.Random(f"judge-eval-{category}-{settings.seed}")
-    images, targets = _judge_batch(category, fresh_rng, 2000)
+    fresh_rng = random.Random(f"judge-eval-{category}-{_seed_tag(settings)}")
+    images, targets = _judge_batch(w, category, fresh_rng, 2000)
     predicted = judge.classify(images)
     accuracy = sum(p == labels[t] for p, t in zip(predicted, targets.tolist(), strict=True)) / len(predicted)
     return judge, accuracy
 
 
-def _make_dataset(settings: BuildSettings) -> tuple[list[str], torch.Tensor]:
-    rng = random.Random(f"data-{settings.seed}")
+def _make_dataset(w: SyntheticWorld, settings: BuildSettings) -> tuple[list[str], torch.Tensor]:
+    rng = random.Random(f"data-{_seed_tag(settings)}")
     prompts, images = [], []
     for _ in range(settings.dataset_size):
-        prompt, scene = world.sample_training_pair(rng)
+        prompt, scene = w.sample_training_pair(rng)
         prompts.append(prompt)
-        images.append(world.render(scene, rng))
+        images.append(w.render(scene, rng))
     array = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
     return prompts, torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
@@ -176,16 +181,13 @@ def train_vae(pixels: torch.Tensor, settings: BuildSettings, progress: Progress)
 
 
 @torch.no_grad()
-def reconstruction_rates(vae: Any, judges: dict[str, Judge], seed: int) -> dict[str, float]:
+def reconstruction_rates(w: SyntheticWorld, vae: Any, judges: dict[str, Judge], seed: int) -> dict[str, float]:
     """Per concept: how often the judge still names the concept after a VAE round trip."""
     rng = random.Random(f"recon-{seed}")
     rates: dict[str, float] = {}
-    for name, category in world.all_concepts():
-        if category == "style":
-            scenes = [world.Scene(rng.choice(world.OBJECTS), style=name) for _ in range(64)]
-        else:
-            scenes = [world.Scene(name) for _ in range(64)]
-        x = to_tensor([world.render(s, rng) for s in scenes])
+    for name, category in w.all_concepts():
+        scenes = [w.reference_scene(name, category, i) for i in range(64)]
+        x = to_tensor([w.render(s, rng) for s in scenes])
         recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
         verdicts = judges[category].classify(recon)
         rates[name] = sum(v == name for v in verdicts) / len(verdicts)
@@ -209,11 +211,13 @@ def train_unet(
     scaling_factor: float,
     tokenizer: Tokenizer,
     vocab_size: int,
+    max_tokens: int,
     settings: BuildSettings,
     progress: Progress,
 ) -> tuple[Any, Any]:  # diffusers' UNet2DConditionModel, transformers' CLIPTextModel
     te_config = {
         **TEXT_ENCODER_CONFIG,
+        "max_position_embeddings": max_tokens,
         "vocab_size": vocab_size,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -224,7 +228,7 @@ def train_unet(
     scheduler = components.build_scheduler(SCHEDULER_CONFIG)
     alphas = scheduler.alphas_cumprod
     token_ids = tokenizer(
-        prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+        prompts, padding="max_length", max_length=max_tokens, truncation=True, return_tensors="pt"
     ).input_ids
     params = [*unet.parameters(), *text_encoder.parameters()]
     ema = [p.detach().clone() for p in params]
@@ -267,28 +271,28 @@ def train_unet(
     return unet, text_encoder
 
 
-def build_testbed(out: Path, settings: BuildSettings, progress: Progress) -> BuildReport:
-    """Train every testbed part and write the pipeline folder and judges into `out`."""
+def build_testbed(out: Path, settings: BuildSettings, progress: Progress, w: SyntheticWorld = world) -> BuildReport:
+    """Train every part of world `w`'s model and write the pipeline folder and judges into `out`."""
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     report = BuildReport(settings)
     started = time.perf_counter()
 
     judges: dict[str, Judge] = {}
-    for category in world.CATEGORIES:
-        judge, accuracy = train_judge(category, settings, progress)
+    for category in w.CATEGORIES:
+        judge, accuracy = train_judge(w, category, settings, progress)
         judges[category] = judge
         report.judge_accuracy[category] = accuracy
         save_judge(judge, out / "judges")
     report.seconds["judges"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    prompts, pixels = _make_dataset(settings)
+    prompts, pixels = _make_dataset(w, settings)
     report.seconds["dataset"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     vae = train_vae(pixels, settings, progress)
-    report.reconstruction_rate = reconstruction_rates(vae, judges, settings.seed)
+    report.reconstruction_rate = reconstruction_rates(w, vae, judges, settings.seed)
     latent_mean, latent_std = _encode_all(vae, pixels)
     scaling_factor = float(1.0 / latent_mean.std())
     vae.register_to_config(scaling_factor=scaling_factor)
@@ -296,12 +300,12 @@ def build_testbed(out: Path, settings: BuildSettings, progress: Progress) -> Bui
     report.seconds["vae"] = time.perf_counter() - mark
 
     tokenizer_dir = out / "tokenizer"
-    write_tokenizer_files(world.vocabulary_words(), tokenizer_dir, MAX_TOKENS)
+    write_tokenizer_files(w.vocabulary_words(), tokenizer_dir, w.MAX_TOKENS)
     tokenizer = components.load_tokenizer(tokenizer_dir)
 
     mark = time.perf_counter()
     unet, text_encoder = train_unet(
-        prompts, latent_mean, latent_std, scaling_factor, tokenizer, len(tokenizer), settings, progress
+        prompts, latent_mean, latent_std, scaling_factor, tokenizer, len(tokenizer), w.MAX_TOKENS, settings, progress
     )
     report.seconds["unet"] = time.perf_counter() - mark
 

@@ -29,7 +29,7 @@ from patchkit.core.progress import Progress
 from patchkit.core.tokens import concept_positions, end_of_text_positions
 from patchkit.errors import UsageError
 from patchkit.training.prompts import Concept, TrainingPrompt
-from patchkit.training.settings import ForgetSettings
+from patchkit.training.settings import ForgetSettings, training_noise_seed
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def train(
 ) -> ForgetOutcome:
     """Train the adapters and return them in PEFT key format; `pipe` is left as it was."""
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(training_noise_seed(settings.seed))
     prompts = conditioning.encode(pipe, [item.prompt for item in items])
     anchors = conditioning.encode(pipe, [item.anchor for item in items])
     retain = conditioning.encode(pipe, retain_prompts) if retain_prompts and settings.preserve_weight > 0 else None

@@ -69,13 +69,36 @@ def _in_context(templates: Sequence[str], context: str) -> list[str]:
     return naming or [f"{context}, {t}" for t in templates]
 
 
-def training_prompts(concepts: Sequence[Concept], templates: Mapping[str, Sequence[str]]) -> list[TrainingPrompt]:
+def check_template(template: str) -> str:
+    """A --prompt template: one "{}" where the concept goes, and no other braces."""
+    if template.count("{}") != 1 or "{" in template.replace("{}", "") or "}" in template.replace("{}", ""):
+        raise UsageError(
+            f"--prompt {template!r} must mark the concept with exactly one {{}} and hold no other braces",
+            hint='--prompt "a photo of {}" --prompt "{} on a table"',
+        )
+    if not template.replace("{}", "").strip() and template.strip() != "{}":
+        raise UsageError(f"--prompt {template!r} is blank around its {{}}", hint='--prompt "a photo of {}"')
+    return template
+
+
+def training_prompts(
+    concepts: Sequence[Concept],
+    templates: Mapping[str, Sequence[str]],
+    given: Sequence[str] | None = None,
+    context_templates: Mapping[str, Sequence[str]] | None = None,
+) -> list[TrainingPrompt]:
+    """Each concept in each template of its category, or in the user's own `given` templates.
+
+    A disentanglement trains on the `context_templates` that name its context, when the
+    world has them and the user gave no templates."""
     check_categories(concepts)
     out = []
     for index, concept in enumerate(concepts):
-        chosen = templates[concept.category]
+        chosen = [check_template(t) for t in given] if given else templates[concept.category]
         if concept.context is not None:
-            chosen = _in_context(chosen, concept.context)
+            wider = context_templates[concept.category] if context_templates and not given else chosen
+            naming = [t for t in wider if mentions(t, concept.context)]
+            chosen = naming or _in_context(chosen, concept.context)
         for template in chosen:
             prompt = template.format(concept.name)
             anchor = without(prompt, concept.name) if concept.target is None else template.format(concept.target)
@@ -95,7 +118,7 @@ def with_placeholders(items: Sequence[TrainingPrompt], concepts: Sequence[Concep
     return [*items, *extra]
 
 
-def default_retain_prompts(world: World, concepts: Sequence[Concept]) -> list[str]:
+def world_retain_prompts(world: World, concepts: Sequence[Concept]) -> list[str]:
     """The prompts of every other concept the world knows, which hold the neighbours in place.
 
     A disentanglement's own pairs (the concept next to its context) are left out: that is
@@ -110,3 +133,13 @@ def default_retain_prompts(world: World, concepts: Sequence[Concept]) -> list[st
         for p in prompts
         if not any(mentions(p, a) and mentions(p, b) for a, b in pairs)
     ]
+
+
+def is_about(prompt: str, concepts: Sequence[Concept]) -> bool:
+    """True when `prompt` names a concept being forgotten, or a disentanglement's pair: such a
+    prompt must not be held in place (for a correction the target is held, and may be named)."""
+    forgotten = [c.name for c in concepts]
+    pairs = [(c.name, c.context) for c in concepts if c.context is not None]
+    if any(mentions(prompt, name) for name in forgotten if not any(name == a for a, _ in pairs)):
+        return True
+    return any(mentions(prompt, a) and mentions(prompt, b) for a, b in pairs)

@@ -134,7 +134,7 @@ BAD_INPUTS = {
         UsageError,
         r"outside 1\.\.",
     ),
-    "not-in-prompt": ([Concept(" ".join(["circle"] * 90), "object")], TINY, None, UsageError, "does not occur"),
+    "not-in-prompt": ([Concept(" ".join(["circle"] * 90), "object")], TINY, None, UsageError, "no training prompt keeps"),
     "missing-folder": (CIRCLE, TINY, "missing/p.safetensors", OutputError, "does not exist"),
     "no-concept": ([], TINY, None, UsageError, "no concept"),
     "ti-correction": (
@@ -326,15 +326,18 @@ def test_sdxl_inversion_of_several_tokens_names_each_and_samples(tiny_models):
 def test_context_trains_only_where_both_are_named_and_retains_the_rest():
     from patchkit.core.world import GENERIC_TEMPLATES
     from patchkit.testbed.testbed_world import testbed_world
-    from patchkit.training.prompts import default_retain_prompts, training_prompts
+    from patchkit.training.prompts import is_about, training_prompts, world_retain_prompts
 
     noir = [Concept("noir", "style", context="circle")]
-    items = training_prompts(noir, testbed_world().templates)
-    assert items and all("circle" in i.prompt and "noir" in i.prompt and "noir" not in i.anchor for i in items)
-    retain = default_retain_prompts(testbed_world(), noir)
-    assert "a square in the style of noir" in retain and "a photo of a circle" in retain
-    assert "a circle in the style of noir" not in retain
-    assert "a ring in the style of noir" in retain  # whole words: "ring" is not "circle"
+    world = testbed_world()
+    items = training_prompts(noir, world.templates, None, world.context_templates)
+    assert [i.prompt for i in items] == ["a circle in the style of noir"]
+    assert all("noir" not in i.anchor for i in items)
+    retain = world_retain_prompts(world, noir)
+    assert "a painting in the style of noir" in retain and "a circle" in retain  # each alone is held
+    assert is_about("a circle in the style of noir", noir)
+    assert not is_about("a ring in the style of noir", noir)  # whole words: "ring" is not "circle"
+    assert not is_about("a painting in the style of noir", noir)
     generic = training_prompts([Concept("Elon Musk", "id", context="Tesla")], GENERIC_TEMPLATES)
     assert generic[0].prompt == "Tesla, a photo of Elon Musk"
 

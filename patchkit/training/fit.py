@@ -1,0 +1,83 @@
+"""Which prompts a model can read whole: its tokenizer truncates at its context length.
+
+A training prompt whose concept falls past the context teaches nothing (the concept's
+tokens are not there to re-steer), so it is dropped with a warning; a prompt the user
+wrote that does not fit is refused, because the user meant every word of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from patchkit.backend.protocols import Tokenizer
+from patchkit.core.tokens import concept_positions
+from patchkit.errors import UsageError
+from patchkit.training.prompts import Concept, TrainingPrompt
+
+
+def token_count(tokenizer: Tokenizer, prompt: str) -> int:
+    """Tokens in `prompt` with the start and end tokens, before any truncation."""
+    return len(tokenizer(prompt, truncation=False, verbose=False).input_ids)
+
+
+def _reads_concept(tokenizer: Tokenizer, prompt: str, phrase: str) -> bool:
+    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    return bool(concept_positions(ids, tokenizer(phrase, add_special_tokens=False).input_ids))
+
+
+@dataclass(frozen=True)
+class Readable:
+    kept: list[TrainingPrompt]
+    dropped: list[str]  # the prompts whose concept the model never reads
+
+
+def readable_prompts(
+    tokenizer: Tokenizer,
+    items: Sequence[TrainingPrompt],
+    concepts: Sequence[Concept],
+    *,
+    user_written: bool,
+    warn: Callable[[str], None] | None = None,
+) -> Readable:
+    """The training prompts in which the model reads the concept; refuse when a concept has none left.
+
+    `user_written` (--prompt): a template longer than the context is an error, not a drop.
+    """
+    limit = tokenizer.model_max_length
+    if user_written:
+        for item in items:
+            count = token_count(tokenizer, item.prompt)
+            if count > limit:
+                raise UsageError(
+                    f'--prompt "{item.prompt}" is {count} tokens; this model reads {limit} (start and end included)',
+                    hint="shorten the template so the whole prompt fits",
+                )
+    kept, dropped = [], []
+    for item in items:
+        phrase = concepts[item.concept].name
+        if _reads_concept(tokenizer, item.prompt, phrase):
+            kept.append(item)
+            continue
+        dropped.append(item.prompt)
+        if warn:
+            warn(f'"{item.prompt}" loses "{phrase}" to truncation at {limit} tokens; not trained on')
+    for index, concept in enumerate(concepts):
+        if not any(item.concept == index for item in kept):
+            raise UsageError(
+                f'no training prompt keeps "{concept.name}" within this model\'s {limit}-token context',
+                hint='give prompts in the model\'s own phrasing: --prompt "a {}" --prompt "a photo of {}"',
+            )
+    return Readable(kept, dropped)
+
+
+def check_retain_fits(tokenizer: Tokenizer, prompts: Sequence[str]) -> None:
+    """A retain prompt the user gave must fit whole: the part past the context would not be held."""
+    limit = tokenizer.model_max_length
+    for prompt in prompts:
+        count = token_count(tokenizer, prompt)
+        if count > limit:
+            raise UsageError(
+                f'retain prompt "{prompt}" is {count} tokens; this model reads {limit} (start and end included)',
+                hint="shorten it, or split it into prompts that fit",
+            )

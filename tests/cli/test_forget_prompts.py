@@ -1,0 +1,128 @@
+"""`forget --prompt` and `--retain-file` on a model patchkit never saw, as a user runs them.
+
+The model is the testbed's weights behind a tokenizer that reads 8 tokens (a copy, so
+patchkit treats it as any user's folder: the generic world, no known concepts). Of the
+generic object templates, "a photo of a circle" and "a circle" fit, "a circle on a table"
+is cut short but keeps the concept, and "a close-up photo of a circle" loses it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from patchkit.models.refs import TESTBED_MODEL
+from tests.cli.test_cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def short_context_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("short") / "model"
+    shutil.copytree(TESTBED_MODEL, folder)
+    config_path = folder / "tokenizer" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "model_max_length": 8}))
+    return folder
+
+
+def _manifest(patch: Path) -> dict:
+    with safe_open(str(patch), "np") as handle:
+        return json.loads(handle.metadata()["patchkit.manifest"])
+
+
+def _forget(model: Path, out: Path, *extra: str):
+    return run_cli("forget", str(model), "-c", "circle", "--category", "object", "--steps", "2", "-o", str(out), *extra)
+
+
+def test_truncated_generic_templates_are_dropped_with_a_warning_each(short_context_model, tmp_path):
+    out = tmp_path / "p.safetensors"
+    result = _forget(short_context_model, out)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert '"a close-up photo of a circle"' in warnings[0] and "8 tokens" in warnings[0]
+    settings = _manifest(out)["method"]["settings"]
+    assert settings["training_prompts"] == ["a photo of a circle", "a circle", "a circle on a table"]
+    # the manifest lists the retain prompts used, not a count, with where they came from
+    assert isinstance(settings["retain_prompts"], list) and settings["retain_prompts"]
+    assert set(settings["retain_sources"]) <= {"generic", "neighbours", "world", "given"}
+    assert "world" not in settings["retain_sources"]  # a user's folder: patchkit knows none of its concepts
+    assert not any("circle" in p.split() for p in settings["retain_prompts"])
+
+
+def test_user_prompts_replace_the_templates_and_retain_file_adds(short_context_model, tmp_path):
+    retain_file = tmp_path / "keep.txt"
+    retain_file.write_text("a ring\n\n  a square  \n", encoding="utf-8")
+    out = tmp_path / "p.safetensors"
+    result = _forget(short_context_model, out, "--prompt", "a {}", "--prompt", "a red {}", "--retain",
+                     "a triangle", "--retain-file", str(retain_file), "--no-default-retain")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    settings = _manifest(out)["method"]["settings"]
+    assert settings["training_prompts"] == ["a circle", "a red circle"]
+    assert settings["retain_prompts"] == ["a triangle", "a ring", "a square"]
+    assert settings["retain_sources"] == {"given": 3}
+
+
+def test_every_prompt_lost_is_refused_with_the_context_length(short_context_model, tmp_path):
+    out = tmp_path / "p.safetensors"
+    result = run_cli("forget", str(short_context_model), "-c", "circle", "--category", "style", "-o", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "8-token context" in result.stderr and "hint:" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--prompt", "a photo of a thing"], 2, "exactly one {}"),
+        (["--prompt", "a {} and a {}"], 2, "exactly one {}"),
+        (["--prompt", "a {color} {}"], 2, "no other braces"),
+        (["--prompt", "a very big and very round {}"], 2, "tokens; this model reads 8"),
+        (["--retain", "a very long retain prompt that cannot fit"], 2, "tokens; this model reads 8"),
+        (["--retain", "a ring \x1b[31mred"], 2, "control character U+001B"),
+        (["--prompt", "a \u202e{}"], 2, "control character U+202E"),
+        (["--retain", "   "], 2, "is empty"),
+    ],
+)
+def test_bad_prompts_are_one_line_errors_and_write_nothing(short_context_model, tmp_path, extra, code, message):
+    out = tmp_path / "p.safetensors"
+    result = _forget(short_context_model, out, *extra)
+    assert result.returncode == code, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "holds no prompt"),
+        (b"\n   \n\n", "holds no prompt"),
+        (b"a ring\n\xff\xfe bad\n", "not UTF-8"),
+        (b"a ring\x07\n", "control character"),
+    ],
+)
+def test_bad_retain_files_are_refused_before_loading(tmp_path, content, message):
+    retain_file = tmp_path / "keep.txt"
+    retain_file.write_bytes(content)
+    out = tmp_path / "p.safetensors"
+    result = run_cli("forget", "testbed", "-c", "circle", "--category", "object", "--retain-file", str(retain_file),
+                     "-o", str(out))  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert message in result.stderr and "hint:" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_a_retain_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "keep.txt"
+    os.mkfifo(fifo)
+    result = run_cli("forget", "testbed", "-c", "circle", "--category", "object", "--retain-file", str(fifo),
+                     "-o", str(tmp_path / "p.safetensors"))  # fmt: skip
+    assert result.returncode == 3 and "a FIFO" in result.stderr, result.stderr
