@@ -36,9 +36,10 @@ def build(
 ) -> None:
     """Train the testbed (or the validation world) from scratch on CPU: judges, VAE, then text encoder and UNet.
 
-    The full testbed build took about 50 minutes on 2 CPU cores, the validation world
-    about 40. The shipped ones were made by `patchkit testbed build --out DIR --seed 0`
-    and `... --world validation` (see each build_report.json).
+    The full testbed build took about 50 minutes on 2 CPU cores; the validation world's
+    took 106 minutes while other work shared the cores. The shipped ones were made by
+    `patchkit testbed build --out DIR --seed 0` and `... --world validation` (see each
+    build_report.json).
     """
     output: Output = ctx.obj
     with output.progress() as progress:

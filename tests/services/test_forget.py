@@ -134,7 +134,7 @@ BAD_INPUTS = {
         UsageError,
         r"outside 1\.\.",
     ),
-    "not-in-prompt": ([Concept(" ".join(["circle"] * 90), "object")], TINY, None, UsageError, "no training prompt keeps"),
+    "not-in-prompt": ([Concept(" ".join(["circle"] * 90), "object")], TINY, None, UsageError, "no training prompt"),
     "missing-folder": (CIRCLE, TINY, "missing/p.safetensors", OutputError, "does not exist"),
     "no-concept": ([], TINY, None, UsageError, "no concept"),
     "ti-correction": (
