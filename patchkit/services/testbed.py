@@ -24,19 +24,37 @@ GENERATION_BAR = 0.80
 DEFAULT_SAMPLER = SamplerSettings(steps=25, guidance=5.0, batch_size=32)
 
 
-WORLD_NAMES = ("testbed", "validation")
+@dataclass(frozen=True)
+class ShippedWorld:
+    """A synthetic world patchkit ships: its definition, its model and its judges."""
+
+    world: SyntheticWorld
+    model: str
+    judges: Path
+
+
+def _shipped() -> dict[str, ShippedWorld]:
+    from patchkit.testbed import world_b
+
+    return {
+        world.NAME: ShippedWorld(world, TESTBED_REFERENCE, TESTBED_JUDGES),
+        world_b.NAME: ShippedWorld(world_b, str(VALIDATION_MODEL), VALIDATION_JUDGES),
+    }
+
+
+def shipped_world(world_name: str) -> ShippedWorld:
+    worlds = _shipped()
+    if world_name not in worlds:
+        raise UsageError(f"unknown world {world_name!r}", hint=f"choose one of: {', '.join(worlds)}")
+    return worlds[world_name]
 
 
 def synthetic_world(world_name: str) -> SyntheticWorld:
-    from patchkit.testbed import world_b
-
-    if world_name not in WORLD_NAMES:
-        raise UsageError(f"unknown world {world_name!r}", hint=f"choose one of: {', '.join(WORLD_NAMES)}")
-    return world if world_name == "testbed" else world_b
+    return shipped_world(world_name).world
 
 
 def build(
-    out: Path, *, seed: int, quick: bool, force: bool, progress: Progress, world_name: str = "testbed"
+    out: Path, *, seed: int, quick: bool, force: bool, progress: Progress, world_name: str = world.NAME
 ) -> dict[str, object]:
     """Train a world's model from scratch into `out` (a new folder, written atomically).
 
@@ -110,7 +128,7 @@ def check(
     sampler: SamplerSettings = DEFAULT_SAMPLER,
     seed: int = 0,
     progress: Progress | None = None,
-    world_name: str = "testbed",
+    world_name: str = world.NAME,
 ) -> QualityCheck:
     """Measure a world's quality bars: judge accuracy and per-concept generation rate.
 
@@ -118,10 +136,10 @@ def check(
     """
     if images_per_concept < 1:
         raise UsageError("-n must be at least 1", hint="the README's bars use 32 images per concept")
-    w = synthetic_world(world_name)
-    shipped = world_name == "testbed"
-    model = model or (TESTBED_REFERENCE if shipped else str(VALIDATION_MODEL))
-    judges = JudgePanel.load(judges_folder or (TESTBED_JUDGES if shipped else VALIDATION_JUDGES), w.CATEGORIES)
+    shipped = shipped_world(world_name)
+    w = shipped.world
+    model = model or shipped.model
+    judges = JudgePanel.load(judges_folder or shipped.judges, w.CATEGORIES)
     accuracy = judge_accuracy(judges, 1000, seed, w)
     pipe = pipeline.load_pipeline(refs.resolve(model))
     rates = []
