@@ -11,7 +11,9 @@ from patchkit.cli.console import Output
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
 from patchkit.errors import UsageError
 from patchkit.services.forget_request import (
+    METHODS,
     PRESETS,
+    ClosedFormSettings,
     Concept,
     ForgetRequest,
     ForgetSettings,
@@ -72,7 +74,23 @@ NameOpt = Annotated[str | None, typer.Option("--name", help="Patch name in the m
 VersionOpt = Annotated[str, typer.Option("--version", help="Patch version in the manifest.")]
 AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author recorded in the manifest.")]
 LicenseOpt = Annotated[str | None, typer.Option("--license", help="License recorded in the manifest (SPDX id).")]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="fmn: Forget-Me-Not, trained on generated images (seconds to minutes). closed-form: solve the "
+        "cross-attention edit in one step from the text encoder alone, no images (UCE's ridge solution; "
+        "docs/closed-form.md). Same patch format either way.",
+    ),
+]
+RidgeOpt = Annotated[
+    float,
+    typer.Option(help="closed-form only: ridge on the solve, relative to the edited states' scale."),
+]
 D = ForgetSettings()
+CF = ClosedFormSettings()
+# FMN's training options: --method closed-form refuses them rather than ignore them
+_FMN_ONLY = ("steps", "lr", "seed", "full", "ti", "ti_steps", "use_pooler", "attention", "anchor", "images_dir")
 # command-line parameter -> the ForgetSettings field it sets, for the ones presets override
 _SETTING_PARAMS = {"steps": "steps", "ti": "textual_inversion"}
 
@@ -82,7 +100,7 @@ def _run(ctx: typer.Context, request: ForgetRequest) -> ForgetResult:
     from patchkit.services.forget import forget as forget_service  # heavy (diffusers): only when training
 
     output: Output = ctx.obj
-    if request.images_dir is None:
+    if request.images_dir is None and request.method == "fmn":
         output.say("training images: none given, so the base model generates them from the training prompts")
 
     def warn(message: str) -> None:
@@ -104,8 +122,13 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
         extra = f", SVD export error {error:.2%}" if error is not None else ""
         if result.embeddings is not None:
             output.say(f"learnt token embeddings (not part of the patch): {result.embeddings}")
+        labels = ", ".join(result.concept_labels)
+        if result.first_loss is None or result.last_loss is None:  # the closed form: one solve, no loss
+            output.say(f"wrote {result.output}: {labels} in closed form, {result.seconds:.2f} s, "
+                       f"{result.bytes:,} bytes (rank-cut error {result.factorisation_error or 0:.2%})")  # fmt: skip
+            return
         output.say(
-            f"wrote {result.output}: {', '.join(result.concept_labels)} in {result.steps} steps, "
+            f"wrote {result.output}: {labels} in {result.steps} steps, "
             f"{result.seconds:.1f} s, {result.bytes:,} bytes "
             f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}{extra})"
         )
@@ -113,8 +136,36 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
     output.result(result, human, json=json)
 
 
+def _closed_form(ctx: typer.Context, method: str, rank: int, preserve: float | None, guidance: float | None,
+                 ridge: float) -> ClosedFormSettings:  # fmt: skip
+    """The closed form's settings: its own defaults, except where the user set an option."""
+    if method != "closed-form":
+        if _given(ctx, "ridge"):
+            raise UsageError("--ridge is a setting of --method closed-form", hint="add --method closed-form")
+        return CF
+    chosen: dict[str, float | int] = {"ridge": ridge}
+    for param, field, value in (("rank", "rank", rank), ("preserve", "preserve_weight", preserve),
+                                ("guidance", "guidance", guidance)):  # fmt: skip
+        if value is not None and _given(ctx, param):
+            chosen[field] = value
+    return ClosedFormSettings(**chosen)  # type: ignore[arg-type]
+
+
+def _check_method(ctx: typer.Context, method: str) -> None:
+    if method not in METHODS:
+        raise UsageError(f"unknown --method {method!r}", hint=f"use one of: {', '.join(METHODS)}")
+    if method == "fmn":
+        return
+    for param in _FMN_ONLY:
+        if _given(ctx, param):
+            option = "--images" if param == "images_dir" else "--" + param.replace("_", "-")
+            raise UsageError(f"{option} trains Forget-Me-Not; --method closed-form solves in one step without it",
+                             hint=f"drop {option}, or use --method fmn")  # fmt: skip
+
+
 def _request(
-    *, model: str, concepts: list[Concept], output: Path, settings: ForgetSettings, config: Path | None,
+    ctx: typer.Context, method: str, *, model: str, concepts: list[Concept], output: Path, settings: ForgetSettings,
+    closed_form: ClosedFormSettings, config: Path | None,
     allow_pickle: bool, retain: list[str] | None, retain_files: list[Path] | None, default_retain: bool,
     prompts: list[str] | None, images_dir: Path | None, name: str | None, version: str,
     author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
@@ -122,10 +173,12 @@ def _request(
     """The one request forget and correct build from their options alike."""
     from patchkit.services.forget_request import read_retain_files
 
+    _check_method(ctx, method)
     given = [*(retain or []), *read_retain_files(retain_files or [])]
     return ForgetRequest(
-        ModelSource(model, config, allow_pickle), tuple(concepts), output, settings,
-        retain_prompts=tuple(given), default_retain=default_retain, templates=tuple(prompts) if prompts else None,
+        ModelSource(model, config, allow_pickle), tuple(concepts), output, settings, method,  # type: ignore[arg-type]
+        closed_form, retain_prompts=tuple(given), default_retain=default_retain,
+        templates=tuple(prompts) if prompts else None,
         images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score_bench=(bench if score else False), force=force,
     )  # fmt: skip
@@ -156,6 +209,7 @@ def forget(
             "unless told otherwise.",
         ),
     ] = None,
+    method: MethodOpt = "fmn",
     images_dir: ImagesOpt = None,
     rank: RankOpt = D.rank,
     steps: StepsOpt = D.steps,
@@ -190,11 +244,20 @@ def forget(
         float, typer.Option(help="Weight of steering the concept's output to the concept-free prompt.")
     ] = D.anchor_weight,
     guidance: Annotated[
-        float, typer.Option(help="How far past the concept-free prompt to push (negative guidance).")
+        float,
+        typer.Option(
+            help=f"How far past the concept-free prompt to push (negative guidance); closed-form's default is "
+            f"{CF.guidance:g}."
+        ),
     ] = D.negative_guidance,
     preserve: Annotated[
-        float, typer.Option(help="Weight of distilling the frozen model on retain prompts.")
+        float,
+        typer.Option(
+            help="Weight of distilling the frozen model on retain prompts; with closed-form, the retain states' "
+            f"weight against the edited ones (default {CF.preserve_weight:g})."
+        ),
     ] = D.preserve_weight,
+    ridge: RidgeOpt = CF.ridge,
     prompt: PromptOpt = None,
     retain: RetainOpt = None,
     retain_file: RetainFileOpt = None,
@@ -248,7 +311,9 @@ def forget(
     )  # fmt: skip
     given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
     request = _request(
-        model=model, concepts=concepts, output=output_path, settings=settings_for(preset, settings, given),
+        ctx, method, model=model, concepts=concepts, output=output_path,
+        settings=settings_for(preset, settings, given),
+        closed_form=_closed_form(ctx, method, rank, preserve, guidance, ridge),
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score=score, bench=bench, force=force,
@@ -263,11 +328,13 @@ def correct(
     to: Annotated[str, typer.Option("--to", help="What prompts naming A should produce instead (B).")],
     category: Annotated[str, typer.Option("--category", help="id, object, style or nsfw.")],
     output_path: OutputOpt,
+    method: MethodOpt = "fmn",
     images_dir: ImagesOpt = None,
     rank: RankOpt = D.rank,
     steps: StepsOpt = D.steps,
     lr: LrOpt = D.learning_rate,
     seed: SeedOpt = D.seed,
+    ridge: RidgeOpt = CF.ridge,
     prompt: PromptOpt = None,
     retain: RetainOpt = None,
     retain_file: RetainFileOpt = None,
@@ -297,8 +364,9 @@ def correct(
     if to.strip() == concept.strip():
         raise UsageError("--to names the concept itself", hint="correct A to a different concept B")
     request = _request(
-        model=model, concepts=[Concept(concept, category, target=to)], output=output_path,
-        settings=correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed), config=config,
+        ctx, method, model=model, concepts=[Concept(concept, category, target=to)], output=output_path,
+        settings=correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed),
+        closed_form=_closed_form(ctx, method, rank, None, None, ridge), config=config,
         allow_pickle=allow_pickle, retain=retain, retain_files=retain_file, default_retain=default_retain,
         prompts=prompt, images_dir=images_dir, name=name, version=version, author=author,
         license_id=license_id, score=score, bench=bench, force=force,

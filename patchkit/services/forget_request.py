@@ -15,10 +15,12 @@ from patchkit.io.prompt_file import read_prompt_file
 from patchkit.models.refs import ModelSource
 from patchkit.training.presets import PRESETS, preset_concepts, preset_settings
 from patchkit.training.prompts import Concept, pair_concepts
-from patchkit.training.settings import ForgetSettings, correction_settings
+from patchkit.training.settings import ClosedFormSettings, ForgetSettings, correction_settings
 
 __all__ = [
+    "METHODS",
     "PRESETS",
+    "ClosedFormSettings",
     "Concept",
     "ForgetRequest",
     "ForgetSettings",
@@ -29,6 +31,10 @@ __all__ = [
 ]
 
 
+Method = Literal["fmn", "closed-form"]
+METHODS: tuple[Method, ...] = ("fmn", "closed-form")
+
+
 @dataclass(frozen=True)
 class ForgetRequest:
     """Everything a forget (or, for concepts with a target, a correction) run needs to know."""
@@ -36,7 +42,9 @@ class ForgetRequest:
     model: ModelSource
     concepts: tuple[Concept, ...]
     output: Path
-    settings: ForgetSettings = field(default_factory=ForgetSettings)
+    settings: ForgetSettings = field(default_factory=ForgetSettings)  # FMN's
+    method: Method = "fmn"
+    closed_form: ClosedFormSettings = field(default_factory=ClosedFormSettings)
     retain_prompts: tuple[str, ...] = ()  # the user's own, added to the default preservation
     default_retain: bool = True  # False: hold only `retain_prompts` (--no-default-retain)
     templates: tuple[str, ...] | None = None  # --prompt: "{}" marks the concept; None: the category's

@@ -1,0 +1,137 @@
+"""A model's text side alone: its tokenizer(s) and text encoder(s), and the states its UNet reads.
+
+The closed-form method needs no UNet forward, no VAE and no images: only the states every
+cross-attention layer reads, and the attn2 projections (read as spans by the caller). So
+the encoders are built empty and filled straight from their tensors' byte spans, for a
+diffusers folder and a single-file checkpoint alike, and diffusers is never imported.
+
+The states are those diffusers' pipelines hand the UNet: SD 1.x and 2.x the text encoder's
+last hidden state; SDXL the second-to-last hidden states of both encoders, side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchkit.core.fingerprint import canonical_key, is_hashed_key
+from patchkit.errors import ModelMismatchError
+from patchkit.io.tensor_spans import SpanReader, TensorSpan
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+_ENCODERS = ("text_encoder", "text_encoder_2")
+_BATCH = 64  # prompts per encoder call: bounds the activations of a 100-concept run
+
+
+@dataclass(frozen=True)
+class EncodedPrompts:
+    ids: torch.Tensor  # (prompts, context) the first tokenizer's ids, padded to the model's context
+    states: torch.Tensor  # (prompts, length, width) the cross-attention input at each computed position
+
+    @property
+    def length(self) -> int:
+        """Positions computed: the encoder is causal, so a position's state needs only those before it."""
+        return int(self.states.shape[1])
+
+
+@dataclass(frozen=True)
+class TextSide:
+    tokenizer: Any
+    text_encoder: Any  # what neighbour search reads the input embeddings of
+    tokenizer_2: Any | None = None
+    text_encoder_2: Any | None = None
+
+    @property
+    def sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+    def ids(self, prompts: Sequence[str], tokenizer: Any = None) -> torch.Tensor:
+        tok = tokenizer or self.tokenizer
+        ids: torch.Tensor = tok(
+            list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids  # fmt: skip
+        return ids
+
+    def encode(self, prompts: Sequence[str], length: int | None = None) -> EncodedPrompts:
+        """The states of the first `length` positions of every prompt (all of them when None)."""
+        ids = self.ids(prompts)
+        width = ids.shape[1] if length is None else max(1, min(length, ids.shape[1]))
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(prompts), _BATCH):
+                chunk = list(prompts[start : start + _BATCH])
+                parts.append(self._states(chunk, ids[start : start + _BATCH], width))
+        states = torch.cat(parts) if parts else torch.zeros(0, width, self.width)
+        return EncodedPrompts(ids, states)
+
+    @property
+    def width(self) -> int:
+        first = int(self.text_encoder.config.hidden_size)
+        return first + (int(self.text_encoder_2.config.hidden_size) if self.text_encoder_2 is not None else 0)
+
+    def _states(self, prompts: list[str], ids: torch.Tensor, width: int) -> torch.Tensor:
+        if self.text_encoder_2 is None:
+            state: torch.Tensor = self.text_encoder(ids[:, :width])[0]
+            return state.float()
+        ids_2 = self.ids(prompts, self.tokenizer_2)
+        first = self.text_encoder(ids[:, :width], output_hidden_states=True).hidden_states[-2]
+        second = self.text_encoder_2(ids_2[:, :width], output_hidden_states=True).hidden_states[-2]
+        return torch.cat([first, second], dim=-1).float()
+
+
+def load_text_side(config_folder: Path, configs: Mapping[str, dict[str, Any]],
+                   spans: Mapping[str, Mapping[str, TensorSpan]]) -> TextSide:  # fmt: skip
+    """Tokenizers from the config folder, encoders filled from `spans` in float32."""
+    from transformers import CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    encoders: dict[str, Any] = {}
+    tokenizers: dict[str, Any] = {}
+    for component in _ENCODERS:
+        if component not in configs:
+            continue
+        if component not in spans:
+            raise ModelMismatchError(f"the model has a {component} config but no {component} weights",
+                                     hint="check that the checkpoint and its --config are the same model")  # fmt: skip
+        encoders[component] = _filled_encoder(component, configs[component], spans[component])
+        folder = config_folder / component.replace("text_encoder", "tokenizer")
+        tokenizers[component] = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if "text_encoder" not in encoders:
+        raise ModelMismatchError("the model has no text encoder", hint="patchkit reads SD 1.x, 2.x and XL models")
+    return TextSide(tokenizers["text_encoder"], encoders["text_encoder"],
+                    tokenizers.get("text_encoder_2"), encoders.get("text_encoder_2"))  # fmt: skip
+
+
+def _filled_encoder(component: str, config: dict[str, Any], spans: Mapping[str, TensorSpan]) -> Any:
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    settings = {k: v for k, v in config.items() if not k.startswith("_") and k not in ("architectures", "model_type")}
+    projected = "CLIPTextModelWithProjection" in config.get("architectures", [])
+    cls = CLIPTextModelWithProjection if projected else CLIPTextModel
+    with init_empty_weights():  # parameters on the meta device; the spans fill them
+        model = cls(CLIPTextConfig(**settings))
+    state: dict[str, torch.Tensor] = {}
+    with SpanReader() as reader:
+        for key in model.state_dict():
+            if not is_hashed_key(key):
+                continue
+            span = spans.get(canonical_key(component, key))
+            if span is None:
+                raise ModelMismatchError(
+                    f"{component} has no tensor {canonical_key(component, key)}",
+                    hint="check that the checkpoint and its --config are the same model",
+                )
+            state[key] = reader.tensor(span).float()
+    model.load_state_dict(state, strict=True, assign=True)
+    model.train(False)  # inference: no dropout
+    return model

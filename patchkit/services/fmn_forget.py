@@ -1,0 +1,180 @@
+"""The Forget-Me-Not method: generate the concept's images, train the adapters, write the patch."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from patchkit.backend import pipeline
+from patchkit.backend.sampling import SamplerSettings, generate
+from patchkit.core.manifest import new_manifest
+from patchkit.core.patch_id import patch_id_of
+from patchkit.core.progress import Progress
+from patchkit.io.images import load_image_folder
+from patchkit.io.tensors_out import save_tensors
+from patchkit.models import weights
+from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_path, fit_to_model
+from patchkit.services.forget_record import ForgetResult, add_scores, clock, concept_records
+from patchkit.services.patches import base_record, write_patch
+from patchkit.services.preservation import RetainSet
+from patchkit.training.fmn import ForgetOutcome, train
+from patchkit.training.prompts import Concept, TrainingPrompt, with_placeholders
+from patchkit.training.settings import ForgetSettings, training_image_seeds
+
+
+def images_digest(images: Sequence[Image.Image]) -> str:
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(f"{image.width}x{image.height}\n".encode() + image.tobytes())
+    return digest.hexdigest()
+
+
+def _training_images(
+    pipe: Any, concepts: Sequence[Concept], prompts_by_concept: dict[int, list[str]], images_dir: Path | None,
+    settings: ForgetSettings, progress: Progress | None,
+) -> tuple[list[Image.Image], list[int]]:  # fmt: skip
+    if images_dir is not None:
+        if len(concepts) == 1:
+            images = load_image_folder(images_dir)
+            return images, [0] * len(images)
+        images, owners = [], []
+        for index, concept in enumerate(concepts):
+            mine = load_image_folder(images_dir / concept.name)
+            images += mine
+            owners += [index] * len(mine)
+        return images, owners
+    prompts: list[str] = []
+    owners = []
+    for index in range(len(concepts)):
+        for k in range(settings.images_per_concept):
+            choices = prompts_by_concept[index]
+            prompts.append(choices[k % len(choices)])
+            owners.append(index)
+    seeds = training_image_seeds(settings.seed, len(prompts))
+    made = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal made
+        made += n
+        if progress:
+            progress("generating training images with the base model", made, len(prompts), {})
+
+    return generate(pipe, prompts, seeds, SamplerSettings(), on_batch), owners
+
+
+def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str], None] | None = None) -> ForgetResult:
+    """Train the plan's FMN patch and write it atomically."""
+    request = plan.request
+    concepts, settings = list(request.concepts), request.settings
+    info = weights.describe(plan.ref)
+    pipe = pipeline.load_pipeline(plan.ref)
+    items, retain = fit_to_model(plan, pipe, warn)
+    # Corrections train on what the prompt should now draw: the target's images.
+    shown = {
+        i: [it.anchor if concepts[i].target else it.prompt for it in items if it.concept == i]
+        for i in range(len(concepts))
+    }
+    images, owners = _training_images(pipe, concepts, shown, request.images_dir, settings, progress)
+    placeholders: dict[int, str] = {}
+    learnt: dict[str, Any] = {}
+    if settings.textual_inversion:
+        pipe, placeholders, learnt = _learn_placeholders(pipe, concepts, images, owners, plan.templates,
+                                                         settings, progress)  # fmt: skip
+        items = with_placeholders(items, concepts, placeholders)
+    outcome = train(pipe, concepts, items, images, owners, retain.prompts, settings, progress)
+    del pipe
+    manifest = _manifest(plan, info, outcome, items, retain, placeholders, images_digest(images))
+    report = None
+    if request.score_bench is not False:
+        report = add_scores(manifest, request.model, outcome.tensors, concepts, request.score_bench, progress)
+    output = request.output
+    write_patch(output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
+                resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
+    if learnt:
+        save_tensors(embeddings_path(output), learnt)
+    return ForgetResult(
+        output=output,
+        manifest=manifest,
+        steps=settings.steps,
+        seconds=outcome.seconds,
+        bytes=output.stat().st_size,
+        first_loss=outcome.first_loss,
+        last_loss=outcome.last_loss,
+        base_fingerprint=info.fingerprint,
+        images_generated=request.images_dir is None,
+        factorisation_error=outcome.factorisation_error,
+        scores=report,
+        embeddings=embeddings_path(output) if placeholders else None,
+    )
+
+
+def _manifest(
+    plan: ForgetPlan, info: weights.ModelInfo, outcome: ForgetOutcome, items: Sequence[TrainingPrompt],
+    retain: RetainSet, placeholders: Mapping[int, str], images_sha256: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The patch's manifest (schemas/manifest.schema.json), before any M-Scores are added."""
+    request, settings = plan.request, plan.request.settings
+    concepts = list(request.concepts)
+    created, seconds = clock(outcome.seconds)
+    settings_record = {
+        **asdict(settings),
+        "modules": list(settings.modules),
+        "retain_prompts": retain.prompts,
+        "retain_sources": retain.sources,
+        "training_prompts": [it.prompt for it in items],
+        "training_images": "given" if request.images_dir is not None else "generated by the base model",
+        **({"factorisation_error": outcome.factorisation_error} if settings.full else {}),
+    }
+    return new_manifest(
+        patch_id=patch_id_of(outcome.tensors),
+        name=request.name or default_name(concepts),
+        version=request.version,
+        base=base_record(info, request.model.reference),
+        concepts=concept_records(concepts, placeholders),
+        method={
+            "name": "fmn",
+            "seed": settings.seed,
+            "training_seconds": seconds,
+            "images_sha256": images_sha256,
+            "settings": settings_record,
+        },
+        layout={"keys": "peft", "rank": settings.rank, "modules": list(settings.modules)},
+        created_at=created,
+        author=request.author or None,
+        license=request.license_id or None,
+    )
+
+
+def _learn_placeholders(
+    pipe: Any, concepts: Sequence[Concept], images: Sequence[Image.Image], owners: Sequence[int],
+    templates: Mapping[int, Sequence[str]], settings: ForgetSettings, progress: Progress | None,
+) -> tuple[Any, dict[int, str], dict[str, Any]]:  # fmt: skip
+    """Textual inversion per concept on its training images.
+
+    Returns the pipeline that knows every placeholder, the placeholders by concept, and the
+    learnt vectors in a file layout diffusers' load_textual_inversion reads (see
+    learnt_embeddings): a by-product for analysis, never part of the patch.
+    """
+    from patchkit.backend.inversion import InversionBudget, invert_token, learnt_embeddings
+
+    placeholders: dict[int, str] = {}
+    for index, concept in enumerate(concepts):
+        slug = re.sub(r"[^a-z0-9]+", "-", concept.name.lower()).strip("-") or "concept"
+        placeholder = f"<{slug}>" if f"<{slug}>" not in placeholders.values() else f"<{slug}-{index}>"
+        mine = [image for image, owner in zip(images, owners, strict=True) if owner == index]
+        budget = InversionBudget(steps=settings.ti_steps, placeholder=placeholder)
+
+        def step(done: int, name: str = concept.name) -> None:
+            if progress:
+                progress(f"learning a token for {name} (textual inversion)", done, settings.ti_steps, {})
+
+        template = templates[index][0]  # "{}" marks where the concept goes
+        pipe = invert_token(pipe, mine, template, budget=budget, seed=settings.seed + index, on_step=step)
+        placeholders[index] = placeholder
+    return pipe, placeholders, learnt_embeddings(pipe, list(placeholders.values()))

@@ -1,0 +1,126 @@
+"""A forget's plan: the request checked, its prompts and preservation settled, before anything heavy loads.
+
+Shared by both methods (FMN and closed-form): every check that can refuse a request runs
+here, so a bad option costs no model load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from patchkit.core.prompt_text import first_control_character
+from patchkit.core.world import World
+from patchkit.errors import UsageError
+from patchkit.io.atomic import check_output_path
+from patchkit.io.images import load_image_folder
+from patchkit.models.refs import ModelRef
+from patchkit.services.forget_request import ForgetRequest
+from patchkit.services.preservation import RetainSet, retain_set
+from patchkit.services.worlds import world_for
+from patchkit.training.fit import check_retain_fits, readable_prompts
+from patchkit.training.prompts import (
+    Concept,
+    TrainingPrompt,
+    check_categories,
+    check_template,
+    mentions,
+    training_prompts,
+)
+from patchkit.training.settings import ForgetSettings, check_settings
+
+
+def default_name(concepts: Sequence[Concept]) -> str:
+    parts = [c.name if c.target is None else f"{c.name}-to-{c.target}" for c in concepts[:3]]
+    verb = "correct" if any(c.target for c in concepts) else "forget"
+    slug = re.sub(r"[^a-z0-9._-]+", "-", "-".join([verb, *parts]).lower()).strip("-")
+    return slug[:100] or verb
+
+
+@dataclass(frozen=True)
+class ForgetPlan:
+    """What a run will train on, settled before anything heavy loads."""
+
+    request: ForgetRequest
+    ref: ModelRef
+    world: World
+    items: list[TrainingPrompt]  # the training prompts and their anchors
+    templates: dict[int, list[str]]  # per concept, the templates its prompts came from
+
+
+def plan_forget(request: ForgetRequest) -> ForgetPlan:
+    """Check the request and settle its prompts and preservation; refuse bad input before any work."""
+    concepts, settings, output = list(request.concepts), request.settings, request.output
+    if not concepts:
+        raise UsageError(
+            "no concept to forget",
+            hint="patchkit forget testbed --concept circle --category object -o no-circle.safetensors",
+        )
+    check_categories(concepts)
+    check_settings(settings)
+    blank = next((c for c in concepts if not c.name.strip() or (c.target is not None and not c.target.strip())), None)
+    if blank is not None:
+        raise UsageError("a concept's name is empty", hint='name what to forget: -c circle, -c "john doe"')
+    check_output_path(output, force=request.force)
+    _check_extensions(concepts, settings)
+    if settings.textual_inversion:
+        check_output_path(embeddings_path(output), force=request.force)
+    if request.images_dir is not None:  # fail on a bad folder before loading anything heavy
+        for concept in concepts:
+            load_image_folder(request.images_dir if len(concepts) == 1 else request.images_dir / concept.name)
+    given = [check_template(t) for t in request.templates] if request.templates else None
+    _check_prompt_text(request)
+    ref = request.model.resolve()
+    world = world_for(ref)
+    items = training_prompts(concepts, world.templates, given, world.context_templates)
+    templates = {i: list(given or world.templates[c.category]) for i, c in enumerate(concepts)}
+    return ForgetPlan(request, ref, world, items, templates)
+
+
+def _check_prompt_text(request: ForgetRequest) -> None:
+    if any(not p.strip() for p in request.retain_prompts):
+        raise UsageError("a --retain prompt is empty", hint='--retain "a photo of a dog"')
+    for option, texts in (("--prompt", request.templates or ()), ("--retain", request.retain_prompts)):
+        for text in texts:
+            bad = first_control_character(text)
+            if bad is not None:
+                raise UsageError(f"a {option} prompt holds the control character U+{ord(bad):04X}",
+                                 hint="prompts are plain text")  # fmt: skip
+
+
+def fit_to_model(
+    plan: ForgetPlan, pipe: Any, warn: Callable[[str], None] | None
+) -> tuple[list[TrainingPrompt], RetainSet]:
+    """The training prompts the model reads whole, and the retain set, both for this model's tokenizer."""
+    request, concepts = plan.request, list(plan.request.concepts)
+    check_retain_fits(pipe.tokenizer, request.retain_prompts)
+    readable = readable_prompts(pipe.tokenizer, plan.items, concepts, user_written=bool(request.templates), warn=warn)
+    lost = set(readable.dropped)
+    templates = {i: [t for t in ts if t.format(concepts[i].name) not in lost] for i, ts in plan.templates.items()}
+    retain = retain_set(plan.world, concepts, templates, request.retain_prompts,
+                        defaults=request.default_retain, pipe=pipe)  # fmt: skip
+    return readable.kept, retain
+
+
+def _check_extensions(concepts: Sequence[Concept], settings: ForgetSettings) -> None:
+    for concept in concepts:
+        if concept.context is not None and (not concept.context.strip() or mentions(concept.context, concept.name)):
+            raise UsageError(
+                f"--context {concept.context!r} must name something other than {concept.name!r}",
+                hint="-c noir --context circle stops noir acting on circles",
+            )
+    if not settings.textual_inversion:
+        return
+    if any(c.target for c in concepts):
+        raise UsageError("--ti forgets through a token learnt from the concept's images; a correction has none",
+                         hint="use --ti with patchkit forget")  # fmt: skip
+    if settings.ti_steps < 1:
+        raise UsageError(f"--ti-steps must be at least 1, not {settings.ti_steps}", hint="the default is 150")
+
+
+def embeddings_path(output: Path) -> Path:
+    """Where --ti leaves the learnt embeddings: beside the patch, never inside it."""
+    return output.with_name(f"{output.stem}.ti.safetensors")

@@ -1,0 +1,130 @@
+"""The closed-form forget: which text states to move where, and which to hold (docs/closed-form.md).
+
+For every training prompt and its anchor (the prompt without the concept, or with the
+target in its place), encoded by the model's own text encoder:
+- the concept's tokens move to the anchor's state where the concept was: its target's
+  tokens for a correction; for a forget, the state of what now follows the prompt's
+  prefix (the next word, or end-of-text);
+- every later position (the rest of the prompt, end-of-text and padding, which a causal
+  encoder lets carry the concept) moves to the anchor's state at the same place after it;
+- the positions before the concept are the anchor's own states, so they are held.
+Every position of every retain prompt is held. The states then go to core.closed_form.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from patchkit.backend.protocols import Tokenizer
+from patchkit.backend.text_side import TextSide
+from patchkit.core.closed_form import Grams, Regulariser, low_rank_deltas, state_map
+from patchkit.core.tokens import concept_positions
+from patchkit.errors import UsageError
+from patchkit.training.prompts import Concept, TrainingPrompt
+from patchkit.training.settings import ClosedFormSettings
+
+
+@dataclass(frozen=True)
+class ClosedFormOutcome:
+    tensors: dict[str, torch.Tensor]
+    seconds: float  # encode, solve and factorise; loading excluded
+    factorisation_error: float
+    edited_states: int
+    preserved_states: int
+
+
+def aligned_position(position: int, concept: Sequence[int], anchor_span: Sequence[int], length: int) -> int:
+    """Where the anchor holds what prompt `position` should read as (module docstring)."""
+    start, end = concept[0], concept[-1] + 1
+    if position < start:
+        return position
+    if position < end:
+        if anchor_span:
+            return anchor_span[min(position - start, len(anchor_span) - 1)]
+        return start
+    shift = (end - start) - len(anchor_span)
+    return min(length - 1, max(0, position - shift))
+
+
+def _token_ids(tokenizer: Tokenizer, words: str) -> list[int]:
+    ids: list[int] = tokenizer(words, add_special_tokens=False).input_ids
+    return ids
+
+
+def _span_of(tokenizer: Tokenizer, ids: list[int], words: str) -> list[int]:
+    """The positions of the first occurrence of `words` in `ids` (empty when absent)."""
+    wanted = _token_ids(tokenizer, words)
+    found = concept_positions(ids, wanted)
+    return list(range(found[0], found[0] + len(wanted))) if found else []
+
+
+_ITEMS_PER_BATCH = 64  # prompts encoded together; bounds the states held at once
+
+
+def gather(
+    encoder: TextSide,
+    concepts: Sequence[Concept],
+    items: Sequence[TrainingPrompt],
+    retain: Sequence[str],
+    guidance: float,
+) -> Grams:
+    """The sums of the run's moved, target and held states (module docstring), a batch at a time."""
+    tokenizer = encoder.tokenizer
+    grams = Grams(encoder.width)
+    for start in range(0, len(items), _ITEMS_PER_BATCH):
+        batch = items[start : start + _ITEMS_PER_BATCH]
+        prompts = encoder.encode([it.prompt for it in batch])
+        anchor_texts = sorted({it.anchor for it in batch})  # a forget's anchors repeat across concepts
+        anchors = encoder.encode(anchor_texts)
+        anchor_row = {text: row for row, text in enumerate(anchor_texts)}
+        length = prompts.length
+        sources: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
+        for row, item in enumerate(batch):
+            concept = concepts[item.concept]
+            span = _span_of(tokenizer, prompts.ids[row].tolist(), item.phrase or concept.name)
+            if not span or span[-1] >= length:
+                raise UsageError(
+                    f'"{concept.name}" does not occur in "{item.prompt}" after tokenization',
+                    hint="check the spelling, or give --prompt templates the model reads whole",
+                )
+            a = anchor_row[item.anchor]
+            target_span = _span_of(tokenizer, anchors.ids[a].tolist(), concept.target) if concept.target else []
+            grams.add_held(prompts.states[row, : span[0]])
+            # a forget aims past the anchor, as FMN's negative guidance does; a correction aims at its target
+            eta = 0.0 if concept.target else guidance
+            for position in range(span[0], length):
+                source = prompts.states[row, position]
+                anchor = anchors.states[a, aligned_position(position, span, target_span, length)]
+                sources.append(source)
+                targets.append(anchor + eta * (anchor - source))
+        grams.add_edits(torch.stack(sources), torch.stack(targets))
+    for start in range(0, len(retain), _ITEMS_PER_BATCH):
+        states = encoder.encode(list(retain[start : start + _ITEMS_PER_BATCH])).states
+        grams.add_held(states.reshape(-1, states.shape[-1]))
+    return grams
+
+
+def solve(
+    encoder: TextSide,
+    projections: Iterable[tuple[str, torch.Tensor]],
+    concepts: Sequence[Concept],
+    items: Sequence[TrainingPrompt],
+    retain: Sequence[str],
+    settings: ClosedFormSettings,
+    progress: Callable[[str], None] | None = None,
+) -> ClosedFormOutcome:
+    """The patch's PEFT tensors for `projections` ((module name, weight), read one at a time)."""
+    started = time.perf_counter()
+    if progress:
+        progress(f"encoding {len(items)} training prompts, their anchors and {len(retain)} retain prompts")
+    grams = gather(encoder, concepts, items, retain, settings.guidance)
+    if progress:
+        progress(f"solving for {grams.edited} moved and {grams.held} held states")
+    g = state_map(grams, Regulariser(settings.preserve_weight, settings.ridge))
+    factors = low_rank_deltas(projections, g, settings.rank)
+    return ClosedFormOutcome(factors.tensors, time.perf_counter() - started, factors.error, grams.edited, grams.held)
