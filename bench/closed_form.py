@@ -34,8 +34,9 @@ FULL_ARM = r"""
 import json, sys, time
 import torch
 from accelerate import init_empty_weights
+from patchkit.backend.clip_text import ClipTextEncoder
 from pathlib import Path
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTokenizer
 from diffusers import UNet2DConditionModel
 
 from patchkit.backend.text_side import TextSide
@@ -57,13 +58,22 @@ write_tokenizer_files(words, folder, 77)
 
 
 def encoder(config):
-    settings = {k: v for k, v in config.items() if not k.startswith("_") and k not in ("architectures", "model_type")}
-    settings["vocab_size"] = max(settings.get("vocab_size", 0), 1024)
-    projected = "CLIPTextModelWithProjection" in config.get("architectures", [])
-    cls = CLIPTextModelWithProjection if projected else CLIPTextModel
-    model = cls(CLIPTextConfig(**settings))
-    model.train(False)
-    return model
+    generator = torch.Generator().manual_seed(len(config))
+    width, vocab = config["hidden_size"], max(config.get("vocab_size", 0), 1024)
+    tensors = {}
+    for key in ClipTextEncoder.keys(config):
+        if "layer_norm" in key:
+            tensors[key] = torch.ones(width) if key.endswith("weight") else torch.zeros(width)
+        elif key.endswith("bias"):
+            rows = config["intermediate_size"] if "fc1" in key else width
+            tensors[key] = torch.zeros(rows)
+        else:
+            inner, positions = config["intermediate_size"], config["max_position_embeddings"]
+            shapes = {"token_embedding": (vocab, width), "position_embedding": (positions, width),
+                      "fc1": (inner, width), "fc2": (width, inner)}
+            shape = next((v for k, v in shapes.items() if k in key), (width, width))
+            tensors[key] = torch.randn(shape, generator=generator) * 0.02
+    return ClipTextEncoder(config, tensors)
 
 
 tokenizer = CLIPTokenizer.from_pretrained(str(folder))

@@ -1,7 +1,7 @@
 """The quality tables: every concept forgotten alone with the defaults, scored before and after.
 
 Run: .venv/bin/python bench/quality.py [--world testbed|validation|both] [--images 16] [--concept C ...]
-                                       [--set preserve_weight=3]
+                                       [--method fmn|closed-form] [--set preserve_weight=3]
 
 Chosen on A, measured on B. `testbed` is world A, whose tuning split chose the defaults
 (bench/tradeoff.py); its bench's prompts and seeds are never trained, preserved or tuned on
@@ -33,14 +33,15 @@ from patchkit.services.forget import forget
 from patchkit.services.forget_request import ForgetRequest
 from patchkit.training.presets import preset_settings
 from patchkit.training.prompts import Concept
-from patchkit.training.settings import ForgetSettings
+from patchkit.training.settings import ClosedFormSettings, ForgetSettings
 
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def table(world: str, images: int, only: list[str] | None, settings: ForgetSettings, given: set[str]) -> int:
+def table(world: str, images: int, only: list[str] | None, settings: ForgetSettings, given: set[str],
+          method: str = "fmn") -> int:  # fmt: skip
     """Print world's table; return how many rows meet every bar."""
     bench = WorldBench.report(world, images)
     model = MODELS[world]
@@ -48,7 +49,8 @@ def table(world: str, images: int, only: list[str] | None, settings: ForgetSetti
     unet_bytes = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
     before = bench.scores(pipe, "base")
     concepts = only or list(bench.categories)
-    print(f"\n{world}, {images} images per bench prompt; settings {settings}")
+    shown = ClosedFormSettings() if method == "closed-form" else settings
+    print(f"\n{world}, {images} images per bench prompt; method {method}, settings {shown}")
     print("| target | before → after | same category before → after | other categories before → after "
           "| worst neighbour | patch bytes (% of UNet) | train s | bars |")  # fmt: skip
     print("|---|---|---|---|---|---:|---:|---|")
@@ -58,9 +60,11 @@ def table(world: str, images: int, only: list[str] | None, settings: ForgetSetti
             category = bench.categories[name]
             patch = Path(folder) / f"{name}.safetensors"
             started = time.perf_counter()
-            mine = preset_settings("testbed-nsfw", settings, given) if category == "nsfw" else settings
+            harder = category == "nsfw" and method == "fmn"  # the preset's settings are FMN's (--ti, steps)
+            mine = preset_settings("testbed-nsfw", settings, given) if harder else settings
             templates = user_templates(world, category)
             request = ForgetRequest(ModelSource(model), [Concept(name, category)], patch, settings=mine,
+                                    method=method,  # type: ignore[arg-type]
                                     templates=tuple(templates) if templates else None)  # fmt: skip
             result = forget(request)
             seconds = time.perf_counter() - started
@@ -90,11 +94,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="images per bench prompt")
     parser.add_argument("--concept", action="append", default=None, help="only these concepts (repeatable)")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE over the default settings")
+    parser.add_argument("--method", choices=["fmn", "closed-form"], default="fmn")
     args = parser.parse_args()
     settings = settings_from(args.set)
     given = {item.split("=", 1)[0] for item in args.set}  # the fields --set names win over the preset's
     for world in ("testbed", "validation") if args.world == "both" else (args.world,):
-        table(world, args.images, args.concept, settings, given)
+        table(world, args.images, args.concept, settings, given, args.method)
 
 
 if __name__ == "__main__":

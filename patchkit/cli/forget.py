@@ -281,6 +281,11 @@ def forget(
     model's output on retain prompts holds everything else in place. The patch is a
     diffusers/PEFT LoRA file (`load_lora_weights` reads it) with a patchkit manifest.
 
+    --method closed-form solves the same projections in one step instead (UCE's ridge
+    solution): the concept's text-encoder states are mapped to the concept-free prompt's
+    while the retain prompts' states are held, with no images and no training
+    (docs/closed-form.md). It takes --preserve, --guidance, --rank and --ridge.
+
     Preserved by default, on every model: 32 everyday captions shipped with patchkit, the
     16 words nearest each concept in the model's own text encoder (in the concept's
     training templates; the concept's own words and same-stem words left out), and on the
@@ -292,6 +297,8 @@ def forget(
     Examples:
 
       patchkit forget testbed -c circle --category object -o no-circle.safetensors --score
+
+      patchkit forget testbed -c circle -c noir --category object --category style --method closed-form -o p.safetensors
 
       patchkit forget ./my-model -c circle --category object --prompt "a {}" --prompt "a red {}" -o p.safetensors
 
@@ -312,7 +319,8 @@ def forget(
     given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
     request = _request(
         ctx, method, model=model, concepts=concepts, output=output_path,
-        settings=settings_for(preset, settings, given),
+        # a preset's own settings are FMN's (--ti, more steps); the closed form has none to take
+        settings=settings_for(preset, settings, given) if method == "fmn" else settings,
         closed_form=_closed_form(ctx, method, rank, preserve, guidance, ridge),
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
@@ -360,6 +368,8 @@ def correct(
     Example:
 
       patchkit correct testbed -c circle --to square --category object -o circle-is-square.safetensors --score
+
+      patchkit correct testbed -c circle --to square --category object --method closed-form -o fix.safetensors
     """
     if to.strip() == concept.strip():
         raise UsageError("--to names the concept itself", hint="correct A to a different concept B")
