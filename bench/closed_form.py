@@ -12,9 +12,11 @@ Every arm runs in its own process, with 2 threads; peak RSS comes from wait4().
   captions). Built in the arm's process (not timed), then "compute" is what a real run
   does after loading: encode every prompt, gather the sums, solve, cut each projection
   to rank 8. The projections are random tensors of the UNet's own shapes, made one at a
-  time as the real run reads them from the file; the text encoders are held in float32
-  as the real run holds them. FMN is not run here: bench/forget.py measures its SD
-  1.5-shaped step at 10 s (256 px, batch 1), so its default 60 steps alone take ~10 min
+  time as the real run reads them from the file; the text encoders are held in fp16, as
+  SD checkpoints ship them and the real run keeps them (widened a layer at a time).
+  The fixture vocabulary is small, so neighbour search finds few words and the retain
+  sets here are smaller than on a real SD vocabulary. FMN is not run here: bench/forget.py
+  measures its SD 1.5-shaped step at 10 s (256 px, batch 1), so its default 60 steps alone take ~10 min
   per run on these 2 cores, before the base model draws its 8 training images.
 """
 
@@ -72,8 +74,9 @@ def encoder(config):
             shapes = {"token_embedding": (vocab, width), "position_embedding": (positions, width),
                       "fc1": (inner, width), "fc2": (width, inner)}
             shape = next((v for k, v in shapes.items() if k in key), (width, width))
-            tensors[key] = torch.randn(shape, generator=generator) * 0.02
-    return ClipTextEncoder(config, tensors)
+            tensors[key] = (torch.randn(shape, generator=generator) * 0.02).half()
+    # held in fp16, as SD checkpoints ship their text encoders (and as a real run keeps them)
+    return ClipTextEncoder(config, {k: v.half() for k, v in tensors.items()})
 
 
 tokenizer = CLIPTokenizer.from_pretrained(str(folder))
@@ -92,7 +95,8 @@ def projections():
         yield name, torch.randn(shape, generator=generator) / shape[1] ** 0.5
 
 
-concepts = [Concept(w, "object") for w in words[:count]]
+names = words + [f"{a} {b}" for a in words for b in words if a != b]  # the fixture vocabulary is small
+concepts = [Concept(w, "object") for w in names[:count]]
 assert len(concepts) == count, f"only {len(concepts)} concept words"
 started = time.perf_counter()
 items = training_prompts(concepts, GENERIC_WORLD.templates)
@@ -146,11 +150,12 @@ def testbed(runs: int) -> None:
     print(f"| closed-form / fmn | {cf[0] / fmn[0]:.2f}x | {cf[1] / fmn[1]:.4f}x | {cf[2] / fmn[2]:.2f}x | |")
 
 
-def full(counts: list[int]) -> None:
+def full(counts: list[int], families: list[str]) -> None:
     print("\nfull-size random-weight models, compute after load (encode + solve + rank-8 cut), one process each")
     print("| model | concepts | training prompts | retain prompts | compute s | peak RSS MiB | rank-cut error |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for family, label in (("sd15", "SD 1.5-shaped"), ("sdxl", "SDXL-shaped")):
+    labels = {"sd15": "SD 1.5-shaped", "sdxl": "SDXL-shaped"}
+    for family, label in ((f, labels[f]) for f in families):
         for count in counts:
             with tempfile.TemporaryDirectory() as folder:
                 _, peak, stdout = run([sys.executable, "-c", FULL_ARM, family, str(count), folder])
@@ -164,11 +169,12 @@ def main() -> None:
     parser.add_argument("--part", choices=["testbed", "full", "both"], default="both")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--concepts", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--families", nargs="+", choices=["sd15", "sdxl"], default=["sd15", "sdxl"])
     args = parser.parse_args()
     if args.part in ("testbed", "both"):
         testbed(args.runs)
     if args.part in ("full", "both"):
-        full(args.concepts)
+        full(args.concepts, args.families)
 
 
 if __name__ == "__main__":

@@ -71,14 +71,19 @@ class ClipTextEncoder:
 
     def get_input_embeddings(self) -> _Embeddings:
         """The token embedding table (what neighbour search compares)."""
-        return _Embeddings(self._t["text_model.embeddings.token_embedding.weight"])
+        return _Embeddings(self._t["text_model.embeddings.token_embedding.weight"].float())
+
+    def _w(self, name: str) -> torch.Tensor:
+        # weights stay in the checkpoint's dtype (SDXL's two encoders are 1.6 GB in fp16, 3.3 GB
+        # in float32) and are widened one layer at a time: the maths is float32 throughout
+        return self._t[name].float()
 
     def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         width = (self.config.hidden_size,)
-        return F.layer_norm(x, width, self._t[name + ".weight"], self._t[name + ".bias"], self.config.eps)
+        return F.layer_norm(x, width, self._w(name + ".weight"), self._w(name + ".bias"), self.config.eps)
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return F.linear(x, self._t[name + ".weight"], self._t[name + ".bias"])
+        return F.linear(x, self._w(name + ".weight"), self._w(name + ".bias"))
 
     def _layer(self, x: torch.Tensor, i: int) -> torch.Tensor:
         base = f"text_model.encoder.layers.{i}."
@@ -98,8 +103,8 @@ class ClipTextEncoder:
     def states(self, ids: torch.Tensor, *, penultimate: bool = False) -> torch.Tensor:
         """(prompts, length, width): the final layer norm's output, or (SDXL) the second-to-last layer's."""
         positions = torch.arange(ids.shape[1])
-        x = self._t["text_model.embeddings.token_embedding.weight"][ids]
-        x = x + self._t["text_model.embeddings.position_embedding.weight"][positions]
+        x = self._t["text_model.embeddings.token_embedding.weight"][ids].float()
+        x = x + self._t["text_model.embeddings.position_embedding.weight"][positions].float()
         last = self.config.layers - 1 if penultimate else self.config.layers
         with torch.no_grad():
             for i in range(last):

@@ -122,5 +122,5 @@ def _filled_encoder(component: str, config: dict[str, Any], spans: Mapping[str, 
                     f"{component} has no tensor {key}",
                     hint="check that the checkpoint and its --config are the same model",
                 )
-            tensors[key] = reader.tensor(span).float()
+            tensors[key] = reader.tensor(span)  # widened to float32 as each layer runs
     return ClipTextEncoder(config, tensors)

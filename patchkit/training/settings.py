@@ -90,8 +90,8 @@ class ClosedFormSettings:
 
     # lambda: the held states' weight relative to the moved ones. Tuning split, 4 images per
     # prompt: at 1 and 3, forgetting pastel took triangle from 1.00 to 0.12; at 300, circle
-    # was not forgotten (1.00); at 30 every one of the 13 concepts forgot with no loss
-    # elsewhere above 0.05 on average (bench/closed_form_tuning.py).
+    # was not forgotten (1.00); at 30 the five worst concepts of the other settings all
+    # forgot with no mean loss elsewhere above 0.05 (docs/closed-form.md has the sweep).
     preserve_weight: float = 30.0
     ridge: float = 0.01  # gamma: on the scale of the edited states; keeps the solve well posed
     guidance: float = 1.0  # eta: aim past the anchor, as FMN's negative guidance does
