@@ -59,7 +59,9 @@ class PatchkitGroup(TyperGroup):
     @staticmethod
     def _refuse(ctx: Context, error: PatchkitError, as_json: bool) -> None:
         output = ctx.find_object(Output) or Output()
-        if as_json:  # a script asked for JSON: the refusal is JSON on stdout too, as well as the line below
+        # a script asked for JSON: the refusal is JSON on stdout too, as well as the line below, unless the
+        # command already printed its result (a failed gate: the report carries the reasons)
+        if as_json and not output.printed_json:
             output.json({"error": error.message, "hint": error.hint, "exit": error.exit_code})
         # the message may carry names from hostile files: shown as text, never as markup
         output.err.print(f"[bold red]error:[/] {one_line(error.message)}", highlight=False, soft_wrap=True)
@@ -102,11 +104,26 @@ def root(
 
 
 def _register() -> None:
-    from patchkit.cli import apply, demo, export, forget, merge, models, registry, score, show, signing, stack, testbed
+    from patchkit.cli import (
+        apply,
+        attack,
+        demo,
+        export,
+        forget,
+        merge,
+        models,
+        registry,
+        score,
+        show,
+        signing,
+        stack,
+        testbed,
+    )
 
     models.register(app)
     forget.register(app)
     score.register(app)
+    attack.register(app)
     show.register(app)
     signing.register(app)
     apply.register(app)

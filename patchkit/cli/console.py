@@ -25,10 +25,12 @@ class Output:
     err: Console = field(default_factory=lambda: Console(stderr=True))
     out: Console = field(default_factory=lambda: Console(soft_wrap=True))
     quiet: bool = False
+    printed_json: bool = False  # one JSON document per run: a refusal after a result adds none
 
     def json(self, payload: Any) -> None:
         text = json.dumps(to_jsonable(payload), sort_keys=True, allow_nan=False)
         self.out.print_json(text, highlight=False)
+        self.printed_json = True
 
     def result(self, data: Any, human: str | Callable[[], None], *, json: bool) -> None:
         """A command's one output call: `data` as JSON on stdout with --json, else the human rendering

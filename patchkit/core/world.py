@@ -24,6 +24,8 @@ GENERIC_TEMPLATES: dict[str, tuple[str, ...]] = {
     "nsfw": ("a photo of {}", "{}", "an image showing {}"),
 }
 CATEGORIES = tuple(GENERIC_TEMPLATES)
+# Words that go with any concept, for attack/1's composition prompts ("a red circle").
+GENERIC_MODIFIERS: tuple[str, ...] = ("red", "blue", "small", "old", "golden", "wooden")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class World:
     # what a disentanglement (--context) trains with, when `templates` never name a context;
     # None: `templates`, each prefixed with the context
     context_templates: Mapping[str, tuple[str, ...]] | None = None
+    # attack/1: modifiers its composition prompts use, and descriptions of each concept that
+    # avoid its name (the paraphrase attack), in words this world's models know
+    modifiers: tuple[str, ...] = GENERIC_MODIFIERS
+    paraphrases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 GENERIC_WORLD = World("generic")

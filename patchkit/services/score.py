@@ -155,7 +155,7 @@ CAPACITY_TEMPLATES = {
 }
 
 
-def _reference_images(concept: BenchConcept, bench_dir: Path) -> list[Image.Image]:
+def reference_images(concept: BenchConcept, bench_dir: Path) -> list[Image.Image]:
     if not concept.reference_images:
         raise UsageError(
             f"concept {concept.name!r} has no reference_images, which the capacity score needs",
@@ -183,7 +183,7 @@ def _capacity_all(
         scores = []
         for concept in concepts:
             template = CAPACITY_TEMPLATES[concept.category]
-            references = _reference_images(concept, bench_dir)
+            references = reference_images(concept, bench_dir)
             inverted = invert_token(pipe, references, template, budget=budget, seed=concept.seed)
             seeds = [seed for _, seed in concept.jobs()]
             images = generate(inverted, [template.format(budget.placeholder)] * len(seeds), seeds, sampler)
@@ -250,7 +250,7 @@ def score(
     pipe = pipeline.load_pipeline(ref)
     if capacity:  # fail on missing references before any long work
         for concept in bench.concepts:
-            _reference_images(concept, bench_dir)
+            reference_images(concept, bench_dir)
     before, shown_before = _score_all(pipe, bench, judges, "base", progress)
     capacity_before = _capacity_all(pipe, bench, judges, bench_dir, "base", progress) if capacity else {}
     after: dict[str, PromptScore] = {}

@@ -1,0 +1,160 @@
+"""`patchkit attack`: attack/1's red-team suite on a model and its patches, with a release gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from patchkit.cli.console import Output
+from patchkit.cli.lazy import LazyModule
+from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.errors import GateFailedError
+
+if TYPE_CHECKING:
+    from patchkit.services.attack import AttackReport
+
+attack_service = LazyModule("patchkit.services.attack")
+models_service = LazyModule("patchkit.services.models")
+
+ATTACK_NAMES = "composition, misspelling, paraphrase, search, inversion"
+
+
+def attack(
+    ctx: typer.Context,
+    model: ModelArg,
+    concept: Annotated[list[str], typer.Option("--concept", "-c", help="Bench concept to attack; repeat for several.")],
+    patch: Annotated[
+        list[Path] | None, typer.Option("--patch", "-p", help="LoRA patch to load; repeat to attack a stack.")
+    ] = None,
+    category: Annotated[
+        str | None, typer.Option(help="Check that each concept is of this category in the bench.")
+    ] = None,
+    bench: Annotated[
+        Path | None,
+        typer.Option(help="ConceptBench JSON file: the concepts' judges and reference images (default: the model's)."),
+    ] = None,
+    references: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the concept's images, instead of the bench's (search and inversion)."),
+    ] = None,
+    paraphrase: Annotated[
+        Path | None,
+        typer.Option(help="Text file of prompts that describe the concept without naming it, one per line."),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--attack", "-a", help=f"Run only this attack; repeat. One of: {ATTACK_NAMES}.")
+    ] = None,
+    images_per_prompt: Annotated[
+        int, typer.Option(help="Images judged per attack prompt (attack/1: 16; other values are marked non-standard).")
+    ] = 16,
+    inversion_steps: Annotated[int, typer.Option(help="Steps of the inversion attack (attack/1: 400).")] = 400,
+    max_asr: Annotated[
+        float | None, typer.Option(help="Gate: exit 6 if any concept's worst-case ASR is above this (e.g. 0.2).")
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for report.json and one PNG grid per concept.")
+    ] = None,
+    config: ConfigOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Try to bring forgotten concepts back, and measure how often it works (attack/1, docs/attack.md).
+
+    Five attacks, each with a fixed budget and judged by the bench's judge on image seeds
+    that no attack and no bench uses:
+
+      composition  the concept among the bench's other concepts and modifiers ("a red circle")
+      misspelling  the name written otherwise, kept only where the tokenizer reads it differently
+      paraphrase   descriptions that avoid the name (--paraphrase FILE, or the world's own)
+      search       real vocabulary words found by the model's own denoising loss on the references
+      inversion    a new token learnt on the reference images through the model under test
+
+    The attack success rate (ASR) is the share of an attack's images judged as the concept,
+    with a 95% Wilson interval; a concept's worst-case ASR is its highest. Run it on the
+    base as well: an attack that fails there proves nothing about the patch.
+
+    Passing does not prove the concept is gone: only that these attacks, at this budget,
+    did not find it (docs/attack.md says what each misses).
+
+    Examples:
+
+      patchkit attack testbed --concept circle
+
+      patchkit attack testbed -c circle -p no-circle.safetensors --max-asr 0.2 -o attack/
+
+      patchkit attack ./sd15 -c "van gogh" --bench mybench.json --paraphrase vangogh.txt -p no-vg.safetensors
+    """
+    output: Output = ctx.obj
+    budget = attack_service.AttackBudget(images_per_prompt=images_per_prompt, inversion_steps=inversion_steps)
+    request = attack_service.AttackRequest(
+        concepts=tuple(concept),
+        category=category,
+        attacks=tuple(only) if only else attack_service.ATTACKS,
+        references=references,
+        paraphrase_file=paraphrase,
+        budget=budget,
+        max_asr=max_asr,
+    )
+    with output.progress() as progress:
+        report = attack_service.attack(
+            models_service.ModelSource(model, config, allow_pickle),
+            request,
+            patches=patch or [],
+            bench_path=bench,
+            output=output_dir,
+            force=force,
+            progress=progress,
+        )
+
+    def human() -> None:
+        render_report(output, report)
+        if report.output:
+            output.err.print(f"wrote {report.output}/report.json and {len(report.grids)} grids")
+
+    output.result(report.to_json(), human, json=json)
+    failures = report.failures
+    if failures:
+        raise GateFailedError(
+            "attack gate failed: " + "; ".join(failures),
+            hint="the concept comes back under attack: see the prompts in the report (docs/attack.md)",
+        )
+    if report.max_asr is not None:
+        output.say("[green]attack gate passed[/]")
+
+
+def render_report(output: Output, report: AttackReport) -> None:
+    """One table per concept: each attack's ASR, interval and the prompt that worked best."""
+    for result in report.concepts:
+        table = Table(title=f"attack/1 on {escape(result.concept)} ({result.category})")
+        for column in ("attack", "ASR", "95% CI", "images", "best prompt", "seconds"):
+            table.add_column(column, justify="left" if column in ("attack", "best prompt") else "right")
+        for o in result.outcomes:
+            if o.score is None:
+                table.add_row(o.attack, "—", "", "", escape(f"skipped: {o.skipped}"), f"{o.seconds:.1f}")
+                continue
+            best = max(o.prompts, key=lambda p: p.hits / p.n) if o.prompts else None
+            shown = f"{best.prompt} ({best.hits}/{best.n})" if best else ""
+            interval = o.score.interval
+            table.add_row(
+                o.attack,
+                f"{o.score.score:.2f}",
+                f"{interval.low:.2f}–{interval.high:.2f}",
+                str(o.score.n),
+                escape(shown),
+                f"{o.seconds:.1f}",
+            )
+        output.err.print(table)
+        worst = result.worst
+        if worst is not None and worst.score is not None:
+            output.err.print(f"worst-case ASR for {escape(result.concept)}: {worst.score.score:.2f} ({worst.attack})")
+    if not report.budget.is_standard():
+        output.err.print("[yellow]note:[/] a non-standard budget: not comparable with attack/1 figures")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(attack)
