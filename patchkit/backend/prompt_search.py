@@ -65,14 +65,20 @@ def vocabulary_strings(pipe: Any) -> list[str]:
 
 
 def candidate_words(pipe: Any, banned: Sequence[str]) -> list[tuple[int, str]]:
-    """(token id, word) for every whole alphabetic word token, except the banned ones."""
+    """(token id, word) for every whole alphabetic word token, except the banned ones.
+
+    A word the tokenizer cannot be made to read (CLIP lower-cases what it is given, so its
+    "H</w>" is never typed: "H" reads as "h") is left out: every candidate is a prompt."""
     excluded = {b.lower() for b in banned}
     special = set(pipe.tokenizer.all_special_tokens)
+    lower_cases = token_ids(pipe, "A") == token_ids(pipe, "a")
     out = []
     for token, index in pipe.tokenizer.get_vocab().items():
         if token in special or not token.endswith("</w>"):
             continue
         word = token.removesuffix("</w>")
+        if lower_cases and word != word.lower():
+            continue
         if word.isascii() and word.isalpha() and word.lower() not in excluded:
             out.append((index, word))
     return sorted(out)

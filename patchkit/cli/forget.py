@@ -47,6 +47,14 @@ RetainFileOpt = Annotated[
     list[Path] | None,
     typer.Option("--retain-file", help="A UTF-8 file of retain prompts, one a line; added to --retain. Repeatable."),
 ]
+RobustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--robust",
+        help="Also train on the concept among the world's other concepts and modifiers (\"a photo of a circle in "
+        'the style of neon"), in phrasings the attack suite never judges; measure with patchkit attack.',
+    ),
+]
 DefaultRetainOpt = Annotated[
     bool,
     typer.Option(
@@ -169,6 +177,7 @@ def _request(
     allow_pickle: bool, retain: list[str] | None, retain_files: list[Path] | None, default_retain: bool,
     prompts: list[str] | None, images_dir: Path | None, name: str | None, version: str,
     author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
+    robust: bool = False,
 ) -> ForgetRequest:  # fmt: skip
     """The one request forget and correct build from their options alike."""
     from patchkit.services.forget_request import read_retain_files
@@ -178,7 +187,7 @@ def _request(
     return ForgetRequest(
         ModelSource(model, config, allow_pickle), tuple(concepts), output, settings, method,  # type: ignore[arg-type]
         closed_form, retain_prompts=tuple(given), default_retain=default_retain,
-        templates=tuple(prompts) if prompts else None,
+        templates=tuple(prompts) if prompts else None, robust=robust,
         images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score_bench=(bench if score else False), force=force,
     )  # fmt: skip
@@ -262,6 +271,7 @@ def forget(
     retain: RetainOpt = None,
     retain_file: RetainFileOpt = None,
     default_retain: DefaultRetainOpt = True,
+    robust: RobustOpt = False,
     score: ScoreOpt = False,
     bench: BenchOpt = None,
     name: NameOpt = None,
@@ -324,7 +334,7 @@ def forget(
         closed_form=_closed_form(ctx, method, rank, preserve, guidance, ridge),
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
-        author=author, license_id=license_id, score=score, bench=bench, force=force,
+        author=author, license_id=license_id, score=score, bench=bench, force=force, robust=robust,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
 

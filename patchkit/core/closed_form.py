@@ -74,6 +74,21 @@ def state_map(grams: Grams, regulariser: Regulariser) -> torch.Tensor:
     return solved
 
 
+def adversarial_states(sources: torch.Tensor, state_map_g: torch.Tensor, damping: float = 1e-2) -> torch.Tensor:
+    """RECE's closed-form attack on an edit (arXiv 2407.12383): the states e that the edited
+    projections read as the originals c, i.e. (I + G) e = c, damped: e = (A^T A + mu I)^-1 A^T c.
+
+    Every projection is W (I + G), so one e per c restores the concept in all of them at
+    once; a robust edit moves these too. `sources` rows are c; `damping` is mu, relative to
+    A's scale (A is close to I outside the edited directions).
+    """
+    d = state_map_g.shape[0]
+    a = torch.eye(d, dtype=torch.float64) + state_map_g
+    normal = a.T @ a + damping * torch.eye(d, dtype=torch.float64)
+    found: torch.Tensor = torch.linalg.solve(normal, a.T @ sources.double().T).T
+    return found
+
+
 @dataclass(frozen=True)
 class Factors:
     tensors: dict[str, torch.Tensor]  # PEFT keys: <prefix>.<module>.lora_A.weight / lora_B.weight

@@ -48,6 +48,16 @@ class World:
     # avoid its name (the paraphrase attack), in words this world's models know
     modifiers: tuple[str, ...] = GENERIC_MODIFIERS
     paraphrases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the category of each concept it knows: what `forget --robust` composes a concept with
+    concept_categories: Mapping[str, str] = field(default_factory=dict)
+
+    def others_by_category(self, exclude: str) -> dict[str, list[str]]:
+        """The world's concepts by category, without `exclude`."""
+        out: dict[str, list[str]] = {}
+        for name, category in self.concept_categories.items():
+            if name != exclude:
+                out.setdefault(category, []).append(name)
+        return out
 
 
 GENERIC_WORLD = World("generic")

@@ -86,6 +86,7 @@ class AttackOutcome:
     found: tuple[str, ...] = ()  # what a search found: words, or the inverted token's template
     skipped: str | None = None
     seconds: float = 0.0
+    in_sample_dropped: int = 0  # prompts left out because a loaded patch trained or preserved on them
     shown: list[tuple[Image.Image, str]] = field(default_factory=list, repr=False, compare=False)
 
     def row(self) -> dict[str, Any]:
@@ -103,6 +104,7 @@ class AttackOutcome:
         }
         if self.found:
             out["found"] = list(self.found)
+        out["in_sample_dropped"] = self.in_sample_dropped
         return out
 
 
@@ -225,10 +227,12 @@ class _Runner:
         paraphrases: Sequence[str],
         budget: AttackBudget,
         progress: Progress | None,
+        trained: frozenset[str] = frozenset(),
     ) -> None:
         self.pipe, self.bench, self.world, self.judge, self.concept = pipe, bench, world, judge, concept
         self.references = references
         self.paraphrases = paraphrases
+        self.trained = trained
         self.budget = budget
         self.progress = progress
         self.sampler = SamplerSettings(steps=bench.steps, guidance=bench.guidance, batch_size=bench.batch_size)
@@ -273,17 +277,23 @@ class _Runner:
         outcome = attacks[attack]()
         return replace(outcome, seconds=time.perf_counter() - started)
 
+    def _unseen(self, prompts: Sequence[str], limit: int) -> tuple[list[str], int]:
+        """The first `limit` prompts that no loaded patch trained or preserved on, and how many were dropped."""
+        kept = [p for p in prompts if " ".join(p.lower().split()) not in self.trained]
+        return kept[:limit], len(prompts) - len(kept)
+
     def _skip(self, attack: str, reason: str) -> AttackOutcome:
         return AttackOutcome(attack, None, skipped=reason)
 
     def _composition(self) -> AttackOutcome:
         others = {cat: self.bench.names(cat) for cat in {c.category for c in self.bench.concepts}}
-        prompts = attack_prompts.composition_prompts(
-            self.concept.name, self.concept.category, others, self.world.modifiers, self.budget.compositions
+        every = attack_prompts.composition_prompts(
+            self.concept.name, self.concept.category, others, self.world.modifiers, limit=10_000
         )
+        prompts, dropped = self._unseen(every, self.budget.compositions)
         if not prompts:
-            return self._skip("composition", "the bench has no other concepts and the world no modifiers")
-        return self._judge_prompts(0, prompts, self.budget.images_per_prompt)
+            return self._skip("composition", "no composition prompt that the patches did not train on")
+        return replace(self._judge_prompts(0, prompts, self.budget.images_per_prompt), in_sample_dropped=dropped)
 
     def _misspelling(self) -> AttackOutcome:
         from patchkit.backend.prompt_search import token_ids, vocabulary_strings
@@ -293,19 +303,21 @@ class _Runner:
             self.concept.prompts,
             vocabulary_strings(self.pipe),
             lambda text: token_ids(self.pipe, text),
-            self.budget.misspellings,
+            limit=10_000,
         )
+        prompts, dropped = self._unseen(prompts, self.budget.misspellings)
         if not prompts:
             return self._skip("misspelling", "no variant of the name tokenizes differently from it")
-        return self._judge_prompts(1, prompts, self.budget.images_per_prompt)
+        return replace(self._judge_prompts(1, prompts, self.budget.images_per_prompt), in_sample_dropped=dropped)
 
     def _paraphrase(self) -> AttackOutcome:
-        prompts = attack_prompts.paraphrase_prompts(self.paraphrases, self.concept.name, self.budget.paraphrases)
+        every = attack_prompts.paraphrase_prompts(self.paraphrases, self.concept.name, limit=10_000)
+        prompts, dropped = self._unseen(every, self.budget.paraphrases)
         if not prompts:
             return self._skip(
                 "paraphrase", f"no paraphrases of {self.concept.name!r}: give --paraphrase FILE (one per line)"
             )
-        return self._judge_prompts(2, prompts, self.budget.images_per_prompt)
+        return replace(self._judge_prompts(2, prompts, self.budget.images_per_prompt), in_sample_dropped=dropped)
 
     def _search(self) -> AttackOutcome:
         from patchkit.backend.prompt_search import SearchBudget, search_prompts
@@ -367,6 +379,24 @@ def _paraphrases_for(concept: BenchConcept, world: World, file: Path | None) -> 
     return shipped or (list(NSFW_PARAPHRASES) if concept.category == "nsfw" else [])
 
 
+def _trained_prompts(patches: Sequence[Path]) -> frozenset[str]:
+    """Every prompt the patches' manifests say they trained or preserved on (foreign LoRAs say none).
+
+    The text attacks leave these out: never measure on what was tuned."""
+    from patchkit.errors import PatchkitError
+    from patchkit.io.patch_file import read_patch
+
+    seen: set[str] = set()
+    for patch in patches:
+        try:
+            settings = read_patch(patch).manifest.get("method", {}).get("settings", {})
+        except PatchkitError:
+            continue
+        for key in ("training_prompts", "retain_prompts"):
+            seen.update(" ".join(str(p).lower().split()) for p in settings.get(key, []) if isinstance(p, str))
+    return frozenset(seen)
+
+
 def _grid(result: ConceptAttacks) -> Image.Image | None:
     rows = []
     for outcome in result.outcomes:
@@ -410,6 +440,7 @@ def attack(
                 reference_sets[concept.name] = load_image_folder(request.references)
             else:
                 reference_sets[concept.name] = reference_images(concept, bench_dir)
+    trained = _trained_prompts(patches)
     paraphrases = {c.name: _paraphrases_for(c, world, request.paraphrase_file) for c in concepts}
     named = judge_folders()
     judges = {
@@ -434,6 +465,7 @@ def attack(
             paraphrases[concept.name],
             request.budget,
             progress,
+            trained,
         )
         outcomes = tuple(runner.run(a) for a in ATTACKS if a in request.attacks)
         results.append(ConceptAttacks(concept.name, concept.category, outcomes))

@@ -8,7 +8,7 @@ no diffusers import; the patch is the same LoRA file, manifest and header as FMN
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -26,6 +26,8 @@ from patchkit.services.patches import base_record, write_patch
 from patchkit.services.preservation import RetainSet
 from patchkit.training.closed_form import ClosedFormOutcome, solve
 from patchkit.training.settings import ClosedFormSettings, check_closed_form_settings
+
+ROBUST_ROUNDS = 2  # --robust: RECE-style rounds after the first solve (docs/attack.md)
 
 
 def check_request(plan: ForgetPlan) -> None:
@@ -77,6 +79,8 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
     """Solve the plan's edit in closed form and write the patch atomically."""
     check_request(plan)
     request, settings = plan.request, plan.request.closed_form
+    if request.robust and not settings.adversarial_rounds:
+        settings = replace(settings, adversarial_rounds=ROBUST_ROUNDS)
     concepts = list(request.concepts)
     info = weights.describe(plan.ref, progress)
     spans = weights.model_spans(plan.ref, info.configs)
@@ -101,7 +105,7 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
         method={
             "name": "closed-form",
             "training_seconds": seconds,
-            "settings": _settings_record(settings, outcome, [it.prompt for it in items], retain),
+            "settings": _settings_record(settings, outcome, [it.prompt for it in items], retain, request.robust),
         },
         layout={"keys": "peft", "rank": settings.rank, "modules": list(settings.modules)},
         created_at=created,
@@ -130,10 +134,11 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
 
 
 def _settings_record(
-    settings: ClosedFormSettings, outcome: ClosedFormOutcome, training: list[str], retain: RetainSet
+    settings: ClosedFormSettings, outcome: ClosedFormOutcome, training: list[str], retain: RetainSet, robust: bool
 ) -> dict[str, Any]:
     return {
         **asdict(settings),
+        "robust": robust,
         "modules": list(settings.modules),
         "retain_prompts": retain.prompts,
         "retain_sources": retain.sources,

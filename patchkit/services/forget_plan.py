@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from patchkit.core.prompt_text import first_control_character
+from patchkit.core.robust_prompts import composition_templates
 from patchkit.core.world import World
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
@@ -76,8 +77,24 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
     ref = request.model.resolve()
     world = world_for(ref)
     items = training_prompts(concepts, world.templates, given, world.context_templates)
+    if request.robust:
+        items += robust_items(world, concepts)
     templates = {i: list(given or world.templates[c.category]) for i, c in enumerate(concepts)}
     return ForgetPlan(request, ref, world, items, templates)
+
+
+def robust_items(world: World, concepts: Sequence[Concept]) -> list[TrainingPrompt]:
+    """--robust: each concept also among the world's other concepts and modifiers (core/robust_prompts.py)."""
+    out: list[TrainingPrompt] = []
+    for index, concept in enumerate(concepts):
+        others = world.others_by_category(concept.name)
+        for c in concepts:  # the run's other concepts are not company for one another
+            for names in others.values():
+                if c.name in names:
+                    names.remove(c.name)
+        templates = composition_templates(concept.category, others, world.modifiers)
+        out += [replace(item, concept=index) for item in training_prompts([concept], {concept.category: templates})]
+    return out
 
 
 def _check_prompt_text(request: ForgetRequest) -> None:

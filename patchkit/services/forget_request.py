@@ -48,6 +48,7 @@ class ForgetRequest:
     retain_prompts: tuple[str, ...] = ()  # the user's own, added to the default preservation
     default_retain: bool = True  # False: hold only `retain_prompts` (--no-default-retain)
     templates: tuple[str, ...] | None = None  # --prompt: "{}" marks the concept; None: the category's
+    robust: bool = False  # --robust: also train on compositions with other concepts (core/robust_prompts.py)
     images_dir: Path | None = None  # None: the base model draws the training images
     name: str | None = None
     version: str = "1.0.0"

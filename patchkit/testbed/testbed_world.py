@@ -63,4 +63,5 @@ def testbed_world() -> World:
         every,
         modifiers=tuple(world.COLORS),
         paraphrases=PARAPHRASES,
+        concept_categories=dict(world.all_concepts()),
     )

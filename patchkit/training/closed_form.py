@@ -21,7 +21,7 @@ import torch
 
 from patchkit.backend.protocols import Tokenizer
 from patchkit.backend.text_side import TextSide
-from patchkit.core.closed_form import Grams, Regulariser, low_rank_deltas, state_map
+from patchkit.core.closed_form import Grams, Regulariser, adversarial_states, low_rank_deltas, state_map
 from patchkit.core.tokens import concept_positions
 from patchkit.errors import UsageError
 from patchkit.training.prompts import Concept, TrainingPrompt
@@ -65,14 +65,25 @@ def _span_of(tokenizer: Tokenizer, ids: list[int], words: str) -> list[int]:
 _ITEMS_PER_BATCH = 64  # prompts encoded together; bounds the states held at once
 
 
+@dataclass
+class ConceptStates:
+    """The states of the concept's own tokens and where they move: what adversarial rounds start from."""
+
+    sources: list[torch.Tensor]
+    targets: list[torch.Tensor]
+
+
 def gather(
     encoder: TextSide,
     concepts: Sequence[Concept],
     items: Sequence[TrainingPrompt],
     retain: Sequence[str],
     guidance: float,
+    named: ConceptStates | None = None,
 ) -> Grams:
-    """The sums of the run's moved, target and held states (module docstring), a batch at a time."""
+    """The sums of the run's moved, target and held states (module docstring), a batch at a time.
+
+    With `named`, the concept tokens' own states and targets are kept there as well."""
     tokenizer = encoder.tokenizer
     grams = Grams(encoder.width)
     for start in range(0, len(items), _ITEMS_PER_BATCH):
@@ -102,6 +113,9 @@ def gather(
                 anchor = anchors.states[a, aligned_position(position, span, target_span, length)]
                 sources.append(source)
                 targets.append(anchor + eta * (anchor - source))
+                if named is not None and position <= span[-1]:
+                    named.sources.append(source)
+                    named.targets.append(targets[-1])
         grams.add_edits(torch.stack(sources), torch.stack(targets))
     for start in range(0, len(retain), _ITEMS_PER_BATCH):
         states = encoder.encode(list(retain[start : start + _ITEMS_PER_BATCH])).states
@@ -122,9 +136,18 @@ def solve(
     started = time.perf_counter()
     if progress:
         progress(f"encoding {len(items)} training prompts, their anchors and {len(retain)} retain prompts")
-    grams = gather(encoder, concepts, items, retain, settings.guidance)
+    named = ConceptStates([], []) if settings.adversarial_rounds else None
+    grams = gather(encoder, concepts, items, retain, settings.guidance, named)
     if progress:
         progress(f"solving for {grams.edited} moved and {grams.held} held states")
-    g = state_map(grams, Regulariser(settings.preserve_weight, settings.ridge))
+    regulariser = Regulariser(settings.preserve_weight, settings.ridge)
+    g = state_map(grams, regulariser)
+    if named is not None and named.sources:
+        sources, targets = torch.stack(named.sources), torch.stack(named.targets)
+        for round_ in range(settings.adversarial_rounds):
+            if progress:
+                progress(f"adversarial round {round_ + 1}: {len(sources)} states that still read as the concept")
+            grams.add_edits(adversarial_states(sources, g).float(), targets)
+            g = state_map(grams, regulariser)
     factors = low_rank_deltas(projections, g, settings.rank)
     return ClosedFormOutcome(factors.tensors, time.perf_counter() - started, factors.error, grams.edited, grams.held)

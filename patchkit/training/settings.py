@@ -97,6 +97,9 @@ class ClosedFormSettings:
     guidance: float = 1.0  # eta: aim past the anchor, as FMN's negative guidance does
     rank: int = 8
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
+    # RECE-style rounds (--robust): after each solve, the states that the edited projections
+    # read exactly as the concept once was are derived in closed form and edited too
+    adversarial_rounds: int = 0
 
 
 # setting -> (its option, smallest allowed value, largest)

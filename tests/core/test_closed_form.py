@@ -97,3 +97,17 @@ def test_rank_cut_gives_the_same_bytes_twice():
 )
 def test_aligned_position(position, concept, anchor_span, expected):
     assert aligned_position(position, concept, anchor_span, 16) == expected
+
+
+def test_adversarial_states_are_read_by_the_edited_projections_as_the_originals():
+    from patchkit.core.closed_form import adversarial_states
+
+    generator = torch.Generator().manual_seed(3)
+    g = 0.3 * torch.randn(6, 6, generator=generator, dtype=torch.float64)
+    originals = torch.randn(4, 6, generator=generator, dtype=torch.float64)
+    found = adversarial_states(originals, g, damping=1e-9)
+    weight = torch.randn(5, 6, generator=generator, dtype=torch.float64)
+    edited = weight + weight @ g  # W' = W (I + G)
+    torch.testing.assert_close(found @ edited.T, originals @ weight.T, rtol=1e-6, atol=1e-6)
+    damped = adversarial_states(originals, g, damping=10.0)
+    assert damped.norm() < found.norm()  # damping keeps the attack's states small

@@ -136,3 +136,32 @@ def test_the_gate_exits_6_in_a_real_process_after_writing_the_report(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: attack gate failed: circle: composition ASR {worst:.2f} > 0.0"]
     assert "Traceback" not in done.stderr and (out / "circle.png").is_file()
+
+
+def test_prompts_a_patch_trained_or_preserved_on_are_never_judged(tmp_path):
+    # never measure on what was tuned: the manifest's training and retain prompts are left out
+    from patchkit.io.patch_file import read_patch
+
+    patch = tmp_path / "no-circle.safetensors"
+    forget = ["forget", "testbed", "-c", "circle", "--category", "object", "--method", "closed-form", "-o", str(patch)]
+    assert runner.invoke(app, forget).exit_code == 0
+    settings = read_patch(patch).manifest["method"]["settings"]
+    fitted = {p.lower() for p in settings["training_prompts"] + settings["retain_prompts"]}
+    budget = AttackBudget(images_per_prompt=1, compositions=20, misspellings=20, paraphrases=20)
+    request = AttackRequest(("circle",), attacks=("composition", "misspelling", "paraphrase"), budget=budget)
+    report = attack(ModelSource("testbed"), request, patches=[patch])
+    judged = [p.prompt.lower() for o in report.concepts[0].outcomes for p in o.prompts]
+    assert judged and not fitted & set(judged)
+    composition = report.concepts[0].outcomes[0]
+    assert composition.in_sample_dropped >= 1  # "a red circle" is a training prompt of the default forget
+    unpatched = attack(ModelSource("testbed"), request)
+    assert "a red circle" in [p.prompt for p in unpatched.concepts[0].outcomes[0].prompts]
+
+
+def test_every_search_candidate_is_a_word_the_tokenizer_reads_as_itself(testbed_pipe):
+    from patchkit.backend.prompt_search import token_ids
+
+    candidates = candidate_words(testbed_pipe, ["circle"])
+    assert candidates and all(word == word.lower() for _, word in candidates)  # CLIP lower-cases
+    for index, word in candidates:
+        assert token_ids(testbed_pipe, word)[1:-1] == (index,), word

@@ -166,3 +166,22 @@ def test_unknown_method_and_ridge_without_it_are_refused(tmp_path):
     for extra, says in ((["--method", "uce"], "unknown --method 'uce'"), (["--ridge", "1"], "--ridge is a setting")):
         result = run_cli(*base, *extra)
         assert result.returncode == 2 and says in result.stderr.splitlines()[0], result.stderr
+
+
+def test_robust_adds_compositions_and_adversarial_rounds_and_records_both(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    concept = [Concept("circle", "object")]
+    plain = ForgetRequest(ModelSource("testbed"), concept, tmp_path / "plain.safetensors", method="closed-form")
+    robust = ForgetRequest(ModelSource("testbed"), concept, tmp_path / "robust.safetensors", method="closed-form",
+                           robust=True)  # fmt: skip
+    forget(plain), forget(robust)
+    plain_settings = _manifest(tmp_path / "plain.safetensors")["method"]["settings"]
+    settings = _manifest(tmp_path / "robust.safetensors")["method"]["settings"]
+    assert (plain_settings["robust"], plain_settings["adversarial_rounds"]) == (False, 0)
+    assert (settings["robust"], settings["adversarial_rounds"]) == (True, 2)
+    assert "a photo of a circle in the style of neon" in settings["training_prompts"]
+    assert settings["moved_states"] > plain_settings["moved_states"]  # compositions and the rounds' states
+    first = (tmp_path / "robust.safetensors").read_bytes()
+    forget(ForgetRequest(ModelSource("testbed"), concept, tmp_path / "again.safetensors", method="closed-form",
+                         robust=True))  # fmt: skip
+    assert (tmp_path / "again.safetensors").read_bytes() == first
