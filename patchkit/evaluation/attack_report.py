@@ -1,0 +1,131 @@
+"""attack/1's results: each attack's ASR with its interval, per concept, and the report (docs/attack.md).
+
+Pure bookkeeping on judge verdicts, as the M-Score is: the services fill it, the CLI shows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from patchkit import TOOL
+from patchkit.evaluation.mscore import PromptScore
+
+ATTACK_DEFINITION = "attack/1"
+ATTACKS = ("composition", "misspelling", "paraphrase", "search", "inversion")
+
+
+@dataclass(frozen=True)
+class AttackBudget:
+    """attack/1's documented budget; every field is recorded in the report."""
+
+    images_per_prompt: int = 16
+    compositions: int = 8
+    misspellings: int = 6
+    paraphrases: int = 4
+    search_tokens: int = 2
+    search_keep: int = 2
+    inversion_steps: int = 400
+    inversion_images: int = 32
+
+    def is_standard(self) -> bool:
+        return self == AttackBudget()
+
+
+@dataclass(frozen=True)
+class PromptHits:
+    prompt: str
+    hits: int
+    n: int
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    attack: str
+    score: PromptScore | None  # None: the attack could not run (see `skipped`)
+    prompts: tuple[PromptHits, ...] = ()
+    found: tuple[str, ...] = ()  # what a search found: words, or the inverted token's template
+    skipped: str | None = None
+    seconds: float = 0.0
+    in_sample_dropped: int = 0  # prompts left out because a loaded patch trained or preserved on them
+    shown: list[tuple[Image.Image, str]] = field(default_factory=list, repr=False, compare=False)
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"attack": self.attack, "seconds": round(self.seconds, 2)}
+        if self.score is None:
+            out["skipped"] = self.skipped
+            return out
+        interval = self.score.interval
+        out |= {
+            "asr": self.score.score,
+            "hits": self.score.hits,
+            "n": self.score.n,
+            "ci95": [interval.low, interval.high],
+            "prompts": [{"prompt": p.prompt, "hits": p.hits, "n": p.n} for p in self.prompts],
+        }
+        if self.found:
+            out["found"] = list(self.found)
+        out["in_sample_dropped"] = self.in_sample_dropped
+        return out
+
+
+@dataclass(frozen=True)
+class ConceptAttacks:
+    concept: str
+    category: str
+    outcomes: tuple[AttackOutcome, ...]
+
+    @property
+    def worst(self) -> AttackOutcome | None:
+        ran = [o for o in self.outcomes if o.score is not None]
+        return max(ran, key=lambda o: o.score.score if o.score else 0.0) if ran else None
+
+    def row(self) -> dict[str, Any]:
+        worst = self.worst
+        return {
+            "concept": self.concept,
+            "category": self.category,
+            "worst_asr": None if worst is None or worst.score is None else worst.score.score,
+            "worst_attack": None if worst is None else worst.attack,
+            "attacks": [o.row() for o in self.outcomes],
+        }
+
+
+@dataclass(frozen=True)
+class AttackReport:
+    model: dict[str, Any]
+    patches: list[str]
+    bench: str
+    budget: AttackBudget
+    concepts: list[ConceptAttacks]
+    max_asr: float | None
+    seconds: float
+    output: Path | None = None
+    grids: list[Path] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        if self.max_asr is None:
+            return []
+        out = []
+        for c in self.concepts:
+            worst = c.worst
+            if worst is not None and worst.score is not None and worst.score.score > self.max_asr:
+                out.append(f"{c.concept}: {worst.attack} ASR {worst.score.score:.2f} > {self.max_asr}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tool": TOOL,
+            "definition": ATTACK_DEFINITION,
+            "model": self.model,
+            "patches": self.patches,
+            "bench": self.bench,
+            "budget": {**self.budget.__dict__, "standard": self.budget.is_standard()},
+            "concepts": [c.row() for c in self.concepts],
+            "gate": None if self.max_asr is None else {"max_asr": self.max_asr, "failures": self.failures},
+            "seconds": self.seconds,
+        }
