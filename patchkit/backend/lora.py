@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,14 @@ def load_patch(pipe: Any, path: Path, *, adapter_name: str) -> None:
             f"{path} is not a LoRA patch this model can load ({exc.__class__.__name__}: {reason})",
             hint="check that the patch was made for this base model (patchkit info shows its fingerprint)",
         ) from exc
+
+
+def load_patches(pipe: Any, paths: Sequence[Path]) -> None:
+    """Every patch as its own adapter, all active together: a stack as a diffusers user loads one."""
+    for index, path in enumerate(paths):
+        load_patch(pipe, path, adapter_name=f"patch{index}")
+    if paths:
+        pipe.set_adapters([f"patch{i}" for i in range(len(paths))])
 
 
 def unload_patches(pipe: Any) -> None:

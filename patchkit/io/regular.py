@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from patchkit.errors import InputError
@@ -40,6 +40,14 @@ def not_a_file(path: Path) -> str | None:
     if stat.S_ISREG(mode):
         return None
     return f"is {_kind(mode)}, not a file" if stat.S_ISDIR(mode) else f"is {_kind(mode)}, not a regular file"
+
+
+def check_patch_paths(paths: Iterable[Path]) -> None:
+    """Refuse, before any model loads, a --patch that is missing or not a regular file."""
+    for path in paths:
+        reason = not_a_file(path)
+        if reason is not None:
+            raise InputError(f"patch {path} {reason}", hint="check the path")
 
 
 @contextlib.contextmanager

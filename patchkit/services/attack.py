@@ -29,7 +29,7 @@ from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackRepor
 from patchkit.evaluation.judges import load_judge
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.images import load_image_folder, save_png
-from patchkit.io.regular import not_a_file
+from patchkit.io.regular import check_patch_paths, not_a_file
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
 from patchkit.services.attack_runner import JUDGE_SEED_BASE, NSFW_PARAPHRASES, Runner
@@ -144,7 +144,7 @@ def attack(
     progress: Progress | None = None,
 ) -> AttackReport:
     """Run the chosen attacks on every requested concept of the model with `patches` loaded."""
-    from patchkit.backend.lora import load_patch
+    from patchkit.backend.lora import load_patches
 
     started = time.perf_counter()
     ref = source.resolve()
@@ -153,10 +153,7 @@ def attack(
     concepts = _check(request, bench)
     if output is not None:
         check_output_path(output, force=force)
-    for patch in patches:
-        reason = not_a_file(patch)
-        if reason is not None:
-            raise InputError(f"patch {patch} {reason}", hint="check the path")
+    check_patch_paths(patches)
     needs_references = {"search", "inversion"} & set(request.attacks)
     reference_sets: dict[str, list[Image.Image]] = {}
     if needs_references:  # before any long work: a missing folder fails now
@@ -174,10 +171,7 @@ def attack(
     }
     info = weights.describe(ref)
     pipe = pipeline.load_pipeline(ref)
-    for index, patch in enumerate(patches):
-        load_patch(pipe, patch, adapter_name=f"patch{index}")
-    if patches:
-        pipe.set_adapters([f"patch{i}" for i in range(len(patches))])
+    load_patches(pipe, patches)
     results = []
     for concept in concepts:
         runner = Runner(

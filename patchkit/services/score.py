@@ -31,7 +31,7 @@ from patchkit.evaluation.mscore import (
 )
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.images import save_png
-from patchkit.io.regular import not_a_file
+from patchkit.io.regular import check_patch_paths
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
 from patchkit.services.worlds import judge_folders, world_for
@@ -224,7 +224,7 @@ def score(
     progress: Progress | None = None,
 ) -> ScoreReport:
     """Score the model, and the model with `patches` loaded, over the bench, side by side."""
-    from patchkit.backend.lora import load_patch, unload_patches
+    from patchkit.backend.lora import load_patches, unload_patches
 
     started = time.perf_counter()
     ref = source.resolve()
@@ -237,10 +237,7 @@ def score(
         )
     if output is not None:
         check_output_path(output, force=force)
-    for patch in patches:
-        reason = not_a_file(patch)
-        if reason is not None:
-            raise InputError(f"patch {patch} {reason}", hint="check the path")
+    check_patch_paths(patches)
     named = judge_folders()
     judges = {
         cat: load_judge(spec, cat, bench.names(cat), base_dir=bench_dir, named=named)
@@ -257,9 +254,7 @@ def score(
     capacity_after: dict[str, PromptScore] = {}
     shown_after: dict[str, list[tuple[Image.Image, str]]] = {}
     if patches:
-        for index, patch in enumerate(patches):
-            load_patch(pipe, patch, adapter_name=f"patch{index}")
-        pipe.set_adapters([f"patch{i}" for i in range(len(patches))])
+        load_patches(pipe, patches)
         after, shown_after = _score_all(pipe, bench, judges, "patched", progress)
         if capacity:
             capacity_after = _capacity_all(pipe, bench, judges, bench_dir, "patched", progress)

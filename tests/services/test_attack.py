@@ -147,7 +147,7 @@ def test_prompts_a_patch_trained_or_preserved_on_are_never_judged(tmp_path):
     assert runner.invoke(app, forget).exit_code == 0
     settings = read_patch(patch).manifest["method"]["settings"]
     fitted = {p.lower() for p in settings["training_prompts"] + settings["retain_prompts"]}
-    budget = AttackBudget(images_per_prompt=1, compositions=20, misspellings=20, paraphrases=20)
+    budget = AttackBudget(images_per_prompt=1, compositions=6, misspellings=3, paraphrases=2)
     request = AttackRequest(("circle",), attacks=("composition", "misspelling", "paraphrase"), budget=budget)
     report = attack(ModelSource("testbed"), request, patches=[patch])
     judged = [p.prompt.lower() for o in report.concepts[0].outcomes for p in o.prompts]
