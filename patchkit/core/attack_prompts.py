@@ -138,6 +138,6 @@ def paraphrase_prompts(candidates: Sequence[str], concept: str, limit: int) -> l
     return out[:limit]
 
 
-def parse_paraphrase_file(text: str) -> list[str]:
-    """One prompt per line; blank lines and lines starting with '#' are skipped."""
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+def without_comments(lines: Sequence[str]) -> list[str]:
+    """A paraphrase file's prompts: lines starting with '#' are comments."""
+    return [line for line in lines if not line.lstrip().startswith("#")]

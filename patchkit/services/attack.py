@@ -29,7 +29,8 @@ from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackRepor
 from patchkit.evaluation.judges import load_judge
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.images import load_image_folder, save_png
-from patchkit.io.regular import check_patch_paths, not_a_file
+from patchkit.io.prompt_file import read_prompt_file
+from patchkit.io.regular import check_patch_paths
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
 from patchkit.services.attack_runner import JUDGE_SEED_BASE, NSFW_PARAPHRASES, Runner
@@ -86,19 +87,10 @@ def _check(request: AttackRequest, bench: Bench) -> list[BenchConcept]:
 
 
 def _paraphrases_for(concept: BenchConcept, world: World, file: Path | None) -> list[str]:
-    if file is not None:
-        reason = not_a_file(file)
-        if reason is not None:
-            raise InputError(f"paraphrase file {file} {reason}", hint="give a text file, one prompt per line")
-        try:
-            text = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"paraphrase file {file} is not UTF-8 text", hint="save it as UTF-8") from exc
-        lines = attack_prompts.parse_paraphrase_file(text)
+    if file is not None:  # checked as --retain-file is: a regular UTF-8 file, no control characters, capped
+        lines = attack_prompts.without_comments(read_prompt_file(file))
         if not lines:
-            raise InputError(
-                f"paraphrase file {file} holds no prompts", hint="one prompt per line; '#' starts a comment"
-            )
+            raise InputError(f"paraphrase file {file} holds no prompts", hint="one prompt a line; '#' starts a comment")
         return lines
     shipped = list(world.paraphrases.get(concept.name, ()))
     return shipped or (list(NSFW_PARAPHRASES) if concept.category == "nsfw" else [])

@@ -52,8 +52,5 @@ def test_a_paraphrase_that_names_the_concept_is_not_one():
     assert ap.paraphrase_prompts(["john doe smiling", "a man"], "john doe", 10) == ["a man"]
 
 
-def test_paraphrase_file_skips_comments_and_blank_lines():
-    assert ap.parse_paraphrase_file("# mine\n\na round disc\n  # indented comment\na dot\n") == [
-        "a round disc",
-        "a dot",
-    ]
+def test_paraphrase_file_comments_are_skipped():
+    assert ap.without_comments(["# mine", "a round disc", "  # indented comment", "a dot"]) == ["a round disc", "a dot"]

@@ -109,7 +109,8 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path):
         ([*base, "-c", "circle", "-a", "bogus"], 2, "unknown attack"),
         ([*base, "-c", "circle", "--max-asr", "nan"], 2, "not a share"),
         ([*base, "-c", "circle", "--images-per-prompt", "0"], 2, "out of range"),
-        ([*base, "-c", "circle", "-a", "paraphrase", "--paraphrase", str(tmp_path / "none.txt")], 3, "paraphrase file"),
+        ([*base, "-c", "circle", "-a", "paraphrase", "--paraphrase", str(tmp_path / "none.txt")], 3, "does not exist"),
+        ([*base, "-c", "circle", "-a", "paraphrase", "--paraphrase", str(tmp_path)], 3, "not a regular file"),
         ([*base, "-c", "circle", "-a", "search", "--references", str(tmp_path)], 3, "empty"),
     ]
     for args, code, words in cases:
