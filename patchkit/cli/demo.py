@@ -15,7 +15,15 @@ from patchkit.cli.options import JsonOpt
 def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's pictures.")] = Path("demo-output"),
-    n: Annotated[int, typer.Option("-n", help="Images per concept.")] = 8,
+    n: Annotated[int, typer.Option("-n", min=1, help="Images per concept in the grid.")] = 8,
+    bench: Annotated[
+        Path | None,
+        typer.Option(
+            "--bench",
+            help="ConceptBench JSON the forget is scored on (default: the testbed's own, 416 images a side). "
+            "It must name circle.",
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Run patchkit's main job on the bundled testbed and show the result.
@@ -25,12 +33,21 @@ def demo(
     before/after M-Score of every bench concept, applies the patch to a copy of the testbed
     (the patch and the patched model are written beside the grid) and lists the example
     registry's reference patches.
+
+    The before/after scoring is most of the demo's time; --bench with fewer concepts or
+    images per prompt makes a quicker tour (its scores are then noisier).
+
+    Examples:
+
+      patchkit demo
+
+      patchkit demo -o /tmp/tour -n 4 --bench my-small-bench.json
     """
     from patchkit.services.demo import run_demo  # heavy (diffusers): only when the demo runs
 
     output: Output = ctx.obj
     with output.progress() as progress:
-        result = run_demo(out, images_per_concept=n, progress=progress)
+        result = run_demo(out, images_per_concept=n, bench=bench, progress=progress)
 
     def human() -> None:  # the tour's tables go to stdout: they are what the demo shows
         table = Table(title=f"testbed ({result.family}, fingerprint {result.fingerprint[:12]}…)")

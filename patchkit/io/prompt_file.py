@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from patchkit.core.prompt_text import first_control_character
 from patchkit.errors import InputError
-from patchkit.io.regular import open_regular
+from patchkit.io.regular import read_capped
 
 MAX_BYTES = 1 << 20  # a million bytes of prompts is far past any useful retain set
 
 
 def read_prompt_file(path: Path) -> list[str]:
     """The non-blank lines of `path`, stripped. A link is followed, but to a regular file only."""
-    if not path.exists():
-        raise InputError(f"{path} does not exist", hint="give a text file with one prompt a line")
-    with open_regular(path.resolve()) as (fd, size):
-        if size > MAX_BYTES:
-            raise InputError(f"{path} is {size:,} bytes; prompt files are limited to {MAX_BYTES:,}",
-                             hint="keep the prompts that matter")  # fmt: skip
-        data = os.pread(fd, size, 0)
+    data = read_capped(path, MAX_BYTES, hint="give a UTF-8 text file with one prompt a line, the prompts that matter")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -80,3 +80,13 @@ def read_chunks(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
                 return
             offset += len(block)
             yield block
+
+
+def read_capped(path: Path, max_bytes: int, *, hint: str) -> bytes:
+    """All of a regular file `path` (a link is followed, to a regular file only), refused past `max_bytes`."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist", hint=hint)
+    with open_regular(path.resolve()) as (fd, size):
+        if size > max_bytes:
+            raise InputError(f"{path} is {size:,} bytes; the limit for this file is {max_bytes:,}", hint=hint)
+        return os.pread(fd, size, 0)

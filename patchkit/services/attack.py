@@ -34,7 +34,8 @@ from patchkit.io.regular import check_patch_paths
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
 from patchkit.services.attack_runner import JUDGE_SEED_BASE, NSFW_PARAPHRASES, Runner
-from patchkit.services.score import load_bench, reference_images
+from patchkit.services.bench_file import load_bench
+from patchkit.services.score import reference_images
 from patchkit.services.worlds import judge_folders, world_for
 
 __all__ = ["ATTACKS", "JUDGE_SEED_BASE", "AttackBudget", "AttackReport", "AttackRequest", "attack"]

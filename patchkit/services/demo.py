@@ -16,11 +16,13 @@ from patchkit.models import refs, weights
 from patchkit.models.refs import TESTBED_REFERENCE, ModelSource
 from patchkit.services import registry
 from patchkit.services.apply import ApplyResult, apply
+from patchkit.services.bench_file import check_targets, load_bench
 from patchkit.services.forget import ForgetResult, forget
 from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.score import ScoreReport
 from patchkit.services.sources import PatchSource
 from patchkit.services.testbed import DEFAULT_SAMPLER
+from patchkit.services.worlds import world_for
 from patchkit.testbed import world
 from patchkit.testbed.judging import JudgePanel
 from patchkit.training.prompts import Concept
@@ -70,11 +72,18 @@ class DemoResult:
                             for c in scores}}  # fmt: skip
 
 
-def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress | None = None) -> DemoResult:
-    """Load the testbed, generate each demo concept, judge the images, write a labelled grid."""
+def run_demo(
+    out_dir: Path, *, images_per_concept: int = 8, bench: Path | None = None, progress: Progress | None = None
+) -> DemoResult:
+    """Load the testbed, generate each demo concept, judge the images, write a labelled grid.
+
+    `bench` scores the forget (None: the testbed's own bench); it is checked before any image is drawn.
+    """
     started = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
     ref = refs.resolve(TESTBED_REFERENCE)
+    if bench is not None:  # before the grid's images: the forget re-checks it, but only after them
+        check_targets(load_bench(bench, world_for(ref))[0], [DEMO_TARGET], "demo")
+    out_dir.mkdir(parents=True, exist_ok=True)
     info = weights.describe(ref)
     pipe = pipeline.load_pipeline(ref)
     judges = JudgePanel.load()
@@ -97,7 +106,7 @@ def run_demo(out_dir: Path, *, images_per_concept: int = 8, progress: Progress |
         ModelSource(TESTBED_REFERENCE),
         (Concept(DEMO_TARGET, "object"),),
         out_dir / f"no-{DEMO_TARGET}.safetensors",
-        score_bench=None,
+        score_bench=bench,
         force=True,
     )
     forgotten = forget(request, progress)

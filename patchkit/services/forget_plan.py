@@ -19,6 +19,7 @@ from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.images import load_image_folder
 from patchkit.models.refs import ModelRef
+from patchkit.services.bench_file import check_targets, load_bench
 from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.preservation import RetainSet, retain_set
 from patchkit.services.worlds import world_for
@@ -76,6 +77,9 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
     _check_prompt_text(request)
     ref = request.model.resolve()
     world = world_for(ref)
+    if request.score_bench is not False:  # a bench that cannot score the result fails now, not after training
+        bench, _ = load_bench(request.score_bench, world)
+        check_targets(bench, [c.name for c in concepts], "forget")
     items = training_prompts(concepts, world.templates, given, world.context_templates)
     if request.robust:
         items += robust_items(world, concepts)

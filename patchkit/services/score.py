@@ -15,10 +15,9 @@ from patchkit import TOOL
 from patchkit.backend import pipeline
 from patchkit.backend.distributed import is_main_process, map_split
 from patchkit.backend.sampling import SamplerSettings, generate
-from patchkit.core.conceptbench import Bench, BenchConcept, parse_bench
+from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
-from patchkit.core.world import World
 from patchkit.errors import InputError, UsageError
 from patchkit.evaluation.judges import Judge, load_judge
 from patchkit.evaluation.mscore import (
@@ -34,6 +33,7 @@ from patchkit.io.images import save_png
 from patchkit.io.regular import check_patch_paths
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
+from patchkit.services.bench_file import check_targets, load_bench
 from patchkit.services.worlds import judge_folders, world_for
 
 
@@ -91,25 +91,6 @@ class ScoreReport:
             "gate": None if self.gate is None else {"passed": self.gate.passed, "reasons": list(self.gate.reasons)},
             "seconds": self.seconds,
         }
-
-
-def load_bench(path: Path | None, world: World) -> tuple[Bench, Path]:
-    """The bench at `path`, or else the world's own; a model outside every known world needs one."""
-    bench_path = path or world.bench
-    if bench_path is None:
-        raise UsageError(
-            "this model has no bench of its own: say what to score with --bench FILE",
-            hint="write a ConceptBench file for your concepts (docs/mscore.md), then patchkit score MODEL --bench FILE",
-        )
-    try:
-        data = json.loads(bench_path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(
-            f"{bench_path}: no such bench file", hint="check the --bench path (docs/mscore.md has the format)"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{bench_path}: not valid JSON ({exc.msg} at line {exc.lineno})", hint="fix the JSON") from exc
-    return parse_bench(data, str(bench_path)), bench_path.parent
 
 
 def _score_all(
@@ -229,12 +210,7 @@ def score(
     started = time.perf_counter()
     ref = source.resolve()
     bench, bench_dir = load_bench(bench_path, world_for(ref))
-    unknown = sorted(set(targets) - {c.name for c in bench.concepts})
-    if unknown:
-        raise UsageError(
-            f"target {unknown[0]!r} is not a concept of bench {bench.name!r}",
-            hint="patchkit score --help lists how targets are named",
-        )
+    check_targets(bench, targets, "score")
     if output is not None:
         check_output_path(output, force=force)
     check_patch_paths(patches)

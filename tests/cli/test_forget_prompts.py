@@ -16,6 +16,7 @@ import pytest
 from safetensors import safe_open
 
 from patchkit.models.refs import TESTBED_MODEL
+from patchkit.testbed.conceptbench_build import build_testbed_bench
 from tests.cli.test_cli import run_cli
 
 
@@ -126,3 +127,47 @@ def test_a_retain_fifo_is_refused_not_waited_on(tmp_path):
     result = run_cli("forget", "testbed", "-c", "circle", "--category", "object", "--retain-file", str(fifo),
                      "-o", str(tmp_path / "p.safetensors"))  # fmt: skip
     assert result.returncode == 3 and "a FIFO" in result.stderr, result.stderr
+
+
+def _fifo(path):
+    import os
+
+    os.mkfifo(path)
+    return path
+
+
+def _written(data: bytes):
+    def make(path):
+        path.write_bytes(data)
+        return path
+
+    return make
+
+
+_NO_CIRCLE = {
+    **build_testbed_bench(),
+    "concepts": [c for c in build_testbed_bench()["concepts"] if c["name"] != "circle"],
+}
+
+
+@pytest.mark.parametrize(
+    ("make_bench", "code", "message"),
+    [
+        (_written(json.dumps(_NO_CIRCLE).encode()), 2, "target 'circle' is not a concept of bench 'testbed'"),
+        (_written(b"{not json"), 3, "not valid JSON"),
+        (_written(b'{"name": "\xff"}'), 3, "not UTF-8"),
+        (lambda p: p.with_name("missing.json"), 3, "does not exist"),
+        (_fifo, 3, "a FIFO"),
+    ],
+    ids=["target-missing", "bad-json", "not-utf8", "missing", "fifo"],
+)
+def test_forget_score_checks_its_bench_before_training(tmp_path, make_bench, code, message):
+    """A bench that cannot score the result is refused in seconds, not after the training."""
+    bench = make_bench(tmp_path / "bench.json")
+    out = tmp_path / "p.safetensors"
+    result = run_cli("forget", "testbed", "-c", "circle", "--category", "object", "--score", "--bench", str(bench),
+                     "-o", str(out))  # fmt: skip
+    assert result.returncode == code, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr and not out.exists()

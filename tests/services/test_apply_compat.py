@@ -65,7 +65,10 @@ def test_patched_checkpoints_load_in_plain_diffusers_and_match_fused_lora(circle
 def test_mscores_of_the_patched_folder_equal_base_plus_lora(circle_patch, tmp_path):
     bench = json.loads(TESTBED_BENCH.read_text())
     keep = {"circle", "square", "alice", "noir"}
-    bench["concepts"] = [dict(c, images_per_prompt=16) for c in bench["concepts"] if c["name"] in keep]
+    # 16 images a concept (a style has 4 prompts: 4 each)
+    bench["concepts"] = [
+        dict(c, images_per_prompt=16 // len(c["prompts"])) for c in bench["concepts"] if c["name"] in keep
+    ]
     for concept in bench["concepts"]:
         concept.pop("reference_images", None)
     bench_path = tmp_path / "bench.json"
