@@ -13,6 +13,8 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated.*")
+# peft warns on every second adapter; a stack of patches is several adapters on purpose
+warnings.filterwarnings("ignore", message=".*Already found a `peft_config` attribute in the model.*")
 
 
 def quiet_libraries() -> None:

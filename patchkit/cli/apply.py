@@ -105,6 +105,8 @@ def apply(
             output.say(f"[yellow]warning:[/] {one_line(patch.warning)}")
     for name in result.forced_mismatch:
         output.say(f"[yellow]warning:[/] {name} was made for another base; applied because of --force")
+    for message in result.interference:
+        output.say(f"[yellow]warning:[/] {one_line(message)}")
 
     def human() -> None:
         table = Table(title=f"applied to {base}")

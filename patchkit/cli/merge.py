@@ -10,7 +10,8 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import ForceOpt, JsonOpt
+from patchkit.cli.options import ConfigOpt, ForceOpt, JsonOpt
+from patchkit.cli.text import one_line
 from patchkit.errors import ConflictError, UsageError
 
 if TYPE_CHECKING:
@@ -47,12 +48,21 @@ def merge(
         list[Path], typer.Argument(help="Two or more patch files or registry NAME@VERSION refs.", show_default=False)
     ],
     output_path: Annotated[Path, typer.Option("--output", "-o", help="Merged patch to write (.safetensors).")],
-    method: Annotated[str, typer.Option(help="concat (exact, ranks add) or svd (re-factored to --rank).")] = "concat",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="concat (exact, ranks add), svd (re-factored to --rank) or fuse (re-fitted jointly; --base)."
+        ),
+    ] = "concat",
     rank: Annotated[int | None, typer.Option(help="Rank of the svd merge.")] = None,
     weights: Annotated[str | None, typer.Option(help="One weight per patch, comma-separated: 1,0.5,2.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Treat opposing-delta warnings as errors.")] = False,
     name: Annotated[str | None, typer.Option(help="Name of the merged patch.")] = None,
     version: Annotated[str, typer.Option(help="Version of the merged patch.")] = "1.0.0",
+    base: Annotated[
+        str | None, typer.Option("--base", help="fuse: the base model the patches were made for.", show_default=False)
+    ] = None,
+    config: ConfigOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -60,6 +70,12 @@ def merge(
 
     [bold]concat[/] is exact: the merged delta is the weighted sum of the inputs' deltas.
     [bold]svd[/] re-factors it to rank R and reports the relative Frobenius error.
+    [bold]fuse[/] (--base MODEL) re-fits the patches jointly on the base's text states, so that
+    each keeps its own edit of its own target in the others' company: a plain sum lets one
+    patch's delta undo another's forget. It reports each parent's drift (how far the company
+    moves its edit of its own training prompts) stacked and fused. Cross-attention patches
+    that record their training prompts only (every patchkit forget and correct); rank adds,
+    as in concat. docs/merge.md has the maths and the measured effect.
 
     Refused before anything is written: patches for different bases, a concept forgotten by
     one patch and corrected by another, one concept corrected to two targets. Modules two
@@ -72,6 +88,8 @@ def merge(
       patchkit merge no-circle.safetensors no-noir.safetensors -o no-circle-noir.safetensors
 
       patchkit merge a.safetensors b.safetensors c.safetensors --method svd --rank 16 -o abc.safetensors
+
+      patchkit merge no-circle.safetensors no-noir.safetensors --method fuse --base testbed -o safe.safetensors
     """
     output: Output = ctx.obj
     paths = [registry_service.patch_path(str(p)) for p in patches]
@@ -79,7 +97,7 @@ def merge(
         with output.progress() as progress:
             result = merge_service.merge(
                 paths, output_path, method=method, rank=rank, weights=_weights(weights), strict=strict, name=name,
-                version=version, force=force, progress=progress,
+                version=version, force=force, base=base, config=config, progress=progress,
             )  # fmt: skip
     except ConflictError as error:
         render_conflicts(output, error.conflicts)
@@ -96,6 +114,13 @@ def merge(
             for module, relative in worst:
                 table.add_row(module, f"{relative:.2%}")
             table.add_row("[bold]overall", f"[bold]{result.overall_error:.2%}")
+            output.err.print(table)
+        if result.drifts:
+            table = Table(title="drift of each patch's edit of its own target (0 = untouched by the others)")
+            for column in ("patch", "stacked", "fused"):
+                table.add_column(column, justify="left" if column == "patch" else "right")
+            for d in result.drifts:
+                table.add_row(one_line(d.patch), f"{d.stacked:.1%}", f"{d.fused:.1%}")
             output.err.print(table)
         inherited = "; M-Scores copied from the parents: run patchkit score on it" if result.manifest.get(
             "scores_inherited") else ""  # fmt: skip

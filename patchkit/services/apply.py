@@ -65,6 +65,8 @@ class ApplyPlan:
     patches: list[AppliedPatch]
     edits: list[TensorEdit]
     forced_mismatch: list[str] = field(default_factory=list)  # patches applied to another base under --force
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+    factors: list[list[LoraFactors]] = field(default_factory=list)
 
     def provenance(self, revert_sha256: str | None) -> dict[str, Any]:
         """What OUT records of itself. `revertible` says a revert file exists somewhere; its SHA-256
@@ -93,6 +95,7 @@ class ApplyResult:
     linked_files: int
     seconds: float
     forced_mismatch: list[str]
+    interference: list[str] = field(default_factory=list)  # one warning per patch the others move too far
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +108,7 @@ class ApplyResult:
             "bytes_written": self.bytes_written,
             "linked_files": self.linked_files,
             "seconds": round(self.seconds, 3),
+            "interference": self.interference,
         }
 
 
@@ -242,7 +246,8 @@ def plan_apply(
             if progress:
                 progress("fuse", i + 1, len(targets), {})
     out_leaves = [_edited_leaf(leaf, edits.get((leaf.component, leaf.key))) for leaf in leaves]
-    return ApplyPlan(base, fingerprint, combine(out_leaves), [a for (a, _), _ in loaded], list(edits.values()), forced)
+    return ApplyPlan(base, fingerprint, combine(out_leaves), [a for (a, _), _ in loaded], list(edits.values()), forced,
+                     [read_intact_patch(path).manifest for _, path in loaded], [f for (_, f), _ in loaded])  # fmt: skip
 
 
 def _edited_leaf(leaf: Leaf, edit: TensorEdit | None) -> Leaf:
@@ -288,10 +293,42 @@ def apply(
             f"applying would give fingerprint {plan.output_fingerprint}, not the {expected_fingerprint} recorded",
             hint="a patch or the base differs from when the stack was made: patchkit stack verify STACK BASE",
         )
+    interfering = interference(plan)  # measured before writing: the states need only the base's text side
     written, linked = _write(plan, output, link=link, revert_data=revert_data, durable=durable, progress=progress)
     return ApplyResult(output, ref.layout, plan.base_fingerprint, plan.output_fingerprint, plan.patches,
                        len(plan.edits), written, linked, time.perf_counter() - started,
-                       plan.forced_mismatch)  # fmt: skip
+                       plan.forced_mismatch, interfering)  # fmt: skip
+
+
+# Set from bench/stack.py's testbed pairs: closed-form pairs drift 4-7% and held; FMN pairs drift 19-56%,
+# and in two of three one forget came back (noir in 0.19 and 0.56 of its images). A warning, not a verdict.
+DRIFT_WARNING = 0.15
+
+
+def interference(plan: ApplyPlan) -> list[str]:
+    """One warning when the patches move each other's edits of their own targets by more than DRIFT_WARNING."""
+    if len(plan.patches) < 2:
+        return []
+    from patchkit.services.fuse_merge import stacked_drifts
+
+    parents = [(f"{p.name}@{p.version}", m, f) for p, m, f in zip(plan.patches, plan.manifests, plan.factors,
+                                                                    strict=True)]  # fmt: skip
+    drifts = stacked_drifts(plan.base, parents, [p.scale for p in plan.patches])
+    if drifts is None or max(drifts) <= DRIFT_WARNING:
+        return []
+    moved = ", ".join(f"{name} {d:.0%}" for (name, _, _), d in zip(parents, drifts, strict=True) if d > DRIFT_WARNING)
+    sources = " ".join(p.source for p in plan.patches)
+    return [
+        f"stacked, the patches move each other's edits of their own targets ({moved}): a forget may come "
+        f"undone; `patchkit merge {sources} --method fuse --base BASE -o FUSED` re-fits them jointly"
+    ]
+    drifts = stacked_drifts(plan.base, parents, [p.scale for p in plan.patches])
+    if drifts is None:
+        return []
+    sources = " ".join(p.source for p in plan.patches)
+    return [f"the other patches move {name}'s edit of its own target by {d:.0%}: its forget may come undone "
+            f"when stacked; `patchkit merge {sources} --method fuse --base BASE -o FUSED` re-fits them jointly"
+            for (name, _, _), d in zip(parents, drifts, strict=True) if d > DRIFT_WARNING]  # fmt: skip
 
 
 def check_output(ref: refs.ModelRef, output: Path, *, overwrite: bool) -> None:

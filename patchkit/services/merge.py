@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_intact_patch
 from patchkit.services.patches import created_at, peft_tensors, write_patch
 
-METHODS = ("concat", "svd")
+METHODS = ("concat", "svd", "fuse")
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,13 @@ class MergeResult:
     warnings: list[Conflict]
     seconds: float
     bytes: int
+    drifts: list[Any] = field(default_factory=list)  # fuse: each parent's drift, stacked and fused
 
     def to_json(self) -> dict[str, Any]:
         return {"output": str(self.output), "patch_id": self.manifest["patch_id"], "method": self.method,
                 "rank": self.rank, "overall_error": self.overall_error, "module_errors": self.module_errors,
-                "warnings": [c.message for c in self.warnings], "bytes": self.bytes}  # fmt: skip
+                "warnings": [c.message for c in self.warnings], "bytes": self.bytes,
+                "drifts": [d.to_json() for d in self.drifts]}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ def check_conflicts(parents: Sequence[_Parent], weights: Sequence[float], strict
                  hint="give each patch once; use --weights to scale")  # fmt: skip
     names = [f"{p.manifest['name']}@{p.manifest['version']}" for p in parents]
     found = merge_maths.concept_conflicts([p.manifest for p in parents])
-    found += merge_maths.delta_conflicts([p.factors for p in parents], names, weights)
+    if not any(c.fatal for c in found):  # patches for another base may not even have the same shapes
+        found += merge_maths.delta_conflicts([p.factors for p in parents], names, weights)
     fatal = [c for c in found if c.fatal or strict]
     if fatal:
         hint = "drop one of the clashing patches" + (
@@ -106,7 +109,7 @@ def _resolution(patch: PatchFile) -> int:
 def merge(
     paths: Sequence[Path], output: Path, *, method: str = "concat", rank: int | None = None,
     weights: Sequence[float] | None = None, strict: bool = False, name: str | None = None, version: str = "1.0.0",
-    force: bool = False, progress: Progress | None = None,
+    force: bool = False, base: str | None = None, config: Path | None = None, progress: Progress | None = None,
 ) -> MergeResult:  # fmt: skip
     started = time.perf_counter()
     if len(paths) < 2:
@@ -116,6 +119,9 @@ def merge(
     svd_rank = rank if method == "svd" else 0
     if svd_rank is None or (method == "svd" and svd_rank < 1):
         raise UsageError("--method svd needs --rank R (R >= 1)", hint="for example --rank 32")
+    if method == "fuse" and base is None:
+        raise UsageError("--method fuse needs the base model the patches were made for",
+                         hint="patchkit merge A B --method fuse --base testbed -o M")  # fmt: skip
     weights = [checked_scale(w, "merge weight") for w in weights] if weights is not None else [1.0] * len(paths)
     if len(weights) != len(paths):
         raise UsageError(f"{len(weights)} weights for {len(paths)} patches", hint="give one weight per patch")
@@ -127,8 +133,14 @@ def merge(
             progress("read", i + 1, len(paths), {})
     warnings = check_conflicts(parents, weights, strict)
     factors = [p.factors for p in parents]
+    drifts: list[Any] = []
     if method == "concat":
         modules = merge_maths.concat(factors, weights)
+    elif method == "fuse" and base is not None:
+        from patchkit.services.fuse_merge import fused_modules
+
+        named = [(f"{p.manifest['name']}@{p.manifest['version']}", p.manifest, p.factors) for p in parents]
+        modules, drifts = fused_modules(base, named, weights, config=config)
     else:
         modules = merge_maths.svd(factors, weights, svd_rank)
     tensors = {}
@@ -145,7 +157,8 @@ def merge(
         version=version,
         base=first["base"],
         concepts=concepts,
-        method={"name": "merge", "settings": {"method": method, "rank": out_rank, "weights": weights}},
+        method={"name": "merge", "settings": {"method": method, "rank": out_rank, "weights": weights,
+                                               **({"drift": [d.to_json() for d in drifts]} if drifts else {})}},
         layout={"keys": "peft", "rank": out_rank, "modules": module_names},
         created_at=created_at(),
         parents=[{"patch_id": p.patch.patch_id, "name": p.manifest["name"], "version": p.manifest["version"],
@@ -156,4 +169,4 @@ def merge(
                 resolution=_resolution(parents[0].patch), base_name=first["base"]["reference"])  # fmt: skip
     errors = {f"{m.component}.{m.module}": m.relative_error for m in modules}
     return MergeResult(output, manifest, method, out_rank, errors, merge_maths.overall_error(modules), warnings,
-                       time.perf_counter() - started, output.stat().st_size)  # fmt: skip
+                       time.perf_counter() - started, output.stat().st_size, drifts)  # fmt: skip

@@ -181,3 +181,61 @@ def test_apply_of_a_stack_refuses_a_swapped_patch_even_before_the_output_is_pinn
     with pytest.raises(TrustError, match="not the patch its stack pins"):
         apply(str(folder), sources, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def closed_form_patches(tmp_path_factory) -> list[Path]:
+    """Two real patchkit forgets of the testbed (closed form: seconds), which record their training prompts."""
+    from patchkit.models.refs import ModelSource
+    from patchkit.services.forget import forget
+    from patchkit.services.forget_request import ForgetRequest
+    from patchkit.training.prompts import Concept
+
+    folder = tmp_path_factory.mktemp("fuse")
+    made = []
+    for name, category in (("circle", "object"), ("noir", "style")):
+        request = ForgetRequest(ModelSource("testbed"), (Concept(name, category),), folder / f"no-{name}.safetensors",
+                                method="closed-form")  # fmt: skip
+        made.append(forget(request).output)
+    return made
+
+
+def test_merge_fuse_refits_jointly_and_reports_each_parents_drift(closed_form_patches, tmp_path):
+    result = merge(closed_form_patches, tmp_path / "fused.safetensors", method="fuse", base="testbed")
+    assert [d.patch for d in result.drifts] == ["forget-circle@1.0.0", "forget-noir@1.0.0"]
+    for drift in result.drifts:  # the company moves each edit less once re-fitted
+        assert drift.fused < drift.stacked
+    manifest = read_patch(result.output).manifest
+    ranks = sum(read_patch(p).manifest["format"]["rank"] for p in closed_form_patches)
+    assert manifest["method"]["settings"]["method"] == "fuse" and manifest["format"]["rank"] == ranks  # exact
+    assert len(manifest["method"]["settings"]["drift"]) == 2
+    concat = merge(closed_form_patches, tmp_path / "concat.safetensors")
+    fused, summed = patch_deltas(load_file(str(result.output))), patch_deltas(load_file(str(concat.output)))
+    assert fused.keys() == summed.keys() and any(float(abs(fused[k] - summed[k]).max()) > 1e-4 for k in fused)
+
+
+def test_merge_fuse_refuses_what_it_cannot_refit(closed_form_patches, patches, tiny_models, tmp_path):
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(UsageError, match="needs the base model"):
+        merge(closed_form_patches, out, method="fuse")
+    _, (other_base, _) = patches
+    with pytest.raises(ConflictError, match="different base"):  # other shapes too: refused, not a crash
+        merge([closed_form_patches[0], other_base], out, method="fuse", base="testbed")
+    synthetic = synthetic_patch("testbed", tmp_path / "ring.safetensors", concept="ring", seed=3)
+    with pytest.raises(UsageError, match="records no training prompts"):
+        merge([closed_form_patches[0], synthetic], out, method="fuse", base="testbed")
+    with pytest.raises(ModelMismatchError, match="was made for base"):
+        merge(closed_form_patches, out, method="fuse", base=str(tiny_models["sd15"][0]))
+    assert not out.exists()
+
+
+def test_apply_warns_when_stacked_patches_move_each_others_edits(closed_form_patches, tmp_path):
+    from patchkit.services.sources import PatchSource
+
+    circle, noir = closed_form_patches
+    quiet = apply("testbed", [PatchSource(circle), PatchSource(noir)], tmp_path / "a")
+    assert quiet.interference == []  # closed-form pairs barely touch each other's targets (drift < 10%)
+    loud = apply("testbed", [PatchSource(circle), PatchSource(noir, scale=5.0)], tmp_path / "b")
+    assert len(loud.interference) == 1 and "forget-circle@1.0.0" in loud.interference[0]
+    assert "--method fuse" in loud.interference[0] and "forget-noir" not in loud.interference[0].split("(")[1]
+    assert (tmp_path / "b").is_dir()  # a warning, not a refusal
