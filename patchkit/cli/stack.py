@@ -12,6 +12,7 @@ from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
 from patchkit.cli.merge import render_conflicts
 from patchkit.cli.options import ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.cli.text import one_line
 from patchkit.errors import ConflictError, TrustError
 
 stack_service = LazyModule("patchkit.services.stack")
@@ -57,7 +58,15 @@ def add(
     output: Output = ctx.obj
     try:
         with output.progress() as progress:
-            updated = stack_service.add_patch(stack, patch, scale=scale, base=base, config=config, progress=progress)
+            updated = stack_service.add_patch(
+                stack,
+                patch,
+                scale=scale,
+                base=base,
+                config=config,
+                progress=progress,
+                warn=lambda m: output.say(f"[yellow]warning:[/] {one_line(m)}"),
+            )
     except ConflictError as error:
         render_conflicts(output, error.conflicts)
         raise

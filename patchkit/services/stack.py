@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from patchkit.io.atomic import check_output_path, write_bytes_atomic
 from patchkit.io.patch_file import read_intact_patch, read_patch
 from patchkit.io.signatures import signature_path_for
 from patchkit.models import refs, weights
-from patchkit.services.apply import plan_apply, resolve_base
+from patchkit.services.apply import interference, plan_apply, resolve_base
 from patchkit.services.registry import patch_path
 from patchkit.services.signing import trust_store, verify
 from patchkit.services.sources import Stack, read_stack
@@ -69,8 +70,12 @@ def _relative_source(stack: Stack, patch: Path) -> str:
 
 
 def add_patch(stack_path: Path, patch: Path | str, *, scale: float = 1.0, base: str | None = None,
-              config: Path | None = None, progress: Progress | None = None) -> Stack:  # fmt: skip
-    """Append `patch`, refusing a different base, a duplicate or a concept conflict; re-plan the output."""
+              config: Path | None = None, progress: Progress | None = None,
+              warn: Callable[[str], None] | None = None) -> Stack:  # fmt: skip
+    """Append `patch`, refusing a different base, a duplicate or a concept conflict; re-plan the output.
+
+    `warn` hears when the stacked patches move each other's edits (services.apply.interference).
+    """
     scale = checked_scale(scale, "--scale")
     stack = read_stack(stack_path)
     reference = str(patch) if looks_like_ref(str(patch)) and not Path(patch).exists() else None
@@ -98,6 +103,9 @@ def add_patch(stack_path: Path, patch: Path | str, *, scale: float = 1.0, base: 
     plan = plan_apply(_base_ref(stack, base, config), updated.sources(), progress=progress)
     updated.data["expected_output_fingerprint"] = plan.output_fingerprint
     _save(updated)
+    if warn is not None:
+        for message in interference(plan):
+            warn(message)
     return updated
 
 

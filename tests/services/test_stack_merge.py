@@ -239,3 +239,19 @@ def test_apply_warns_when_stacked_patches_move_each_others_edits(closed_form_pat
     assert len(loud.interference) == 1 and "forget-circle@1.0.0" in loud.interference[0]
     assert "--method fuse" in loud.interference[0] and "forget-noir" not in loud.interference[0].split("(")[1]
     assert (tmp_path / "b").is_dir()  # a warning, not a refusal
+
+
+def test_stack_add_warns_when_the_new_patch_moves_another_ones_edit(closed_form_patches, tmp_path):
+    circle, noir = closed_form_patches
+    stack = tmp_path / "release.stack.json"
+    new_stack("testbed", stack)
+    heard: list[str] = []
+    add_patch(stack, circle, warn=heard.append)
+    add_patch(stack, noir, warn=heard.append)
+    assert heard == []  # closed-form pairs drift < 10%
+    louder = tmp_path / "louder.stack.json"
+    new_stack("testbed", louder)
+    add_patch(louder, circle, warn=heard.append)
+    add_patch(louder, noir, scale=5.0, warn=heard.append)
+    assert len(heard) == 1 and "forget-circle@1.0.0" in heard[0] and "--method fuse" in heard[0]
+    assert len(read_stack(louder).data["patches"]) == 2  # a warning, not a refusal
