@@ -129,7 +129,7 @@ def resolve_base(reference: str, config: Path | None, allow_pickle: bool) -> ref
     return ref
 
 
-def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch, list[LoraFactors]]:
+def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch, list[LoraFactors], dict[str, Any]]:
     patch = read_intact_patch(source.path)
     if source.pinned_id is not None and patch.patch_id != source.pinned_id:
         raise TrustError(
@@ -149,7 +149,7 @@ def _load_patch(source: PatchSource, require_signed: bool) -> tuple[AppliedPatch
     applied = AppliedPatch(patch.patch_id, manifest["name"], manifest["version"], scale,
                            source.label or source.path.name,
                            manifest["base"]["fingerprint"], warning)  # fmt: skip
-    return applied, factors
+    return applied, factors, manifest
 
 
 def _check_declared(path: Path, manifest: dict[str, Any], factors: list[LoraFactors]) -> None:
@@ -221,7 +221,7 @@ def plan_apply(
         raise UsageError("no patches to apply", hint="patchkit apply BASE PATCH [PATCH...] -o OUT")
     require = require_signed_by_default() if require_signed is None else require_signed
     loaded = [(_load_patch(s, require), s.path) for s in sources]
-    check_unique([applied.patch_id for (applied, _), _ in loaded], [str(path) for _, path in loaded],
+    check_unique([applied.patch_id for (applied, _, _), _ in loaded], [str(path) for _, path in loaded],
                  hint="give each patch once; use --scale to strengthen it")  # fmt: skip
     spans = weights.model_spans(base)
     leaves = weights.leaves(spans, progress, stage="fingerprint base")
@@ -229,7 +229,7 @@ def plan_apply(
     forced = []
     deltas: dict[tuple[str, str], list[tuple[np.ndarray, float]]] = {}
     targets: dict[tuple[str, str], TensorSpan] = {}
-    for (applied, factors), path in loaded:
+    for (applied, factors, _), path in loaded:
         if _check_base(applied, path, base.reference, fingerprint, force):
             forced.append(path.name)
         for factor in factors:
@@ -246,8 +246,8 @@ def plan_apply(
             if progress:
                 progress("fuse", i + 1, len(targets), {})
     out_leaves = [_edited_leaf(leaf, edits.get((leaf.component, leaf.key))) for leaf in leaves]
-    return ApplyPlan(base, fingerprint, combine(out_leaves), [a for (a, _), _ in loaded], list(edits.values()), forced,
-                     [read_intact_patch(path).manifest for _, path in loaded], [f for (_, f), _ in loaded])  # fmt: skip
+    return ApplyPlan(base, fingerprint, combine(out_leaves), [a for (a, _, _), _ in loaded], list(edits.values()),
+                     forced, [m for (_, _, m), _ in loaded], [f for (_, f, _), _ in loaded])  # fmt: skip
 
 
 def _edited_leaf(leaf: Leaf, edit: TensorEdit | None) -> Leaf:
