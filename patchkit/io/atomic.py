@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from patchkit.errors import OutputError
+from patchkit.io.dead_writers import glob_escape, pid_alive
+from patchkit.io.folder_swap import swap_into_place
 
 
 def check_output_path(path: Path, *, force: bool = False, flag: str = "--force") -> None:
@@ -41,23 +43,26 @@ def atomic_path(path: Path, *, durable: bool = True) -> Iterator[Path]:
         yield tmp
         if durable:
             _fsync(tmp)
-        if path.is_dir() and not path.is_symlink():
-            # A folder cannot be replaced in one rename: park the old one first, so that a
-            # crash leaves either the old or the new folder in place, never neither.
-            parked = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, parked)
-            os.replace(tmp, path)
-            shutil.rmtree(parked, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        if durable:
-            fsync_dir(path.parent)
+        swap_into_place(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        _sync_folder_of(path)
+
+
+def _sync_folder_of(path: Path) -> None:
+    """Make the rename durable. The output is already in place: a failure must say so."""
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise OutputError(
+            f"{path} was written, but its folder could not be synced to disk: {exc.strerror or exc}",
+            hint="the output is complete now but may not survive a power loss: check the disk, then run again",
+        ) from exc
 
 
 def _sweep_stale(path: Path) -> None:
@@ -84,20 +89,6 @@ def dead_temporaries(folder: Path) -> list[Path]:
         if match and not pid_alive(int(match["pid"])):
             found.append(path)
     return sorted(found)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:

@@ -31,7 +31,8 @@ from typing import Any
 from patchkit.core.canonical import canonical_json
 from patchkit.core.names import check_name, check_version, version_key
 from patchkit.errors import CorruptFileError, InputError, OutputError
-from patchkit.io.atomic import dead_temporaries, fsync_dir, pid_alive, write_bytes_atomic
+from patchkit.io.atomic import dead_temporaries, fsync_dir, write_bytes_atomic
+from patchkit.io.dead_writers import pid_alive
 from patchkit.io.regular import read_chunks
 
 LAYOUT_VERSION = 1
