@@ -55,6 +55,8 @@ class PatchkitGroup(TyperGroup):
             output = ctx.find_object(Output) or Output()
             output.err.print(escape(error.ctx.get_usage()), highlight=False, soft_wrap=True)
             hint = f"{error.ctx.command_path} --help shows every argument and option"
+            if getattr(error, "option_name", None) == "--force":  # the flag 0.1.0 gave two meanings
+                hint = "--force is gone: --overwrite replaces an output; apply --ignore-base uses another base"
             self._refuse(ctx, UsageError(error.format_message(), hint=hint), as_json)
         except KeyboardInterrupt:
             output = ctx.find_object(Output) or Output()

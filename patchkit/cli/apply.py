@@ -38,8 +38,8 @@ def apply(
     scale: Annotated[float, typer.Option("--scale", help="Multiply every patch's delta by this.")] = 1.0,
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Apply even where a patch was made for another base fingerprint.")
+    ignore_base: Annotated[
+        bool, typer.Option("--ignore-base", help="Apply even where a patch was made for another base fingerprint.")
     ] = False,
     overwrite: OverwriteOpt = False,
     copy: CopyOpt = False,
@@ -73,8 +73,8 @@ def apply(
 
     A diffusers folder gives a folder (untouched weight files hard-linked, [bold]--copy[/] to copy);
     a single .safetensors file gives a single file of the same dtype. Deltas are fused in
-    float32 and cast once. Every patch's base fingerprint must match BASE ([bold]--force[/] to
-    override). OUT records what was applied (safetensors metadata `patchkit.applied`, and
+    float32 and cast once. Every patch's base fingerprint must match BASE ([bold]--ignore-base[/]
+    to override). OUT records what was applied (safetensors metadata `patchkit.applied`, and
     patchkit.json beside a folder) but holds nothing from which the base can be restored: it
     is safe to release. [bold]--revert-data FILE[/] keeps the original tensors in a separate
     file, bound to OUT, with which [bold]patchkit revert[/] restores the base bit for bit. The
@@ -95,16 +95,16 @@ def apply(
     sources, expected = sources_service.sources_for(patches, scale)
     with output.progress() as progress:
         result = apply_service.apply(
-            base, sources, output_path, config=config, allow_pickle=allow_pickle, force=force, overwrite=overwrite,
-            link=not copy, revert_data=revert_data, require_signed=require_signed, expected_fingerprint=expected,
-            durable=not no_fsync,
+            base, sources, output_path, config=config, allow_pickle=allow_pickle, ignore_base=ignore_base,
+            overwrite=overwrite, link=not copy, revert_data=revert_data, require_signed=require_signed,
+            expected_fingerprint=expected, durable=not no_fsync,
             progress=progress,
         )  # fmt: skip
     for patch in result.patches:
         if patch.warning:
             output.say(f"[yellow]warning:[/] {one_line(patch.warning)}")
     for name in result.forced_mismatch:
-        output.say(f"[yellow]warning:[/] {name} was made for another base; applied because of --force")
+        output.say(f"[yellow]warning:[/] {name} was made for another base; applied because of --ignore-base")
     for message in result.interference:
         output.say(f"[yellow]warning:[/] {one_line(message)}")
 

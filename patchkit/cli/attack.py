@@ -11,7 +11,7 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg, OverwriteOpt
 from patchkit.errors import GateFailedError
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def attack(
     ] = None,
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Try to bring forgotten concepts back, and measure how often it works (attack/1, docs/attack.md).
@@ -107,7 +107,7 @@ def attack(
             patches=patch or [],
             bench_path=bench,
             output=output_dir,
-            force=force,
+            force=overwrite,
             progress=progress,
         )
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from patchkit.cli.console import Output
-from patchkit.cli.options import ForceOpt, JsonOpt
+from patchkit.cli.options import JsonOpt, OverwriteOpt
 
 
 def export(
@@ -16,7 +16,7 @@ def export(
     patch: Annotated[Path, typer.Argument(help="A patch made by patchkit.", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", help="kohya (A1111, ComfyUI) or peft (diffusers load_lora_weights).")],
     output_path: Annotated[Path, typer.Option("--output", "-o", help="File to write (.safetensors).")],
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Convert a patch between the PEFT layout (diffusers) and the kohya layout (A1111, ComfyUI).
@@ -30,7 +30,7 @@ def export(
     from patchkit.services.export import export as export_service
 
     output: Output = ctx.obj
-    result = export_service(patch, fmt, output_path, force=force)
+    result = export_service(patch, fmt, output_path, force=overwrite)
     message = f"wrote {result.output}: {result.tensors} tensors in the {result.format} layout, {result.bytes:,} bytes"
     output.result(result, message, json=json)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from patchkit.cli.console import Output
-from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg, OverwriteOpt
 from patchkit.errors import UsageError
 from patchkit.services.forget_request import (
     METHODS,
@@ -280,7 +280,7 @@ def forget(
     license_id: LicenseOpt = None,
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Remove concepts from a model and write the change as a small LoRA patch.
@@ -334,7 +334,7 @@ def forget(
         closed_form=_closed_form(ctx, method, rank, preserve, guidance, ridge),
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
-        author=author, license_id=license_id, score=score, bench=bench, force=force, robust=robust,
+        author=author, license_id=license_id, score=score, bench=bench, force=overwrite, robust=robust,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
 
@@ -365,7 +365,7 @@ def correct(
     license_id: LicenseOpt = None,
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Correct a concept: after the patch, prompts naming A produce B.
@@ -389,7 +389,7 @@ def correct(
         closed_form=_closed_form(ctx, method, rank, None, None, ridge), config=config,
         allow_pickle=allow_pickle, retain=retain, retain_files=retain_file, default_retain=default_retain,
         prompts=prompt, images_dir=images_dir, name=name, version=version, author=author,
-        license_id=license_id, score=score, bench=bench, force=force,
+        license_id=license_id, score=score, bench=bench, force=overwrite,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
 

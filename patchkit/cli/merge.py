@@ -10,7 +10,7 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import ConfigOpt, ForceOpt, JsonOpt
+from patchkit.cli.options import ConfigOpt, JsonOpt, OverwriteOpt
 from patchkit.cli.text import one_line
 from patchkit.errors import ConflictError, UsageError
 
@@ -63,7 +63,7 @@ def merge(
         str | None, typer.Option("--base", help="fuse: the base model the patches were made for.", show_default=False)
     ] = None,
     config: ConfigOpt = None,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Merge patches into one patch for the same base.
@@ -97,7 +97,7 @@ def merge(
         with output.progress() as progress:
             result = merge_service.merge(
                 paths, output_path, method=method, rank=rank, weights=_weights(weights), strict=strict, name=name,
-                version=version, force=force, base=base, config=config, progress=progress,
+                version=version, force=overwrite, base=base, config=config, progress=progress,
             )  # fmt: skip
     except ConflictError as error:
         render_conflicts(output, error.conflicts)

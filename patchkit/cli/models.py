@@ -10,7 +10,7 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg, OverwriteOpt
 
 models = LazyModule("patchkit.services.models")
 sampling = LazyModule("patchkit.backend.sampling")
@@ -61,7 +61,7 @@ def generate(
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Generate images and write a labelled grid PNG, one row per prompt.
@@ -83,7 +83,7 @@ def generate(
             seed=seed,
             sampler=sampler,
             output=output_path,
-            force=force,
+            force=overwrite,
             progress=progress,
         )
     output.result(result, f"wrote {result.output} ({len(result.seeds)} images in {result.seconds:.1f} s)", json=json)
@@ -94,7 +94,7 @@ def convert(
     model: ModelArg,
     output_path: Annotated[Path, typer.Option("--output", "-o", help="Single-file .safetensors to write.")],
     dtype: Annotated[str | None, typer.Option(help="Cast floating weights: fp32, fp16 or bf16.")] = None,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Write a diffusers folder as one single-file checkpoint (the A1111 / ComfyUI layout).
@@ -107,7 +107,7 @@ def convert(
       patchkit convert ./my-sd15 -o my-sd15.safetensors
     """
     output: Output = ctx.obj
-    result = models.convert_to_single_file(models.ModelSource(model), output_path, dtype=dtype, force=force)
+    result = models.convert_to_single_file(models.ModelSource(model), output_path, dtype=dtype, force=overwrite)
 
     def human() -> None:
         output.say(f"wrote {result.output}: {result.tensors} tensors, {result.bytes:,} bytes")

@@ -23,4 +23,5 @@ AllowPickleOpt = Annotated[
     typer.Option("--allow-pickle", help="Read .ckpt/.bin/.pt pickles with torch.load(weights_only=True)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite the output if it exists.")]
+# one name, one meaning on every command: --overwrite replaces an output; only apply has --ignore-base
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")]

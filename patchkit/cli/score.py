@@ -10,7 +10,7 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import AllowPickleOpt, ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg, OverwriteOpt
 from patchkit.errors import GateFailedError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def score(
     ] = None,
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Measure how well a model still produces each bench concept (M-Score, docs/mscore.md).
@@ -83,7 +83,7 @@ def score(
             max_collateral=max_collateral,
             capacity=capacity,
             output=output_dir,
-            force=force,
+            force=overwrite,
             progress=progress,
         )
     if not score_service.is_main_process():  # under `accelerate launch`, one process speaks

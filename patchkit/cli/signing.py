@@ -11,7 +11,7 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import ForceOpt, JsonOpt
+from patchkit.cli.options import JsonOpt, OverwriteOpt
 from patchkit.cli.show import render_manifest
 from patchkit.errors import UsageError
 
@@ -45,7 +45,7 @@ def key_new(
     out: Annotated[Path, typer.Option("--out", help="Folder for NAME.key (mode 0600) and NAME.pub.")],
     name: Annotated[str, typer.Option("--name", help="File name stem of the pair.")] = "patchkit",
     passphrase_env: PassphraseEnvOpt = None,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Make an EC P-256 key pair for signing patches.
@@ -59,7 +59,7 @@ def key_new(
       patchkit key new --out ~/.keys --name release-team
     """
     output: Output = ctx.obj
-    pair = signing.new_key(out, name, _passphrase(passphrase_env), force=force)
+    pair = signing.new_key(out, name, _passphrase(passphrase_env), force=overwrite)
     output.result(pair, f"wrote {pair.private} (private, 0600) and {pair.public}; key id {pair.fingerprint}", json=json)
 
 
@@ -75,7 +75,7 @@ def sign(
         bool,
         typer.Option("--keyless", help="Sigstore keyless signing via OIDC (needs the network; for CI pipelines)."),
     ] = False,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Sign a patch: writes PATCH.sig, a Sigstore bundle in the OpenSSF model-signing format.
@@ -90,7 +90,7 @@ def sign(
     """
     output: Output = ctx.obj
     result = signing.sign(
-        patch, key, passphrase=_passphrase(passphrase_env), signature=signature, keyless=keyless, force=force
+        patch, key, passphrase=_passphrase(passphrase_env), signature=signature, keyless=keyless, force=overwrite
     )
     output.result(result, f"wrote {result.signature} (key {result.key_fingerprint[:16]}…)", json=json)
 

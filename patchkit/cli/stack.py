@@ -11,7 +11,7 @@ from rich.table import Table
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
 from patchkit.cli.merge import render_conflicts
-from patchkit.cli.options import ConfigOpt, ForceOpt, JsonOpt, ModelArg
+from patchkit.cli.options import ConfigOpt, JsonOpt, ModelArg, OverwriteOpt
 from patchkit.cli.text import one_line
 from patchkit.errors import ConflictError, TrustError
 
@@ -31,11 +31,11 @@ def new(
     output_path: Annotated[Path, typer.Option("--output", "-o", help="Stack file to write (NAME.stack.json).")],
     config: ConfigOpt = None,
     description: Annotated[str | None, typer.Option(help="What this release stack is for.")] = None,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Start a stack pinned to BASE's fingerprint. Example: patchkit stack new testbed -o release.stack.json"""
     output: Output = ctx.obj
-    stack = stack_service.new_stack(base, output_path, config=config, force=force, description=description)
+    stack = stack_service.new_stack(base, output_path, config=config, force=overwrite, description=description)
     output.say(f"wrote {stack.path}, pinned to base {stack.data['base']['fingerprint']}")
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import ForceOpt, JsonOpt
+from patchkit.cli.options import JsonOpt, OverwriteOpt
 
 fixtures = LazyModule("patchkit.services.fixtures")
 testbed = LazyModule("patchkit.services.testbed")
@@ -31,7 +31,7 @@ def build(
     world: Annotated[
         str, typer.Option(help="testbed (world A, the shipped testbed) or validation (world B, never tuned on).")
     ] = "testbed",
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Train the testbed (or the validation world) from scratch on CPU: judges, VAE, then text encoder and UNet.
@@ -43,7 +43,7 @@ def build(
     """
     output: Output = ctx.obj
     with output.progress() as progress:
-        report = testbed.build(out, seed=seed, quick=quick, force=force, progress=progress, world_name=world)
+        report = testbed.build(out, seed=seed, quick=quick, force=overwrite, progress=progress, world_name=world)
     output.result(report, f"built {out} in {report['seconds']['total']:.0f} s", json=json)
 
 
@@ -104,7 +104,7 @@ def fixture(
     tiny: Annotated[bool, typer.Option(help="Same blocks and conditioning at test-sized widths.")] = False,
     dtype: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
-    force: ForceOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Build a random-weight SD 1.5, SD 2.1 or SDXL model from its published config, offline.
 
@@ -116,6 +116,13 @@ def fixture(
     """
     output: Output = ctx.obj
     result = fixtures.build_random_model(
-        architecture, out, tiny=tiny, dtype=dtype, single_file=single_file, seed=seed, force=force, progress=output.say
+        architecture,
+        out,
+        tiny=tiny,
+        dtype=dtype,
+        single_file=single_file,
+        seed=seed,
+        force=overwrite,
+        progress=output.say,
     )
     output.say(f"wrote {result.folder} ({result.family}, {result.parameters:,} parameters, {result.dtype})")

@@ -15,14 +15,14 @@ from patchkit.io.dead_writers import glob_escape, pid_alive
 from patchkit.io.folder_swap import swap_into_place
 
 
-def check_output_path(path: Path, *, force: bool = False, flag: str = "--force") -> None:
-    """Refuse an output whose folder is missing, or that exists without `force` (the command's `flag`)."""
+def check_output_path(path: Path, *, force: bool = False) -> None:
+    """Refuse an output whose folder is missing, or that exists without `force` (every command's --overwrite)."""
     if not path.parent.exists():
         raise OutputError(
             f"output folder {path.parent} does not exist", hint=f"create it first: mkdir -p {path.parent}"
         )
     if path.exists() and not force:
-        raise OutputError(f"{path} already exists", hint=f"pass {flag} to overwrite it, or choose another path")
+        raise OutputError(f"{path} already exists", hint="pass --overwrite to replace it, or choose another path")
 
 
 @contextlib.contextmanager

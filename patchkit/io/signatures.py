@@ -67,7 +67,7 @@ def new_key_pair(folder: Path, name: str, passphrase: str | None, *, force: bool
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for path in (private_path, public_path):
         if path.exists() and not force:
-            raise UsageError(f"{path} exists", hint="choose another --name, or pass --force to replace it")
+            raise UsageError(f"{path} exists", hint="choose another --name, or pass --overwrite to replace it")
     key = ec.generate_private_key(ec.SECP256R1())
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()

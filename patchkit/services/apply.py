@@ -64,7 +64,7 @@ class ApplyPlan:
     output_fingerprint: str
     patches: list[AppliedPatch]
     edits: list[TensorEdit]
-    forced_mismatch: list[str] = field(default_factory=list)  # patches applied to another base under --force
+    forced_mismatch: list[str] = field(default_factory=list)  # patches applied to another base under --ignore-base
     manifests: list[dict[str, Any]] = field(default_factory=list)
     factors: list[list[LoraFactors]] = field(default_factory=list)
 
@@ -174,15 +174,15 @@ def _peft_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return arrays.read_float32(path)
 
 
-def _check_base(applied: AppliedPatch, path: Path, base: str, fingerprint: str, force: bool) -> bool:
-    """True when the patch was made for another base and --force lets it through."""
+def _check_base(applied: AppliedPatch, path: Path, base: str, fingerprint: str, ignore_base: bool) -> bool:
+    """True when the patch was made for another base and --ignore-base lets it through."""
     if applied.base_fingerprint == fingerprint:
         return False
-    if force:
+    if ignore_base:
         return True
     raise ModelMismatchError(
         f"{path} was made for base {applied.base_fingerprint} but {base} is {fingerprint}",
-        hint="apply it to the model it was made for (patchkit show PATCH), or pass --force if you know better",
+        hint="apply it to the model it was made for (patchkit show PATCH), or pass --ignore-base if you know better",
     )
 
 
@@ -212,7 +212,7 @@ def plan_apply(
     base: refs.ModelRef,
     sources: Sequence[PatchSource],
     *,
-    force: bool = False,
+    ignore_base: bool = False,
     require_signed: bool | None = None,
     progress: Progress | None = None,
 ) -> ApplyPlan:
@@ -230,7 +230,7 @@ def plan_apply(
     deltas: dict[tuple[str, str], list[tuple[np.ndarray, float]]] = {}
     targets: dict[tuple[str, str], TensorSpan] = {}
     for (applied, factors, _), path in loaded:
-        if _check_base(applied, path, base.reference, fingerprint, force):
+        if _check_base(applied, path, base.reference, fingerprint, ignore_base):
             forced.append(path.name)
         for factor in factors:
             key = (factor.component, factor.weight_key)
@@ -267,7 +267,7 @@ def apply(
     *,
     config: Path | None = None,
     allow_pickle: bool = False,
-    force: bool = False,
+    ignore_base: bool = False,
     overwrite: bool = False,
     link: bool = True,
     revert_data: Path | None = None,
@@ -287,7 +287,7 @@ def apply(
     check_output(ref, output, overwrite=overwrite)
     if revert_data is not None:
         _check_revert_path(ref, output, revert_data, overwrite=overwrite)
-    plan = plan_apply(ref, sources, force=force, require_signed=require_signed, progress=progress)
+    plan = plan_apply(ref, sources, ignore_base=ignore_base, require_signed=require_signed, progress=progress)
     if expected_fingerprint is not None and plan.output_fingerprint != expected_fingerprint:
         raise ModelMismatchError(
             f"applying would give fingerprint {plan.output_fingerprint}, not the {expected_fingerprint} recorded",
@@ -340,7 +340,7 @@ def check_output(ref: refs.ModelRef, output: Path, *, overwrite: bool) -> None:
         raise UsageError(
             f"{output}: a single-file checkpoint is written as .safetensors", hint="name it OUT.safetensors"
         )
-    check_output_path(output, force=overwrite, flag="--overwrite")  # --force means "another base" here
+    check_output_path(output, force=overwrite)
 
 
 def _file_edits(plan: ApplyPlan) -> list[patched_output.FileEdits]:
@@ -357,7 +357,7 @@ def _check_revert_path(ref: refs.ModelRef, output: Path, revert_data: Path, *, o
             f"--revert-data {revert_data} would sit inside the output or the base",
             hint="keep it apart from the release, e.g. --revert-data private/OUT.revert.safetensors",
         )
-    check_output_path(revert_data, force=overwrite, flag="--overwrite")
+    check_output_path(revert_data, force=overwrite)
 
 
 def _replaced(plan: ApplyPlan, edits: list[patched_output.FileEdits]) -> list[revert_data_io.Replaced]:

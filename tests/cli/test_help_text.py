@@ -50,3 +50,18 @@ def test_no_example_line_is_wrapped_by_the_terminal_at_80_columns():
         shown = {line.strip() for line in result.output.splitlines()}
         for line in kept:
             assert line.strip() in shown, (path, line)
+
+
+def test_every_flag_name_has_one_meaning_on_every_command():
+    """Issue 16.15: --force used to mean "replace the output" on most commands and "another base" on apply."""
+    root = typer.main.get_command(app)
+    meanings: dict[str, set[str]] = {}
+    for path, command in _commands(root, []):
+        for param in getattr(command, "params", []):
+            for flag in getattr(param, "opts", []):
+                if flag.startswith("--") and flag not in {"--help", "--json"}:
+                    meanings.setdefault(flag, set()).add((param.help or "").split(".")[0].split(":")[0])
+        if any("--force" in getattr(p, "opts", []) for p in getattr(command, "params", [])):
+            raise AssertionError(f"patchkit {' '.join(path)} still offers --force")
+    assert meanings["--overwrite"] == {"Replace the output if it exists", "Replace OUT if it exists"}
+    assert meanings["--ignore-base"] == {"Apply even where a patch was made for another base fingerprint"}

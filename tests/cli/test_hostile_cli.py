@@ -131,3 +131,11 @@ def test_pickle_hints_offer_allow_pickle_only_where_it_works(tmp_path):
     weights.with_suffix(".bin").write_bytes(b"\x80\x04")  # what save_pretrained wrote before safetensors
     info = _refused(_patchkit("info", str(folder)), 3)
     assert "pickled weights" in info[0] and "--allow-pickle" not in "\n".join(info)
+
+
+@pytest.mark.parametrize("command", [["forget", "testbed", "-c", "x", "-o", "p.pt"], ["apply", "a", "b", "-o", "c"]])
+def test_the_retired_force_flag_names_its_two_successors(command):
+    run = _patchkit(*command, "--force")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    hint = run.stderr.strip().splitlines()[-1]
+    assert hint.startswith("hint: ") and "--overwrite" in hint and "--ignore-base" in hint

@@ -64,7 +64,7 @@ def test_output_checks(tmp_path):
     existing.write_bytes(b"")
     with pytest.raises(OutputError, match="already exists") as caught:
         check_output_path(existing)
-    assert "--force" in (caught.value.hint or "")
+    assert "--overwrite" in (caught.value.hint or "")
     check_output_path(existing, force=True)
 
 

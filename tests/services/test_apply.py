@@ -173,7 +173,7 @@ def test_a_patched_model_is_not_patched_again(tiny_models, tmp_path):
 def test_patch_for_another_architecture_names_the_first_mismatching_key(tiny_models, tmp_path):
     patch = synthetic_patch(str(tiny_models["sdxl"][0]), tmp_path / "xl.safetensors", concept="circle")
     with pytest.raises(ModelMismatchError) as caught:
-        apply(str(tiny_models["sd15"][0]), [PatchSource(patch)], tmp_path / "out", force=True)
+        apply(str(tiny_models["sd15"][0]), [PatchSource(patch)], tmp_path / "out", ignore_base=True)
     assert "attn2.to_k.weight" in caught.value.message or "is not in" in caught.value.message
     assert not (tmp_path / "out").exists()
 
@@ -188,7 +188,7 @@ def test_wrong_base_shows_both_fingerprints_and_force_overrides(tiny_models, tmp
         apply(str(other), [PatchSource(patch)], tmp_path / "out")
     assert ours in caught.value.message and theirs in caught.value.message
     assert not (tmp_path / "out").exists()
-    forced = apply(str(other), [PatchSource(patch)], tmp_path / "out", force=True)
+    forced = apply(str(other), [PatchSource(patch)], tmp_path / "out", ignore_base=True)
     assert forced.forced_mismatch == ["p.safetensors"]
 
 
@@ -351,10 +351,10 @@ def test_the_output_drops_the_base_s_hashes_and_names_its_patches(tiny_models, t
 
 
 def test_an_existing_output_names_apply_s_own_flag(tiny_models, tmp_path):
-    """apply's --force means "another base": the hint for an existing OUT must say --overwrite."""
+    """The hint for an existing OUT names --overwrite, never --ignore-base (apply's other override)."""
     folder, _ = tiny_models["sd15"]
     patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
     (tmp_path / "out").mkdir()
     with pytest.raises(OutputError, match="already exists") as caught:
         apply(str(folder), [PatchSource(patch)], tmp_path / "out")
-    assert "--overwrite" in (caught.value.hint or "") and "--force" not in (caught.value.hint or "")
+    assert "--overwrite" in (caught.value.hint or "") and "--ignore-base" not in (caught.value.hint or "")
