@@ -93,6 +93,11 @@ def leaves(spans: ModelSpans, progress: Progress | None = None, stage: str = "fi
         return model_leaves(spans, reader, DigestCache(digest_cache_dir()), progress, stage)
 
 
+def fingerprint_of(spans: ModelSpans, progress: Progress | None = None, stage: str = "fingerprint") -> str:
+    """The base fingerprint of the tensors at `spans` (docs/fingerprint.md)."""
+    return combine(leaves(spans, progress, stage))
+
+
 def describe(ref: ModelRef, progress: Progress | None = None) -> ModelInfo:
     configs = configs_of(ref.config_folder)
     spans = model_spans(ref, configs)

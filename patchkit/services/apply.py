@@ -67,6 +67,7 @@ class ApplyPlan:
     forced_mismatch: list[str] = field(default_factory=list)  # patches applied to another base under --ignore-base
     manifests: list[dict[str, Any]] = field(default_factory=list)
     factors: list[list[LoraFactors]] = field(default_factory=list)
+    spans: ModelSpans | None = None  # where the base's tensors lie, as listed for the fingerprint
 
     def provenance(self, revert_sha256: str | None) -> dict[str, Any]:
         """What OUT records of itself. `revertible` says a revert file exists somewhere; its SHA-256
@@ -247,7 +248,7 @@ def plan_apply(
                 progress("fuse", i + 1, len(targets), {})
     out_leaves = [_edited_leaf(leaf, edits.get((leaf.component, leaf.key))) for leaf in leaves]
     return ApplyPlan(base, fingerprint, combine(out_leaves), [a for (a, _, _), _ in loaded], list(edits.values()),
-                     forced, [m for (_, _, m), _ in loaded], [f for (_, f, _), _ in loaded])  # fmt: skip
+                     forced, [m for (_, _, m), _ in loaded], [f for (_, f, _), _ in loaded], spans)  # fmt: skip
 
 
 def _edited_leaf(leaf: Leaf, edit: TensorEdit | None) -> Leaf:
@@ -309,11 +310,12 @@ def interference(plan: ApplyPlan) -> list[str]:
     """One warning when the patches move each other's edits of their own targets by more than DRIFT_WARNING."""
     if len(plan.patches) < 2:
         return []
-    from patchkit.services.fuse_merge import stacked_drifts
+    from patchkit.services.fuse_merge import KnownBase, stacked_drifts
 
     parents = [(f"{p.name}@{p.version}", m, f) for p, m, f in zip(plan.patches, plan.manifests, plan.factors,
                                                                     strict=True)]  # fmt: skip
-    drifts = stacked_drifts(plan.base, parents, [p.scale for p in plan.patches])
+    known = KnownBase(plan.base_fingerprint, plan.spans) if plan.spans is not None else None
+    drifts = stacked_drifts(plan.base, parents, [p.scale for p in plan.patches], known)
     if drifts is None or max(drifts) <= DRIFT_WARNING:
         return []
     moved = ", ".join(f"{name} {d:.0%}" for (name, _, _), d in zip(parents, drifts, strict=True) if d > DRIFT_WARNING)
@@ -322,13 +324,6 @@ def interference(plan: ApplyPlan) -> list[str]:
         f"stacked, the patches move each other's edits of their own targets ({moved}): a forget may come "
         f"undone; `patchkit merge {sources} --method fuse --base BASE -o FUSED` re-fits them jointly"
     ]
-    drifts = stacked_drifts(plan.base, parents, [p.scale for p in plan.patches])
-    if drifts is None:
-        return []
-    sources = " ".join(p.source for p in plan.patches)
-    return [f"the other patches move {name}'s edit of its own target by {d:.0%}: its forget may come undone "
-            f"when stacked; `patchkit merge {sources} --method fuse --base BASE -o FUSED` re-fits them jointly"
-            for (name, _, _), d in zip(parents, drifts, strict=True) if d > DRIFT_WARNING]  # fmt: skip
 
 
 def check_output(ref: refs.ModelRef, output: Path, *, overwrite: bool) -> None:

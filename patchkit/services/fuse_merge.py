@@ -19,6 +19,7 @@ from patchkit.core.fusion import LoraFactors
 from patchkit.core.merge import MergedModule
 from patchkit.core.tokens import concept_positions
 from patchkit.errors import ModelMismatchError, UsageError
+from patchkit.io.tensor_spans import ModelSpans
 from patchkit.models import refs, weights
 
 PRESERVE_WEIGHT = 1.0  # the retain states weigh as much as all the targets together; chosen a priori, not tuned
@@ -72,17 +73,30 @@ class _Problem:
         return out
 
 
-def _problem(ref: refs.ModelRef, parents: Sequence[Parent], scales: Sequence[float], reference: str) -> _Problem:
+@dataclass(frozen=True)
+class KnownBase:
+    """What a caller already measured of the base (apply's plan): not listed or hashed a second time."""
+
+    fingerprint: str
+    spans: ModelSpans
+
+
+def _problem(
+    ref: refs.ModelRef, parents: Sequence[Parent], scales: Sequence[float], reference: str,
+    known: KnownBase | None = None,
+) -> _Problem:  # fmt: skip
     from patchkit.backend.text_side import load_text_side  # torch-only, no diffusers
 
     training = [_checked_parent(name, manifest, factors) for name, manifest, factors in parents]
-    info = weights.describe(ref)
+    configs = weights.configs_of(ref.config_folder)
+    spans = known.spans if known else weights.model_spans(ref, configs)
+    fingerprint = known.fingerprint if known else weights.fingerprint_of(spans)
     for name, manifest, _ in parents:
-        if manifest["base"]["fingerprint"] != info.fingerprint:
+        if manifest["base"]["fingerprint"] != fingerprint:
             raise ModelMismatchError(f"{name} was made for base {manifest['base']['fingerprint'][:12]}…, not "
-                                     f"{reference} ({info.fingerprint[:12]}…)",
+                                     f"{reference} ({fingerprint[:12]}…)",
                                      hint="fuse on the base the patches were trained on")  # fmt: skip
-    text = load_text_side(ref.config_folder, info.configs, weights.model_spans(ref, info.configs))
+    text = load_text_side(ref.config_folder, configs, spans)
     names = [c["name"] for _, manifest, _ in parents for c in manifest["concepts"]]
     every_target = {p for prompts in training for p in prompts}
     retain = sorted({p for _, manifest, _ in parents for p in manifest["method"]["settings"].get("retain_prompts", [])})
@@ -133,10 +147,12 @@ def fused_modules(
     return modules, drifts
 
 
-def stacked_drifts(ref: refs.ModelRef, parents: Sequence[Parent], scales: Sequence[float]) -> list[float] | None:
+def stacked_drifts(
+    ref: refs.ModelRef, parents: Sequence[Parent], scales: Sequence[float], known: KnownBase | None = None
+) -> list[float] | None:
     """Each parent's drift when the parents are simply summed (apply, stacks); None when one cannot be measured."""
     try:
-        problem = _problem(ref, parents, scales, ref.reference)
+        problem = _problem(ref, parents, scales, ref.reference, known)
     except (UsageError, ModelMismatchError):  # no training prompts, other modules, or forced onto another base
         return None
     stacked = problem.stacked()

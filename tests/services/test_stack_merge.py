@@ -241,6 +241,26 @@ def test_apply_warns_when_stacked_patches_move_each_others_edits(closed_form_pat
     assert (tmp_path / "b").is_dir()  # a warning, not a refusal
 
 
+def test_apply_of_two_patches_lists_and_hashes_the_base_once(closed_form_patches, tmp_path, monkeypatch):
+    """The interference check reuses the plan's spans and fingerprint (it used to describe the base again)."""
+    from patchkit.models import weights
+    from patchkit.services.sources import PatchSource
+
+    calls = {"model_spans": 0, "leaves": 0}
+    for name in calls:
+        real = getattr(weights, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(weights, name, counted)
+    circle, noir = closed_form_patches
+    loud = apply("testbed", [PatchSource(circle), PatchSource(noir, scale=5.0)], tmp_path / "out")
+    assert len(loud.interference) == 1  # the check ran, and measured
+    assert calls == {"model_spans": 1, "leaves": 1}
+
+
 def test_stack_add_warns_when_the_new_patch_moves_another_ones_edit(closed_form_patches, tmp_path):
     circle, noir = closed_form_patches
     stack = tmp_path / "release.stack.json"
