@@ -51,6 +51,9 @@ def build_component(name: str, config: dict[str, Any], *, meta: bool = False) ->
 
 
 def save_component(module: torch.nn.Module, folder: Path) -> None:
+    from patchkit.backend import quiet_libraries
+
+    quiet_libraries()  # transformers draws its own "Writing model shards" bar on stderr, even under -q
     # every component patchkit builds is a diffusers ModelMixin or a transformers PreTrainedModel
     save: Any = module.save_pretrained
     save(str(folder), safe_serialization=True)

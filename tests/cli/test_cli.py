@@ -132,3 +132,10 @@ def test_debug_shows_the_traceback(tmp_path):
     result = run_cli("info", str(tmp_path / "nope"), env={"PATCHKIT_DEBUG": "1"})
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "InputError" in result.stderr
+
+
+def test_quiet_fixture_prints_nothing_on_stderr(tmp_path):
+    """transformers' own "Writing model shards" bar used to leak through -q."""
+    run = run_cli("-q", "testbed", "fixture", "sd15", "--tiny", "-o", str(tmp_path / "fx"))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "" and (tmp_path / "fx" / "model_index.json").is_file()
