@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from patchkit.io.atomic import atomic_path
+from patchkit.io.regular import not_a_file
 
 
 def save_png(image: Image.Image, path: Path) -> None:
@@ -15,6 +16,8 @@ def save_png(image: Image.Image, path: Path) -> None:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# a 4k RGBA PNG is ~30 MB uncompressed-worst; a bigger file is not a reference image
+MAX_IMAGE_BYTES = 64 << 20
 
 
 def load_image_folder(folder: Path) -> list[Image.Image]:
@@ -34,10 +37,17 @@ def load_image_folder(folder: Path) -> list[Image.Image]:
         )
     images = []
     for path in files:
+        reason = not_a_file(path)  # a FIFO named x.png would block Image.open forever
+        if reason is not None:
+            raise InputError(f"{path} {reason}", hint="keep only image files in the folder")
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise InputError(f"{path} is {size:,} bytes, over the {MAX_IMAGE_BYTES:,} an image may be",
+                             hint="downscale it: a reference needs no more than the model's resolution")  # fmt: skip
         try:
             with Image.open(path) as image:
                 images.append(image.convert("RGB"))
-        except (OSError, SyntaxError) as exc:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise InputError(
                 f"{path} is not a readable image ({exc.__class__.__name__})", hint="remove or replace it"
             ) from exc

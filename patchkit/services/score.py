@@ -18,7 +18,7 @@ from patchkit.backend.sampling import SamplerSettings, generate
 from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
-from patchkit.errors import InputError, UsageError
+from patchkit.errors import UsageError
 from patchkit.evaluation.judges import Judge, load_judge
 from patchkit.evaluation.mscore import (
     MSCORE_DEFINITION,
@@ -29,7 +29,7 @@ from patchkit.evaluation.mscore import (
     prompt_score,
 )
 from patchkit.io.atomic import atomic_path, check_output_path
-from patchkit.io.images import save_png
+from patchkit.io.images import load_image_folder, save_png
 from patchkit.io.regular import check_patch_paths
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
@@ -142,11 +142,7 @@ def reference_images(concept: BenchConcept, bench_dir: Path) -> list[Image.Image
             f"concept {concept.name!r} has no reference_images, which the capacity score needs",
             hint="add a reference_images folder to the concept in the bench, or score without --capacity",
         )
-    folder = bench_dir / concept.reference_images
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-    if not files:
-        raise InputError(f"{folder}: no reference images (png, jpg, webp)", hint="put the concept's images there")
-    return [Image.open(p).convert("RGB") for p in files]
+    return load_image_folder(bench_dir / concept.reference_images)  # the same checks as forget --images
 
 
 def _capacity_all(
