@@ -119,9 +119,11 @@ def verify(
         table = Table(title=f"stack verify {stack}")
         for column in ("check", "result", "detail"):
             table.add_column(column, overflow="fold")
-        for c in result.checks:
-            table.add_row(c.subject, "[green]ok[/]" if c.ok else "[red]failed[/]", str(c.detail))
+        for c in result.checks:  # names and details come from the stack and patch files: text, never markup
+            table.add_row(one_line(c.subject), "[green]ok[/]" if c.ok else "[red]failed[/]", one_line(str(c.detail)))
         output.err.print(table)
+        for message in result.warnings:
+            output.err.print(f"[yellow]warning:[/] {one_line(message)}")
 
     output.result(result, human, json=json)
     if not result.ok:

@@ -19,7 +19,7 @@ from patchkit.io.atomic import check_output_path, write_bytes_atomic
 from patchkit.io.patch_file import read_intact_patch, read_patch
 from patchkit.io.signatures import signature_path_for
 from patchkit.models import refs, weights
-from patchkit.services.apply import interference, plan_apply, resolve_base
+from patchkit.services.apply import ApplyPlan, interference, plan_apply, resolve_base
 from patchkit.services.registry import patch_path
 from patchkit.services.signing import trust_store, verify
 from patchkit.services.sources import Stack, read_stack
@@ -120,13 +120,15 @@ class Check:
 class StackVerifyResult:
     stack: Path
     checks: list[Check] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. stacked patches that move each other's edits
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+        checks = [{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in self.checks]
+        return {"ok": self.ok, "checks": checks, "warnings": self.warnings}
 
 
 def _attempt(checks: list[Check], subject: str, action: Any) -> Any:
@@ -165,17 +167,22 @@ def verify_stack(stack_path: Path, base: str, *, config: Path | None = None, req
             _attempt(checks, f"{label} signature", lambda path=source.path: _signed_by(path, store))
     if signature_path_for(stack.path).is_file() or require_signed:
         _attempt(checks, "stack signature", lambda: _signed_by(stack.path, store))
+    warnings: list[str] = []
     if ref is not None and all(c.ok for c in checks):
         expected = stack.data["expected_output_fingerprint"]
+        plans: list[ApplyPlan] = []
 
         def check_output() -> str:
-            planned = plan_apply(ref, stack.sources(), progress=progress).output_fingerprint if expected else None
-            if planned != expected:
+            plans.append(plan_apply(ref, stack.sources(), progress=progress))
+            planned = plans[0].output_fingerprint
+            if expected and planned != expected:
                 raise ModelMismatchError(f"apply would give {planned}, not the {expected} recorded")
-            return f"apply gives {expected}"
+            return f"apply gives {planned}" if expected else f"apply gives {planned} (the stack records none)"
 
         _attempt(checks, "output", check_output)
-    return StackVerifyResult(stack.path, checks)
+        if plans:  # a release stack whose forgets undo each other is the thing this check is for
+            warnings = interference(plans[0])
+    return StackVerifyResult(stack.path, checks, warnings)
 
 
 def _signed_by(path: Path, store: Any) -> str:

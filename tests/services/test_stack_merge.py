@@ -275,3 +275,17 @@ def test_stack_add_warns_when_the_new_patch_moves_another_ones_edit(closed_form_
     add_patch(louder, noir, scale=5.0, warn=heard.append)
     assert len(heard) == 1 and "forget-circle@1.0.0" in heard[0] and "--method fuse" in heard[0]
     assert len(read_stack(louder).data["patches"]) == 2  # a warning, not a refusal
+
+
+def test_stack_verify_reports_stacked_patches_that_move_each_others_edits(closed_form_patches, tmp_path):
+    """A release stack is verified before it ships: the interference apply warns of is reported there too."""
+    circle, noir = closed_form_patches
+    quiet, loud = tmp_path / "quiet.stack.json", tmp_path / "loud.stack.json"
+    for path, scale in ((quiet, 1.0), (loud, 5.0)):
+        new_stack("testbed", path)
+        add_patch(path, circle)
+        add_patch(path, noir, scale=scale)
+    assert verify_stack(quiet, "testbed").warnings == []
+    result = verify_stack(loud, "testbed")
+    assert result.ok and len(result.warnings) == 1 and "forget-circle@1.0.0" in result.warnings[0]
+    assert result.to_json()["warnings"] == result.warnings
