@@ -117,16 +117,19 @@ def invert_token(
 def learnt_embeddings(pipe: Any, placeholders: Sequence[str]) -> dict[str, torch.Tensor]:
     """The rows `invert_token` learnt, as a file diffusers' `load_textual_inversion` reads.
 
-    SD 1.x/2.x: {placeholder: vector}. SDXL, one placeholder: {"clip_l": ..., "clip_g": ...},
+    SD 1.x/2.x: {placeholder: rows}. SDXL, one placeholder: {"clip_l": ..., "clip_g": ...},
     the format SDXL embeddings are shared in (loaded once per text encoder); several:
-    {"<placeholder>.clip_l": ..., "<placeholder>.clip_g": ...}.
+    {"<placeholder>.clip_l": ..., "<placeholder>.clip_g": ...}. Every value is [n_vectors, dim]
+    (here [1, dim]): A1111 and ComfyUI read shape[0] as the vector count, and diffusers takes
+    a one-row tensor as one token.
     """
     towers = _towers(pipe)
 
     def row(tower: _Tower, placeholder: str) -> torch.Tensor:
         token_id = getattr(pipe, tower.tokenizer).convert_tokens_to_ids(placeholder)
-        vector: torch.Tensor = getattr(pipe, tower.encoder).get_input_embeddings().weight[token_id].detach().clone()
-        return vector
+        weight = getattr(pipe, tower.encoder).get_input_embeddings().weight
+        rows: torch.Tensor = weight[token_id : token_id + 1].detach().clone()
+        return rows
 
     if len(towers) == 1:
         return {p: row(towers[0], p) for p in placeholders}

@@ -272,7 +272,7 @@ def test_ti_forgets_through_a_learnt_token_and_leaves_its_embedding_beside_the_p
     assert result.embeddings == tmp_path / "p.ti.safetensors"
     learnt = load_file(str(result.embeddings))
     pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
-    assert list(learnt) == ["<circle>"] and learnt["<circle>"].shape == (pipe.text_encoder.config.hidden_size,)
+    assert list(learnt) == ["<circle>"] and learnt["<circle>"].shape == (1, pipe.text_encoder.config.hidden_size)
     assert all(k.startswith("unet.") for k in load_file(str(result.output)))  # the embedding is not in the patch
     pipe.load_textual_inversion(str(result.embeddings))  # a standard embedding file
     assert pipe.tokenizer.convert_tokens_to_ids("<circle>") != pipe.tokenizer.unk_token_id
@@ -290,7 +290,8 @@ def test_ti_on_sdxl_learns_the_token_in_both_text_encoders(tiny_models, tmp_path
     learnt = load_file(str(result.embeddings))
     pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
     widths = {"clip_l": pipe.text_encoder.config.hidden_size, "clip_g": pipe.text_encoder_2.config.hidden_size}
-    assert {k: tuple(v.shape) for k, v in learnt.items()} == {k: (w,) for k, w in widths.items()}
+    # [n_vectors, dim]: A1111 and ComfyUI read shape[0] as the vector count (a 1-D clip_g read as 1280 vectors)
+    assert {k: tuple(v.shape) for k, v in learnt.items()} == {k: (1, w) for k, w in widths.items()}
     # the SDXL embedding format: loaded once per text encoder, as diffusers documents it
     pipe.load_textual_inversion(learnt["clip_l"], token="<circle>", text_encoder=pipe.text_encoder,
                                 tokenizer=pipe.tokenizer)  # fmt: skip
@@ -299,7 +300,7 @@ def test_ti_on_sdxl_learns_the_token_in_both_text_encoders(tiny_models, tmp_path
     for tokenizer, encoder, key in ((pipe.tokenizer, pipe.text_encoder, "clip_l"),
                                     (pipe.tokenizer_2, pipe.text_encoder_2, "clip_g")):  # fmt: skip
         row = encoder.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("<circle>")]
-        torch.testing.assert_close(row, learnt[key])
+        torch.testing.assert_close(row, learnt[key][0])
         mean = encoder.get_input_embeddings().weight[:-1].mean(0)
         assert not torch.allclose(row, mean)  # trained away from its starting point
     assert all(k.startswith("unet.") for k in load_file(str(result.output)))
@@ -317,7 +318,7 @@ def test_sdxl_inversion_of_several_tokens_names_each_and_samples(tiny_models):
         pipe = invert_token(pipe, images, "a photo of {}", budget=InversionBudget(steps=1, placeholder=name), seed=0)
     learnt = learnt_embeddings(pipe, ["<a>", "<b>"])
     assert sorted(learnt) == ["<a>.clip_g", "<a>.clip_l", "<b>.clip_g", "<b>.clip_l"]
-    assert learnt["<a>.clip_g"].shape == (pipe.text_encoder_2.config.hidden_size,)
+    assert learnt["<a>.clip_g"].shape == (1, pipe.text_encoder_2.config.hidden_size)
     # the capacity probe's next step: sampling with the learnt token through both encoders
     (image,) = generate(pipe, ["a photo of <b>"], [0], SamplerSettings(steps=2, guidance=5.0, batch_size=1))
     assert image.size == (size, size)
