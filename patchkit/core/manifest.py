@@ -9,7 +9,7 @@ version N to N+1, so an old patch never silently means something else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Required, TypedDict
+from typing import Any, NotRequired, Required, TypedDict
 
 from patchkit import TOOL
 from patchkit.core import schemas
@@ -90,6 +90,7 @@ class BaseRecord(TypedDict):
     revision: str | None
     fingerprint: str
     dtype: str
+    prediction_type: NotRequired[str]  # "epsilon" or "v_prediction"; absent in patches made before 0.2
 
 
 class ConceptRecord(TypedDict, total=False):

@@ -10,12 +10,28 @@ from patchkit import __version__
 from patchkit.core.canonical import canonical_json
 from patchkit.core.manifest import MANIFEST_KEY
 
+# ModelSpec 1.0.1 architecture ids, and kohya sd-scripts' ss_base_model_version, per (family, v-prediction):
+# A1111 files a LoRA under SD 1 or SD 2 by ss_v2 / ss_base_model_version, and hides the other family's
 ARCHITECTURE = {
-    "sd1": "stable-diffusion-v1/lora",
-    "sd2": "stable-diffusion-v2-512/lora",
-    "sdxl": "stable-diffusion-xl-v1-base/lora",
+    ("sd1", False): "stable-diffusion-v1",
+    ("sd2", False): "stable-diffusion-v2-512",
+    ("sd2", True): "stable-diffusion-v2-768-v",
+    ("sdxl", False): "stable-diffusion-xl-v1-base",
 }
-SS_BASE = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+SS_BASE = {
+    ("sd1", False): "sd_v1",
+    ("sd2", False): "sd_v2",
+    ("sd2", True): "sd_v2_v",
+    ("sdxl", False): "sdxl_base_v1-0",
+}
+
+
+def family_labels(family: str, prediction_type: str) -> tuple[str, str]:
+    """(ModelSpec architecture of a LoRA, kohya base version) for a base of `family` and `prediction_type`."""
+    key = (family, prediction_type == "v_prediction")
+    if key not in ARCHITECTURE:  # v-prediction SD 1.x / SDXL bases exist but have no id: say the family
+        key = (family, False)
+    return f"{ARCHITECTURE[key]}/lora", SS_BASE[key]
 
 
 def data_section_sha256(serialized: bytes) -> str:
@@ -25,26 +41,60 @@ def data_section_sha256(serialized: bytes) -> str:
 
 
 def patch_header(manifest: dict[str, Any], *, family: str, title: str, rank: int, resolution: int, created: str,
-                 data_hash: str, base_name: str, base_fingerprint: str) -> dict[str, str]:  # fmt: skip
-    """Every header entry as a string, as safetensors requires."""
-    return {
+                 data_hash: str, base_name: str) -> dict[str, str]:  # fmt: skip
+    """Every header entry as a string, as safetensors requires.
+
+    Only what is true of this file: the author and license the manifest records, the base by
+    its file name (not a local path), no kohya model hash (kohya means the base file's
+    SHA-256, which patchkit does not compute; its own fingerprint is in the manifest), and
+    `ss_network_module` only in the kohya layout, the one that module reads.
+    """
+    base = manifest["base"]
+    prediction = base.get("prediction_type", "epsilon")
+    architecture, ss_base = family_labels(family, prediction)
+    header = {
         "format": "pt",
         MANIFEST_KEY: canonical_json(manifest),
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": ARCHITECTURE[family],
+        "modelspec.architecture": architecture,
         "modelspec.implementation": "https://github.com/huggingface/diffusers",
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution}x{resolution}",
-        "modelspec.description": manifest.get("description", ""),
+        "modelspec.description": manifest.get("description") or _description(manifest),
         "modelspec.date": created,
         "modelspec.hash_sha256": data_hash,
+        "modelspec.prediction_type": "v" if prediction == "v_prediction" else "epsilon",
         "modelspec.tags": "patchkit,forget-me-not,concept-removal",
-        "ss_network_module": "networks.lora",
         "ss_network_dim": str(rank),
         "ss_network_alpha": str(rank),
-        "ss_base_model_version": SS_BASE[family],
-        "ss_sd_model_name": base_name,
-        "ss_new_sd_model_hash": base_fingerprint,
+        "ss_base_model_version": ss_base,
+        "ss_v2": str(family == "sd2"),
+        "ss_sd_model_name": _file_name(base_name),
         "ss_output_name": title,
         "patchkit.version": __version__,
     }
+    if manifest.get("author"):
+        header["modelspec.author"] = str(manifest["author"])
+    if manifest.get("license"):
+        header["modelspec.license"] = str(manifest["license"])
+    if manifest.get("format", {}).get("keys") == "kohya":
+        header["ss_network_module"] = "networks.lora"
+    return header
+
+
+def _description(manifest: dict[str, Any]) -> str:
+    """What the patch does, in words, when its author wrote none."""
+    parts = []
+    for concept in manifest.get("concepts", []):
+        if concept.get("action") == "correct" and concept.get("target"):
+            parts.append(f"corrects {concept['name']} to {concept['target']}")
+        else:
+            parts.append(f"removes {concept['name']} ({concept.get('category', 'concept')})")
+    return f"patchkit patch: {', '.join(parts)}" if parts else "patchkit patch"
+
+
+def _file_name(reference: str) -> str:
+    """A base as kohya tools show it: the file or folder name, or a Hub id as given; never a local path."""
+    if reference.count("/") == 1 and not reference.startswith((".", "/", "~")):
+        return reference  # an org/name Hub id
+    return reference.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]

@@ -48,6 +48,16 @@ def component_config(folder: Path, component: str) -> dict[str, Any]:
     return read_json(folder / component / "config.json")
 
 
+def prediction_type(folder: Path) -> str:
+    """What the UNet predicts (the scheduler's `prediction_type`): "epsilon", or "v_prediction" on SD 2.x-768."""
+    path = folder / "scheduler" / "scheduler_config.json"
+    found = read_json(path).get("prediction_type", "epsilon") if path.is_file() else "epsilon"
+    return found if found in PREDICTION_TYPES else "epsilon"
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
 def present_components(folder: Path) -> list[str]:
     return [c for c in MODEL_COMPONENTS if (folder / c / "config.json").is_file()]
 

@@ -31,6 +31,7 @@ class ModelInfo:
     dtype: str
     fingerprint: str
     configs: dict[str, dict[str, Any]] = field(repr=False)
+    prediction_type: str = "epsilon"  # the scheduler's: ModelSpec and kohya tell SD 2.x-768-v apart by it
 
     @property
     def resolution(self) -> int:
@@ -111,4 +112,5 @@ def describe(ref: ModelRef, progress: Progress | None = None) -> ModelInfo:
         dtype=TORCH_NAMES[unet[min(unet)].dtype],
         fingerprint=combine(leaves(spans, progress)),
         configs=configs,
+        prediction_type=pf.prediction_type(ref.config_folder),
     )

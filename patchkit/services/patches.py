@@ -27,7 +27,7 @@ def created_at() -> str:
 
 def base_record(info: weights.ModelInfo, reference: str) -> BaseRecord:
     return {"family": info.family, "reference": reference, "revision": info.revision,
-            "fingerprint": info.fingerprint, "dtype": info.dtype}  # fmt: skip
+            "fingerprint": info.fingerprint, "dtype": info.dtype, "prediction_type": info.prediction_type}  # fmt: skip
 
 
 def write_patch(
@@ -45,7 +45,6 @@ def write_patch(
         created=manifest["created_at"],
         data_hash=data_section_sha256(serialize(tensors)),
         base_name=base_name,
-        base_fingerprint=manifest["base"]["fingerprint"],
     )
     save_tensors(output, tensors, metadata=header)
 

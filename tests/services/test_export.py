@@ -34,6 +34,9 @@ def test_round_trip_keeps_the_delta_and_kohya_loads_in_diffusers(tiny_models, tm
     manifest = read_patch(kohya).manifest
     assert manifest["format"]["keys"] == "kohya" and read_patch(kohya).id_matches
     back = export(kohya, "peft", tmp_path / "back.safetensors").output
+    # networks.lora is the module that reads the kohya layout: claimed by that file only
+    assert read_patch(kohya).header.metadata.get("ss_network_module") == "networks.lora"
+    assert "ss_network_module" not in read_patch(back).header.metadata
     original, returned = _deltas(patch), _deltas(back)
     assert original.keys() == returned.keys()
     assert all(torch.allclose(original[k], returned[k], atol=1e-7) for k in original)

@@ -68,8 +68,21 @@ def test_patch_loads_in_diffusers_and_changes_the_output(tiny_models, tmp_path, 
     assert manifest["base"]["fingerprint"] == weights.describe(refs.resolve(str(folder))).fingerprint
     assert meta["modelspec.sai_model_spec"] == "1.0.1"
     assert meta["modelspec.hash_sha256"] == data_section_sha256(patch.read_bytes())
-    assert meta["ss_base_model_version"] == {"sd15": "sd_v1", "sd21": "sd_v2", "sdxl": "sdxl_base_v1-0"}[name]
+    # ModelSpec 1.0.1 and sd-scripts' labels: SD 2.1-768 is a v-prediction model, and A1111 files a LoRA by ss_v2
+    architecture, ss_base, v2, prediction = {
+        "sd15": ("stable-diffusion-v1/lora", "sd_v1", "False", "epsilon"),
+        "sd21": ("stable-diffusion-v2-768-v/lora", "sd_v2_v", "True", "v"),
+        "sdxl": ("stable-diffusion-xl-v1-base/lora", "sdxl_base_v1-0", "False", "epsilon"),
+    }[name]
+    assert (meta["modelspec.architecture"], meta["ss_base_model_version"], meta["ss_v2"]) == (architecture, ss_base, v2)
+    assert meta["modelspec.prediction_type"] == prediction
+    assert manifest["base"]["prediction_type"] == ("v_prediction" if prediction == "v" else "epsilon")
     assert meta["ss_network_dim"] == "4"
+    # only what is true of this file: no kohya module claim on the PEFT layout, no local path, no fingerprint
+    # posing as kohya's model hash, and a description that says what the patch does
+    assert "ss_network_module" not in meta and "ss_new_sd_model_hash" not in meta
+    assert "/" not in meta["ss_sd_model_name"] and meta["ss_sd_model_name"] == folder.name
+    assert meta["modelspec.description"] == "patchkit patch: removes circle (object)"
 
 
 def test_same_seed_same_bytes(tiny_models, tmp_path, monkeypatch):
@@ -394,3 +407,18 @@ def test_cli_correct_records_its_target_author_and_license(tiny_models, tmp_path
     manifest = read_patch(out).manifest
     assert (manifest["author"], manifest["license"]) == ("Release Team", "CC-BY-4.0")
     assert manifest["concepts"][0]["target"] == "square"
+
+
+def test_author_and_license_reach_the_modelspec_keys_loaders_read(tiny_models, tmp_path):
+    """Issue 19.8: --author/--license were recorded in the manifest only, where no loader looks."""
+    folder, _ = tiny_models["sd15"]
+    out = tmp_path / "p.safetensors"
+    forget(ForgetRequest(ModelSource(str(folder)), [Concept("circle", "object")], out, method="closed-form",
+                         author="Release Team", license_id="apache-2.0"))  # fmt: skip
+    with safe_open(str(out), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["modelspec.author"] == "Release Team" and meta["modelspec.license"] == "apache-2.0"
+    bare = tmp_path / "bare.safetensors"
+    forget(ForgetRequest(ModelSource(str(folder)), [Concept("circle", "object")], bare, method="closed-form"))
+    with safe_open(str(bare), "pt") as handle:
+        assert not {"modelspec.author", "modelspec.license"} & set(handle.metadata())  # absent, not empty
