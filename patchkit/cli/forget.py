@@ -23,6 +23,15 @@ from patchkit.services.forget_request import (
     settings_for,
 )
 
+KohyaOpt = Annotated[
+    bool,
+    typer.Option(
+        "--kohya/--no-kohya",
+        help="Also write OUT.kohya.safetensors, the same deltas in the layout A1111 and ComfyUI load (its own "
+        "patch id: the id hashes tensor names). OUT itself is the diffusers/PEFT layout.",
+    ),
+]
+
 if TYPE_CHECKING:
     from patchkit.services.forget import ForgetResult
 
@@ -134,12 +143,15 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
         if result.first_loss is None or result.last_loss is None:  # the closed form: one solve, no loss
             output.say(f"wrote {result.output}: {labels} in closed form, {result.seconds:.2f} s, "
                        f"{result.bytes:,} bytes (rank-cut error {result.factorisation_error or 0:.2%})")  # fmt: skip
-            return
-        output.say(
-            f"wrote {result.output}: {labels} in {result.steps} steps, "
-            f"{result.seconds:.1f} s, {result.bytes:,} bytes "
-            f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}{extra})"
-        )
+        else:
+            output.say(
+                f"wrote {result.output}: {labels} in {result.steps} steps, "
+                f"{result.seconds:.1f} s, {result.bytes:,} bytes "
+                f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}{extra})"
+            )
+        if result.kohya is not None:
+            output.say(f"wrote {result.kohya}: the same deltas in the kohya layout, for A1111 and ComfyUI "
+                       f"({result.output.name} is for diffusers' load_lora_weights and PEFT)")  # fmt: skip
 
     output.result(result, human, json=json)
 
@@ -177,7 +189,7 @@ def _request(
     allow_pickle: bool, retain: list[str] | None, retain_files: list[Path] | None, default_retain: bool,
     prompts: list[str] | None, images_dir: Path | None, name: str | None, version: str,
     author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
-    robust: bool = False,
+    robust: bool = False, kohya: bool = True,
 ) -> ForgetRequest:  # fmt: skip
     """The one request forget and correct build from their options alike."""
     from patchkit.services.forget_request import read_retain_files
@@ -189,7 +201,7 @@ def _request(
         closed_form, retain_prompts=tuple(given), default_retain=default_retain,
         templates=tuple(prompts) if prompts else None, robust=robust,
         images_dir=images_dir, name=name, version=version,
-        author=author, license_id=license_id, score_bench=(bench if score else False), force=force,
+        author=author, license_id=license_id, score_bench=(bench if score else False), force=force, kohya=kohya,
     )  # fmt: skip
 
 
@@ -281,6 +293,7 @@ def forget(
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
     overwrite: OverwriteOpt = False,
+    kohya: KohyaOpt = True,
     json: JsonOpt = False,
 ) -> None:
     """Remove concepts from a model and write the change as a small LoRA patch.
@@ -334,7 +347,7 @@ def forget(
         closed_form=_closed_form(ctx, method, rank, preserve, guidance, ridge),
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
-        author=author, license_id=license_id, score=score, bench=bench, force=overwrite, robust=robust,
+        author=author, license_id=license_id, score=score, bench=bench, force=overwrite, kohya=kohya, robust=robust,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
 
@@ -366,6 +379,7 @@ def correct(
     config: ConfigOpt = None,
     allow_pickle: AllowPickleOpt = False,
     overwrite: OverwriteOpt = False,
+    kohya: KohyaOpt = True,
     json: JsonOpt = False,
 ) -> None:
     """Correct a concept: after the patch, prompts naming A produce B.
@@ -389,7 +403,7 @@ def correct(
         closed_form=_closed_form(ctx, method, rank, None, None, ridge), config=config,
         allow_pickle=allow_pickle, retain=retain, retain_files=retain_file, default_retain=default_retain,
         prompts=prompt, images_dir=images_dir, name=name, version=version, author=author,
-        license_id=license_id, score=score, bench=bench, force=overwrite,
+        license_id=license_id, score=score, bench=bench, force=overwrite, kohya=kohya,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
 

@@ -9,10 +9,11 @@ encoder.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from patchkit.core.progress import Progress
-from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_path, plan_forget
+from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_path, kohya_path, plan_forget
 from patchkit.services.forget_record import ForgetResult
 from patchkit.services.forget_request import ForgetRequest
 
@@ -30,7 +31,24 @@ def forget(
     if request.method == "closed-form":
         from patchkit.services import closed_form_forget
 
-        return closed_form_forget.run(plan, progress, warn)
-    from patchkit.services import fmn_forget
+        result = closed_form_forget.run(plan, progress, warn)
+    else:
+        from patchkit.services import fmn_forget
 
-    return fmn_forget.run(plan, progress, warn)
+        result = fmn_forget.run(plan, progress, warn)
+    return _with_kohya(result) if request.kohya else result
+
+
+def _with_kohya(result: ForgetResult) -> ForgetResult:
+    """The same deltas in the kohya layout beside the patch; if that cannot be written, neither is kept."""
+    from patchkit.services.export import export
+
+    target = kohya_path(result.output)
+    try:
+        export(result.output, "kohya", target, force=True)  # plan_forget already refused an existing one
+    except BaseException:
+        for written in (result.output, result.embeddings):
+            if written is not None:
+                written.unlink(missing_ok=True)
+        raise
+    return dataclasses.replace(result, kohya=target)

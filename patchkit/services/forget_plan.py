@@ -70,6 +70,8 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
     _check_extensions(concepts, settings)
     if settings.textual_inversion:
         check_output_path(embeddings_path(output), force=request.force)
+    if request.kohya:
+        check_output_path(kohya_path(output), force=request.force)
     if request.images_dir is not None:  # fail on a bad folder before loading anything heavy
         for concept in concepts:
             load_image_folder(request.images_dir if len(concepts) == 1 else request.images_dir / concept.name)
@@ -140,6 +142,11 @@ def _check_extensions(concepts: Sequence[Concept], settings: ForgetSettings) -> 
                          hint="use --ti with patchkit forget")  # fmt: skip
     if settings.ti_steps < 1:
         raise UsageError(f"--ti-steps must be at least 1, not {settings.ti_steps}", hint="the default is 150")
+
+
+def kohya_path(output: Path) -> Path:
+    """Where --kohya writes the A1111/ComfyUI layout of the same patch: beside it."""
+    return output.with_name(f"{output.stem}.kohya.safetensors")
 
 
 def embeddings_path(output: Path) -> Path:

@@ -36,6 +36,7 @@ class ForgetResult:
     scores: ScoreReport | None  # when scored
     embeddings: Path | None = None  # --ti: the learnt placeholder embeddings, beside the patch
     method: str = "fmn"
+    kohya: Path | None = None  # --kohya: the same patch in the layout A1111 and ComfyUI load
 
     @property
     def concept_labels(self) -> list[str]:
@@ -61,6 +62,8 @@ class ForgetResult:
             summary["factorisation_error"] = self.factorisation_error
         if self.embeddings is not None:
             summary["ti_embeddings"] = str(self.embeddings)
+        if self.kohya is not None:
+            summary["kohya"] = str(self.kohya)
         return summary
 
 

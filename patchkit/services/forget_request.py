@@ -57,6 +57,8 @@ class ForgetRequest:
     # False: no scoring; None: the model's world's bench; a path: that ConceptBench
     score_bench: Path | Literal[False] | None = False
     force: bool = False
+    # also write the patch in the kohya layout (OUT.kohya.safetensors), the one A1111 and ComfyUI load
+    kohya: bool = False
 
     def __post_init__(self) -> None:  # a list from a script is as good as a tuple: keep it immutable
         object.__setattr__(self, "concepts", tuple(self.concepts))

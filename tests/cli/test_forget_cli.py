@@ -27,3 +27,37 @@ def test_ctrl_c_during_forget_exits_130_and_leaves_no_file(tiny_models, tmp_path
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert list(out_dir.iterdir()) == []
+
+
+def _forget(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "patchkit", "forget", "testbed", "-c", "circle", "--category", "object",
+               "--method", "closed-form", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_forget_also_writes_the_layout_a1111_and_comfyui_load(tmp_path):
+    """Issue 19.2: the PEFT file alone loads nothing in ComfyUI or A1111."""
+    import torch
+    from safetensors.torch import load_file
+
+    from patchkit.io.patch_file import read_patch
+
+    out = tmp_path / "p.safetensors"
+    run = _forget("-o", str(out))
+    assert run.returncode == 0, run.stderr
+    kohya = tmp_path / "p.kohya.safetensors"
+    assert "A1111 and ComfyUI" in run.stderr and str(kohya) in run.stderr.replace("\n", "")
+    keys = load_file(str(kohya))
+    assert keys and all(k.startswith("lora_unet_") for k in keys)  # the names kohya's loaders map
+    assert read_patch(kohya).manifest["format"]["keys"] == "kohya" and read_patch(kohya).id_matches
+    ups = sorted(t.abs().sum().item() for k, t in keys.items() if "lora_up" in k)
+    peft_ups = sorted(t.abs().sum().item() for k, t in load_file(str(out)).items() if "lora_B" in k)
+    assert torch.allclose(torch.tensor(ups), torch.tensor(peft_ups))  # the same deltas, renamed
+    again = _forget("-o", str(tmp_path / "q.safetensors"))  # an existing sibling is refused before any work
+    assert again.returncode == 0
+    (tmp_path / "q.safetensors").unlink()
+    refused = _forget("-o", str(tmp_path / "q.safetensors"))
+    assert refused.returncode == 4 and "q.kohya.safetensors already exists" in refused.stderr
+    assert not (tmp_path / "q.safetensors").exists()
+    assert _forget("-o", str(tmp_path / "r.safetensors"), "--no-kohya").returncode == 0
+    assert not (tmp_path / "r.kohya.safetensors").exists()
