@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,9 +13,9 @@ import numpy as np
 
 from patchkit.core.dtypes import FLOATS
 from patchkit.core.manifest import MANIFEST_KEY, parse_manifest
-from patchkit.core.patch_id import PatchHasher
+from patchkit.core.patch_id import PatchHasher, hashed_names
 from patchkit.errors import CorruptFileError, InputError, TrustError
-from patchkit.io.arrays import STORAGE
+from patchkit.io.arrays import STORAGE, stored, to_float32
 from patchkit.io.safetensors_io import Header, read_header
 
 _CHUNK = 1 << 20
@@ -70,16 +71,29 @@ class _Content:
             self.zero = self.zero and not bool(values.any())
 
 
+def _scalar(path: Path, header: Header, name: str) -> float:
+    """A one-element tensor's value (a kohya `.alpha`), NaN where it is not one number."""
+    info = header.tensors[name]
+    if info.dtype not in STORAGE or info.nbytes > 8 or math.prod(info.shape) != 1:
+        return float("nan")
+    raw = b"".join(_chunks(path, header.data_start + info.begin, header.data_start + info.end))
+    if len(raw) != info.nbytes:
+        return float("nan")
+    read = to_float32 if info.dtype in FLOATS else stored
+    return float(read(raw, info.dtype, info.shape).reshape(-1)[0])
+
+
 def _scan(path: Path, header: Header) -> tuple[str, tuple[str, ...], frozenset[str]]:
     """The patch id, and which tensors are non-finite or all zero, in one read of the bytes."""
     hasher = PatchHasher()
     nonfinite, zero = [], set()
-    for name in sorted(header.tensors):
+    names = hashed_names({k: v.shape for k, v in header.tensors.items()}, lambda k: _scalar(path, header, k))
+    for key, name in names.items():
         info = header.tensors[name]
         start = header.data_start + info.begin
         content = _Content(info.dtype)
         chunks = content.watch(_chunks(path, start, header.data_start + info.end))
-        hasher.add(name, info.dtype, info.shape, chunks, info.nbytes)
+        hasher.add(key, info.dtype, info.shape, chunks, info.nbytes)
         if not content.finite:
             nonfinite.append(name)
         if content.zero:
@@ -106,9 +120,11 @@ def read_intact_patch(path: Path) -> PatchFile:
     to the manifest's patch id, NaN or Inf in any tensor, or a delta that changes nothing."""
     patch = read_patch(path)
     if not patch.id_matches:
+        kohya = patch.manifest.get("format", {}).get("keys") == "kohya"
         raise TrustError(
             f"{path}: its tensors do not match the patch id in its manifest",
-            hint="the patch was changed after it was written; fetch it again",
+            hint="the patch was changed after it was written; fetch it again"
+            + (" (a kohya file from before the layout-independent id: export its PEFT file again)" if kohya else ""),
         )
     if patch.nonfinite:
         raise CorruptFileError(

@@ -50,6 +50,7 @@ def test_forget_also_writes_the_layout_a1111_and_comfyui_load(tmp_path):
     keys = load_file(str(kohya))
     assert keys and all(k.startswith("lora_unet_") for k in keys)  # the names kohya's loaders map
     assert read_patch(kohya).manifest["format"]["keys"] == "kohya" and read_patch(kohya).id_matches
+    assert read_patch(kohya).patch_id == read_patch(out).patch_id  # one patch, two layouts, one id
     ups = sorted(t.abs().sum().item() for k, t in keys.items() if "lora_up" in k)
     peft_ups = sorted(t.abs().sum().item() for k, t in load_file(str(out)).items() if "lora_B" in k)
     assert torch.allclose(torch.tensor(ups), torch.tensor(peft_ups))  # the same deltas, renamed

@@ -37,6 +37,8 @@ def test_round_trip_keeps_the_delta_and_kohya_loads_in_diffusers(tiny_models, tm
     # networks.lora is the module that reads the kohya layout: claimed by that file only
     assert read_patch(kohya).header.metadata.get("ss_network_module") == "networks.lora"
     assert "ss_network_module" not in read_patch(back).header.metadata
+    # one patch, one id, whichever layout holds it (the registry and stacks pin it)
+    assert read_patch(kohya).patch_id == read_patch(back).patch_id == read_patch(patch).patch_id
     original, returned = _deltas(patch), _deltas(back)
     assert original.keys() == returned.keys()
     assert all(torch.allclose(original[k], returned[k], atol=1e-7) for k in original)
