@@ -45,6 +45,7 @@ def write_patch(
         created=manifest["created_at"],
         data_hash=data_section_sha256(serialize(tensors)),
         base_name=base_name,
+        shapes={name: tuple(tensor.shape) for name, tensor in tensors.items()},
     )
     save_tensors(output, tensors, metadata=header)
 

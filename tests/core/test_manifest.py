@@ -84,3 +84,31 @@ def test_version_0_migrates_to_the_current_schema():
     assert current["concepts"][0]["token"] == "john doe"
     assert current["method"]["settings"] == {"steps": 100, "rank": 4}
     assert migrate(dict(v0), "x")["schema_version"] == SCHEMA_VERSION
+
+
+def test_adapter_metadata_states_each_modules_rank_with_alpha_equal_to_it():
+    import json
+
+    from patchkit.core.patch_metadata import lora_adapter_metadata
+
+    shapes = {"unet.a.to_k.lora_A.weight": (4, 8), "unet.a.to_k.lora_B.weight": (8, 4),
+              "unet.b.to_v.lora_A.weight": (4, 8), "unet.c.to_v.lora_A.weight": (8, 8)}  # fmt: skip
+    stated = json.loads(lora_adapter_metadata(shapes) or "{}")
+    assert stated["unet.r"] == stated["unet.lora_alpha"] == 4  # the most common rank
+    assert stated["unet.target_modules"] == ["a.to_k", "b.to_v", "c.to_v"]
+    assert stated["unet.rank_pattern"] == stated["unet.alpha_pattern"] == {"c.to_v": 8}  # a merged module
+    assert lora_adapter_metadata({"lora_unet_a.lora_down.weight": (4, 8)}) is None  # kohya: not diffusers' key
+
+
+def test_a_base_is_named_by_its_hub_id_only_when_it_came_from_the_hub():
+    from patchkit.core.patch_metadata import patch_header
+
+    def name(reference, revision):
+        manifest = {"name": "p", "base": {"reference": reference, "revision": revision}}
+        header = patch_header(manifest, family="sd1", title="p", rank=4, resolution=512, created="2026-01-01",
+                              data_hash="0x0", base_name=reference, shapes={})  # fmt: skip
+        return header["ss_sd_model_name"]
+
+    assert name("fx/sd21-tiny", None) == "sd21-tiny"  # a local folder that looks like org/name
+    assert name("runwayml/stable-diffusion-v1-5", "a" * 40) == "runwayml/stable-diffusion-v1-5"
+    assert name("/home/me/models/sd15.safetensors", None) == "sd15.safetensors"

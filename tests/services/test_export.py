@@ -51,6 +51,18 @@ def test_round_trip_keeps_the_delta_and_kohya_loads_in_diffusers(tiny_models, tm
 
     pipe.load_lora_weights(str(patch), adapter_name="peft")
     with_peft = draw()
+    # the PEFT file tells diffusers its LoraConfig (lora_adapter_metadata), read by diffusers' own reader
+    from diffusers.utils.state_dict_utils import _load_sft_state_dict_metadata
+    from peft import LoraConfig
+
+    stated = _load_sft_state_dict_metadata(str(patch))
+    assert stated is not None and _load_sft_state_dict_metadata(str(kohya)) is None
+    config = LoraConfig(**{k.removeprefix("unet."): v for k, v in stated.items()})
+    loaded = pipe.unet.peft_config["peft"]
+    assert config.r == loaded.r == 4 and config.lora_alpha == loaded.lora_alpha == 4
+    modules = {k.removeprefix("unet.").removesuffix(".lora_A.weight") for k in load_file(str(patch)) if "lora_A" in k}
+    injected = {n for n, m in pipe.unet.named_modules() if "peft" in getattr(m, "lora_A", {})}
+    assert set(config.target_modules) == injected == modules  # (PEFT shortens loaded.target_modules to suffixes)
     pipe.unload_lora_weights()
     pipe.load_lora_weights(str(kohya), adapter_name="kohya")
     assert abs(draw() - with_peft).max() < 1e-4  # diffusers reads our kohya file as the same LoRA
