@@ -11,6 +11,8 @@ from rich.table import Table
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import JsonOpt
+from patchkit.cli.text import one_line
+from patchkit.core.layouts import READERS
 from patchkit.errors import TrustError
 
 service = LazyModule("patchkit.services.registry")
@@ -41,14 +43,15 @@ def _concepts(summary: dict[str, Any]) -> str:
 def _table(output: Output, rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
     table.add_column("patch", no_wrap=True)
-    for column in ("concepts (M-Score after)", "categories", "base", "signed by"):
+    for column in ("concepts (M-Score after)", "categories", "base", "layouts", "signed by"):
         table.add_column(column, overflow="fold")
     for s in rows:
         categories = ", ".join(sorted({c["category"] for c in s["concepts"]}))
         key = f"untrusted key {s['key'][:12]}…" if s.get("key") else "unsigned"
         signer = s.get("trusted_as") or s.get("signed_by") or key
-        table.add_row(f"{s['name']}@{s['version']}", _concepts(s), categories,
-                      f"{s['family']} {s['base_fingerprint'][:12]}…", signer)  # fmt: skip
+        base = f"{s['family']} {s['base_fingerprint'][:12]}…"
+        layouts = ", ".join(s.get("layouts", []))
+        table.add_row(f"{s['name']}@{s['version']}", _concepts(s), categories, base, layouts, signer)
     output.err.print(table)
 
 
@@ -72,14 +75,25 @@ def add(
 ) -> None:
     """Add a patch: validate its manifest and id, verify its signature, store it by content.
 
-    Adding the same file twice is a no-op; a different file under an existing name@version is
-    refused (exit 8). Example: patchkit registry add no-circle.safetensors
+    A PEFT patch brings its kohya twin (PATCH.kohya.safetensors, which `forget` writes beside
+    it) into the same entry when it has the same patch id and signer; the other layout of an
+    entry's patch can also be added later. Adding the same file twice is a no-op; a different
+    patch under an existing name@version is refused (exit 8).
+
+    Example: patchkit registry add no-circle.safetensors
     """
     output: Output = ctx.obj
     result = service.add(patch, root=registry, name=name, version=version, require_signed=require_signed)
     entry = result.entry
     verb = "added" if result.added else "already present:"
-    output.result(result, f"{verb} {entry.ref} (blob {entry.blob[:16]}…)", json=json)
+    layouts = " + ".join(sorted(service.layouts_of(entry)))
+
+    def human() -> None:
+        output.say(f"{verb} {entry.ref} ({layouts}; blob {entry.blob[:16]}…)")
+        for note in result.notes:
+            output.say(f"[yellow]warning:[/] {one_line(note)}")
+
+    output.result(result, human, json=json)
 
 
 @app.command("list")
@@ -126,6 +140,8 @@ def show(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None, json: Js
         render_manifest(output, entry.record["manifest"], title=f"{entry.ref} (blob {entry.blob[:16]}…)")
         signer = entry.record["signed_by"] or ("a key not in the trust store" if entry.record["signed"] else "nobody")
         output.say(f"signed by {signer}; added {entry.record['added_at']}")
+        for layout, blob in sorted(service.layouts_of(entry).items()):
+            output.say(f"{layout} layout (blob {blob[:16]}…): read by {READERS[layout]}")
 
     output.result({"ref": entry.ref, "blob": entry.blob, **entry.record}, human, json=json)
 
@@ -162,10 +178,19 @@ def export(
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Copy an entry out as NAME-VERSION.safetensors. Example: patchkit registry export no-circle@1.0.0 -o dist/"""
+    """Copy an entry out: NAME-VERSION.safetensors (PEFT layout, for diffusers) and, when the
+    entry holds it, NAME-VERSION.kohya.safetensors (for A1111 and ComfyUI), each with its .sig.
+
+    Example: patchkit registry export no-circle@1.0.0 -o dist/
+    """
     output: Output = ctx.obj
-    target = service.export(ref, out, registry)
-    output.result({"output": target}, lambda: output.out.print(str(target), highlight=False), json=json)
+    targets = service.export(ref, out, registry)
+
+    def human() -> None:
+        for target in targets:
+            output.out.print(str(target), highlight=False)
+
+    output.result({"output": targets[0], "outputs": targets}, human, json=json)
 
 
 @app.command("verify")

@@ -76,7 +76,7 @@ def patch_header(manifest: dict[str, Any], *, family: str, title: str, rank: int
         "ss_network_alpha": str(rank),
         "ss_base_model_version": ss_base,
         "ss_v2": str(family == "sd2"),
-        "ss_sd_model_name": _file_name(base_name, hub=base.get("revision") is not None),
+        "ss_sd_model_name": base_display_name(base_name, hub=base.get("revision") is not None),
         "ss_output_name": title,
         "patchkit.version": __version__,
     }
@@ -126,7 +126,7 @@ def _description(manifest: dict[str, Any]) -> str:
     return f"patchkit patch: {', '.join(parts)}" if parts else "patchkit patch"
 
 
-def _file_name(reference: str, *, hub: bool) -> str:
+def base_display_name(reference: str, *, hub: bool) -> str:
     """A base as kohya tools show it: a Hub id as given, else the file or folder name, never a
     local path (`fx/sd21-tiny` may be a folder: only a base resolved from the Hub is a Hub id)."""
     if hub:

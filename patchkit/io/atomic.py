@@ -109,3 +109,9 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy `source` to `target` through a temporary sibling: `target` is the old file or the whole new one."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)

@@ -1,6 +1,7 @@
 """Publishing registry entries to the Hugging Face Hub and fetching them back, through huggingface_hub itself.
 
-push uploads the patch, its signature and a model card in one commit (HfApi.create_commit);
+push uploads the patch in each layout the registry holds, their signatures and a model card
+in one commit (HfApi.create_commit);
 pull goes through the Hub cache (snapshot_download), so HF_HUB_OFFLINE and a warm cache work
 as they do for models.
 """
@@ -12,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from patchkit.core.hub_card import PIPELINE_TAG, card_problems, card_tags, hub_base_model, hub_license
+from patchkit.core.layouts import READERS, file_name, is_kohya_file_name
+from patchkit.core.patch_metadata import base_display_name
 from patchkit.errors import InputError, NotCachedError, OutputError, UsageError
 from patchkit.services import registry as registry_service
 from patchkit.services.registry import AddResult
 from patchkit.store.registry import Entry
 
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # a Hub repo id: ORG/NAME
-CARD_TAGS = ["lora", "patchkit", "forget-me-not", "concept-removal"]
 
 
 def _score(concept: dict[str, Any]) -> tuple[str, str]:
@@ -27,55 +30,95 @@ def _score(concept: dict[str, Any]) -> tuple[str, str]:
     return (f"{before:.2f}" if before is not None else "–", f"{after:.2f}" if after is not None else "–")
 
 
-def model_card(entry: Entry) -> str:
-    """The README.md pushed beside a patch: card metadata, what it does, its M-Scores, how to check it."""
-    from huggingface_hub import ModelCardData
+def _cell(text: object) -> str:
+    """Text for a Markdown table cell: one line, no cell breaks, no code spans opened."""
+    return " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
+
+
+def model_card(entry: Entry, repo: str = "ORG/NAME") -> str:
+    """The README.md pushed beside a patch, built with huggingface_hub's ModelCard: Hub metadata
+    that passes the Hub's rules (core/hub_card.py), what the patch does, its files and which tools
+    read each, and commands that work as written."""
+    from huggingface_hub import ModelCard, ModelCardData
 
     manifest = entry.record["manifest"]
     base = manifest["base"]
-    categories = sorted({c["category"] for c in manifest["concepts"]})
+    layouts = sorted(registry_service.layouts_of(entry))
+    files = {layout: file_name(entry.name, layout) for layout in layouts}
+    base_model = hub_base_model(base)
+    license_ = hub_license(manifest.get("license"))
     data = ModelCardData(
-        base_model=base["reference"] if _REPO.fullmatch(base["reference"]) else None,
-        base_model_relation="adapter",
+        base_model=base_model,
+        base_model_relation="adapter" if base_model else None,
         library_name="diffusers",
-        license=manifest.get("license"),
-        tags=CARD_TAGS + categories,
+        pipeline_tag=PIPELINE_TAG,
+        tags=card_tags(base["family"], sorted({c["category"] for c in manifest["concepts"]})),
+        license=license_.get("license"),
+        license_name=license_.get("license_name"),
     )
+    problems = card_problems(data.to_dict())
+    if problems:  # our own rules broken by our own card: a bug, said plainly
+        raise UsageError(f"the model card for {entry.ref} breaks the Hub's rules: {problems[0]}")
+    shown = _cell(base_display_name(base["reference"], hub=base_model is not None))
+    base_name = base_model or f"path/to/{shown}"
     lines = [
-        "---",
-        data.to_yaml(),
-        "---",
+        f"# {_cell(entry.name)} {entry.version}",
         "",
-        f"# {entry.name} {entry.version}",
-        "",
-        "A [patchkit](https://github.com/patchkit/patchkit) Forget-Me-Not patch: a LoRA in the diffusers/PEFT "
-        "layout that changes only cross-attention.",
+        f"A [patchkit](https://github.com/patchkit/patchkit) patch ({_cell(manifest['method']['name'])}): a LoRA "
+        "that changes only cross-attention, so that the base model no longer produces the concepts below.",
         "",
         "| concept | category | action | M-Score before | M-Score after |",
         "|---|---|---|---:|---:|",
     ]
     for c in manifest["concepts"]:
-        action = f"correct to {c['target']}" if c["action"] == "correct" else "forget"
+        action = f"correct to {_cell(c['target'])}" if c["action"] == "correct" else "forget"
         before, after = _score(c)
-        lines.append(f"| {c['name']} | {c['category']} | {action} | {before} | {after} |")
-    lines += [
-        "",
-        f"- base model: `{base['reference']}` ({base['family']}, {base['dtype']})",
-        f"- base fingerprint: `{base['fingerprint']}`",
-        f"- patch id: `{manifest['patch_id']}`",
-        f"- made by: {manifest['tool']}, {manifest['created_at']}",
-    ]
+        lines.append(f"| {_cell(c['name'])} | {c['category']} | {action} | {before} | {after} |")
     if manifest.get("scores_inherited"):
-        lines.append("- M-Scores copied from the merged parents; not yet measured on this patch")
+        lines += ["", "M-Scores are copied from the merged parents; they were not measured on this patch."]
+    lines += ["", "## Files", "", "| file | layout | read by |", "|---|---|---|"]
+    lines += [f"| `{files[layout]}` | {layout} | {READERS[layout]} |" for layout in layouts]
     lines += [
         "",
+        f"- base model: `{shown}` ({base['family']}, {base['dtype']})"
+        + ("" if base_model else "; not a Hub model: use your copy with this fingerprint"),
+        f"- base fingerprint: `{base['fingerprint']}`",
+        f"- patch id: `{manifest['patch_id']}` (the same for every layout)",
+        f"- made by: {_cell(manifest['tool'])}, {manifest['created_at']}",
+        "",
+        "## Use",
+        "",
+    ]
+    if "peft" in files:
+        lines += [
+            "diffusers:",
+            "",
+            "```python",
+            "from diffusers import AutoPipelineForText2Image",
+            "",
+            f'pipe = AutoPipelineForText2Image.from_pretrained("{base_name}")',
+            f'pipe.load_lora_weights("{repo}", weight_name="{files["peft"]}")',
+            "```",
+            "",
+        ]
+    if "kohya" in files:
+        stem = files["kohya"].removesuffix(".safetensors")
+        lines += [
+            f"ComfyUI: put `{files['kohya']}` in `models/loras` and load it with a LoraLoader node. "
+            f"A1111: put it in `models/Lora` and add `<lora:{stem}:1>` to the prompt.",
+            "",
+        ]
+    lines += [
+        "patchkit (verifies the signature against your trust store, then bakes the patch into the base):",
+        "",
         "```",
-        f"patchkit registry pull ORG/NAME && patchkit verify {entry.name}.safetensors --trust-store",
-        f"patchkit apply BASE {entry.name}.safetensors -o PATCHED",
+        f"patchkit registry pull {repo}",
+        f"patchkit apply {base_name} {entry.ref} -o PATCHED",
         "```",
         "",
     ]
-    return "\n".join(lines)
+    card = ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines))
+    return str(card)
 
 
 @dataclass(frozen=True)
@@ -95,14 +138,17 @@ def push(ref: str, repo: str, *, root: Path | None = None, api: Any = None, priv
     if not _REPO.fullmatch(repo):
         raise UsageError(f"{repo!r} is not a Hub repo id", hint="use ORG/NAME, for example my-team/no-circle")
     entry = registry_service.find(ref, root)
-    blob = registry_service.blob_for(ref, root)
     api = api or HfApi()
-    filename = f"{entry.name}.safetensors"
-    operations = [CommitOperationAdd(path_in_repo=filename, path_or_fileobj=str(blob))]
-    sig = blob.with_name(blob.name + ".sig")
-    if sig.is_file():
-        operations.append(CommitOperationAdd(path_in_repo=filename + ".sig", path_or_fileobj=str(sig)))
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=model_card(entry).encode()))
+    operations = []
+    for layout in sorted(registry_service.layouts_of(entry)):
+        blob = registry_service.blob_for(ref, root, layout=layout)  # checked: its bytes hash to its address
+        filename = file_name(entry.name, layout)
+        operations.append(CommitOperationAdd(path_in_repo=filename, path_or_fileobj=str(blob)))
+        sig = blob.with_name(blob.name + ".sig")
+        if sig.is_file():
+            operations.append(CommitOperationAdd(path_in_repo=filename + ".sig", path_or_fileobj=str(sig)))
+    card = model_card(entry, repo).encode()
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card))
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     try:
@@ -137,8 +183,10 @@ def pull(spec: str, *, root: Path | None = None, require_signed: bool | None = N
     except LocalEntryNotFoundError as exc:
         hint = "set HF_TOKEN and check the network, or pull where the Hub is reachable"
         raise NotCachedError(f"{spec} is not in the Hugging Face cache and the Hub cannot be reached", hint) from exc
-    patches = sorted(folder.glob("*.safetensors"))
-    if len(patches) != 1:
-        raise InputError(f"{spec} holds {len(patches)} .safetensors files, not one patch",
+    files = sorted(folder.glob("*.safetensors"))
+    peft = [f for f in files if not is_kohya_file_name(f.name)]
+    # one patch: NAME.safetensors and/or NAME.kohya.safetensors (add takes the twin from beside it)
+    if len(peft) > 1 or len(files) - len(peft) > 1 or not files:
+        raise InputError(f"{spec} holds {len(files)} .safetensors files, not one patch in one or two layouts",
                          hint="pull repos that patchkit registry push wrote")  # fmt: skip
-    return registry_service.add(patches[0], root=root, require_signed=require_signed)
+    return registry_service.add(peft[0] if peft else files[0], root=root, require_signed=require_signed)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patchkit.core.layouts import file_name, kohya_sibling, layout_of
 from patchkit.core.names import check_name, check_version, looks_like_ref, parse_ref, version_key
 from patchkit.errors import ConflictError, CorruptFileError, InputError, PatchkitError, PolicyError
+from patchkit.io.atomic import copy_atomic
 from patchkit.io.patch_file import read_intact_patch
 from patchkit.io.signatures import read_bundle, signature_path_for
 from patchkit.services.signing import trust_store, verify
@@ -46,7 +47,17 @@ def _summary(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]
         "signed_by": record["signed_by"],
         "key": record.get("key"),
         "added_at": record["added_at"],
+        "layouts": sorted(layouts_of_record(manifest, record)),
     }
+
+
+def layouts_of_record(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, str]:
+    """{layout: blob} of an entry; refs written before layouts were stored hold one, the manifest's."""
+    return dict(record.get("layouts") or {layout_of(manifest): record["blob"]})
+
+
+def layouts_of(entry: Entry) -> dict[str, str]:
+    return layouts_of_record(entry.record["manifest"], {"blob": entry.blob, **entry.record})
 
 
 def _signature(patch: Path, require_signed: bool) -> tuple[str | None, str | None, Path | None]:
@@ -71,41 +82,92 @@ def _signature(patch: Path, require_signed: bool) -> tuple[str | None, str | Non
 class AddResult:
     entry: Entry
     added: bool  # False when the same content was already there under this name@version
+    notes: tuple[str, ...] = ()  # what was seen and left out (a sibling layout that did not qualify)
 
     def to_json(self) -> dict[str, Any]:
         return {"ref": self.entry.ref, "blob": self.entry.blob, "added": self.added,
-                "signed_by": self.entry.record["signed_by"]}  # fmt: skip
+                "signed_by": self.entry.record["signed_by"], "layouts": sorted(layouts_of(self.entry)),
+                "notes": list(self.notes)}  # fmt: skip
 
 
 def add(patch: Path, *, root: Path | None = None, name: str | None = None, version: str | None = None,
         require_signed: bool | None = None) -> AddResult:  # fmt: skip
-    """Validate, verify any signature, store content-addressed, and index; refuse a clash of name@version."""
+    """Validate, verify any signature, store content-addressed, and index; refuse a clash of name@version.
+
+    Both layouts of one patch live in one entry: a PEFT file brings its `.kohya.safetensors`
+    twin from beside it, and the other layout of an entry's patch (the same patch id) added
+    later joins that entry instead of clashing with it."""
     registry = open_registry(root)
     parsed = read_intact_patch(patch)
     name = check_name(parsed.manifest["name"] if name is None else name)
     version = check_version(parsed.manifest["version"] if version is None else version)
     require = require_signed_by_default() if require_signed is None else require_signed
     key, signer, sig = _signature(patch, require)
+    layout = layout_of(parsed.manifest)
     added_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     with registry.locked():
         existing = registry.read_entry(name, version)
         digest = file_sha256(patch)
         if existing is not None:
-            if existing.blob == digest:
+            stored = layouts_of(existing)
+            if digest in stored.values():
                 return AddResult(existing, False)
-            raise ConflictError(
-                f"{name}@{version} is already in the registry with different content",
-                hint=f"give it another version: patchkit registry add {patch} --version NEW",
-            )
+            if existing.record["patch_id"] != parsed.patch_id or layout in stored:
+                raise ConflictError(
+                    f"{name}@{version} is already in the registry with different content",
+                    hint=f"give it another version: patchkit registry add {patch} --version NEW",
+                )
+            if key != existing.record.get("key"):
+                raise PolicyError(
+                    f"{patch} is the {layout} layout of {existing.ref}, but not signed by the key that signed it",
+                    hint=f"sign it with the same key, then add it again (patchkit sign {patch} --key ...)",
+                )
+            entry = _with_layout(registry, existing, patch, sig, layout, digest)
+            _index_with(registry, entry)
+            return AddResult(entry, True)
         blob = registry.put_blob(patch, sig)
         if blob != digest:
             raise CorruptFileError(f"{patch} changed while it was being added", hint="add it again")
         record = {"patch_id": parsed.patch_id, "manifest": parsed.manifest, "signed": key is not None,
-                  "signed_by": signer, "key": key, "added_at": added_at}  # fmt: skip
+                  "signed_by": signer, "key": key, "added_at": added_at, "layouts": {layout: blob}}  # fmt: skip
         entry = Entry(name, version, blob, record)
+        notes: tuple[str, ...] = ()
+        twin = kohya_sibling(patch)
+        if layout == "peft" and twin.is_file():
+            qualified, notes = _twin(twin, parsed.patch_id, key, require)
+            if qualified:
+                entry = _with_layout(registry, entry, twin, signature_path_for(twin), "kohya", file_sha256(twin),
+                                     put=False)  # fmt: skip
         registry.put_entry(entry)
         _index_with(registry, entry)
-    return AddResult(entry, True)
+    return AddResult(entry, True, notes)
+
+
+def _twin(twin: Path, patch_id: str, key: str | None, require: bool) -> tuple[bool, tuple[str, ...]]:
+    """Whether the kohya file beside a PEFT patch is its other layout, under the same signature."""
+    try:
+        parsed = read_intact_patch(twin)
+        twin_key, _, _ = _signature(twin, require)
+    except PatchkitError as exc:
+        return False, (f"{twin} was not stored: {exc.message}",)
+    if parsed.patch_id != patch_id or layout_of(parsed.manifest) != "kohya":
+        return False, (f"{twin} was not stored: it is not the kohya layout of this patch (another patch id)",)
+    if twin_key != key:
+        return False, (f"{twin} was not stored: it is not signed by the key that signed the patch",)
+    return True, ()
+
+
+def _with_layout(registry: Registry, entry: Entry, path: Path, sig: Path | None, layout: str, digest: str,
+                 *, put: bool = True) -> Entry:  # fmt: skip
+    """`entry` with the file at `path` stored as its `layout`; the ref is rewritten when `put`."""
+    blob = registry.put_blob(path, sig if sig is not None and sig.is_file() else None)
+    if blob != digest:
+        raise CorruptFileError(f"{path} changed while it was being added", hint="add it again")
+    record = dict(entry.record, layouts={**layouts_of(entry), layout: blob})
+    updated = Entry(entry.name, entry.version, entry.blob, record)
+    if put:
+        registry.put_entry(updated)
+    return updated
 
 
 def _index_with(registry: Registry, entry: Entry | None, removed: str | None = None) -> None:
@@ -203,14 +265,23 @@ def find(ref: str, root: Path | None = None) -> Entry:
     return entry
 
 
-def blob_for(ref: str, root: Path | None = None) -> Path:
-    """The stored patch file of `ref`, after checking that its bytes still hash to its address."""
+def blob_for(ref: str, root: Path | None = None, *, layout: str | None = None) -> Path:
+    """The stored patch file of `ref` (in `layout`, else the one added first), after checking that
+    its bytes still hash to its address."""
     entry = find(ref, root)
-    path = open_registry(root).blob_path(entry.blob)
+    blob = entry.blob if layout is None else layouts_of(entry).get(layout)
+    if blob is None:
+        hint = f"write it with patchkit export --format {layout}, then patchkit registry add it"
+        raise InputError(f"{entry.ref} has no {layout} layout in the registry", hint=hint)
+    return _checked_blob(open_registry(root), entry, blob)
+
+
+def _checked_blob(registry: Registry, entry: Entry, blob: str) -> Path:
+    path = registry.blob_path(blob)
     if not path.is_file():
-        raise CorruptFileError(f"{entry.ref}: its blob {entry.blob[:16]}… is missing", hint="patchkit registry verify")
-    if file_sha256(path) != entry.blob:
-        raise CorruptFileError(f"{entry.ref}: its blob {entry.blob[:16]}… is corrupted on disk",
+        raise CorruptFileError(f"{entry.ref}: its blob {blob[:16]}… is missing", hint="patchkit registry verify")
+    if file_sha256(path) != blob:
+        raise CorruptFileError(f"{entry.ref}: its blob {blob[:16]}… is corrupted on disk",
                                hint="remove it (patchkit registry rm) and add the patch again")  # fmt: skip
     return path
 
@@ -254,7 +325,7 @@ def gc(root: Path | None = None, *, dry_run: bool = False) -> GcPlan:
     """Plan the removal of unreferenced blobs and dead writers' temporaries; then do it unless dry_run."""
     registry = open_registry(root)
     with registry.locked():
-        referenced = {e.blob for e in registry.scan_refs()}
+        referenced = {blob for e in registry.scan_refs() for blob in (e.blob, *layouts_of(e).values())}
         blobs = [(b, registry.blob_path(b).stat().st_size) for b in registry.blob_names() if b not in referenced]
         plan = GcPlan(blobs, registry.stale_temporaries())
         if dry_run:
@@ -267,17 +338,23 @@ def gc(root: Path | None = None, *, dry_run: bool = False) -> GcPlan:
     return GcPlan(plan.blobs, plan.temporaries, executed=True)
 
 
-def export(ref: str, out: Path, root: Path | None = None) -> Path:
+def export(ref: str, out: Path, root: Path | None = None) -> list[Path]:
+    """Copy every layout of an entry (and its .sig) into `out`: NAME-VERSION.safetensors for PEFT,
+    NAME-VERSION.kohya.safetensors for kohya. Every blob is checked before the first copy."""
     if not out.is_dir():
         raise InputError(f"{out}: no such folder", hint=f"mkdir -p {out}")
     entry = find(ref, root)
-    source = blob_for(ref, root)
-    target = out / f"{entry.name}-{entry.version}.safetensors"
-    shutil.copyfile(source, target)
-    sig = source.with_name(source.name + ".sig")
-    if sig.is_file():
-        shutil.copyfile(sig, signature_path_for(target))
-    return target
+    registry = open_registry(root)
+    sources = {layout: _checked_blob(registry, entry, blob) for layout, blob in sorted(layouts_of(entry).items())}
+    targets = []
+    for layout, source in sources.items():
+        target = out / file_name(f"{entry.name}-{entry.version}", layout)
+        copy_atomic(source, target)
+        sig = source.with_name(source.name + ".sig")
+        if sig.is_file():
+            copy_atomic(sig, signature_path_for(target))
+        targets.append(target)
+    return targets
 
 
 @dataclass(frozen=True)
@@ -315,6 +392,20 @@ def _signature_problems(registry: Registry, entry: Entry) -> list[str]:
     return []
 
 
+def _layout_problems(registry: Registry, entry: Entry, layout: str, blob: str) -> list[str]:
+    """The other layout of an entry: there, and signed by the entry's key or by none, as it was added."""
+    path = registry.blob_path(blob)
+    if not path.is_file():
+        return [f"{entry.ref}: its {layout} blob {blob[:16]}… is missing"]
+    try:
+        key, _, _ = _signature(path, False)
+    except PatchkitError as exc:
+        return [f"{entry.ref}: the signature of its {layout} layout does not verify ({exc.message})"]
+    if key != entry.record.get("key"):
+        return [f"{entry.ref}: its {layout} layout is not signed by the entry's key"]
+    return []
+
+
 def verify_registry(root: Path | None = None) -> RegistryReport:
     """Re-hash every blob, read every ref, and check that the index names nothing missing."""
     registry = open_registry(root)
@@ -341,6 +432,10 @@ def verify_registry(root: Path | None = None) -> RegistryReport:
             problems.append(f"{entry.ref}: its blob {entry.blob[:16]}… is missing")
             continue
         problems += _signature_problems(registry, entry)
+        for layout, blob in sorted(layouts_of(entry).items()):
+            referenced.add(blob)
+            if blob != entry.blob:
+                problems += _layout_problems(registry, entry, layout, blob)
     index = registry.read_index()
     for ref, summary in index.items():
         if not registry.blob_path(summary["blob"]).is_file():

@@ -39,49 +39,95 @@ def scored_entry(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     patch = synthetic_patch(str(tiny_models["sd15"][0]), tmp_path / "p.safetensors", concept="circle")
     manifest = dict(read_patch(patch).manifest, name="no-circle", version="1.0.0", license="mit")
-    manifest["base"] = dict(manifest["base"], reference="runwayml/stable-diffusion-v1-5")
+    manifest["base"] = dict(manifest["base"], reference="runwayml/stable-diffusion-v1-5", revision="0" * 40)
     score = {"bench": "testbed", "definition": "mscore/1", "prompt": {"before": 0.97, "after": 0.03}}
     manifest["concepts"] = [dict(manifest["concepts"][0], mscore=score)]
     write_patch(patch, load_file(str(patch)), manifest, family="sd1", rank=4, resolution=64, base_name="x")
     return patch, registry.add(patch).entry
 
 
-def test_model_card_is_exact(scored_entry):
+def card_of(entry, repo="my-team/no-circle"):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(hub.model_card(entry, repo))  # huggingface_hub parses it back, YAML and all
+    return card.data.to_dict(), card.text
+
+
+def test_model_card_passes_the_hubs_rules_and_its_commands_name_real_things(scored_entry):
+    from patchkit.core.hub_card import card_problems
+
     _, entry = scored_entry
-    m = entry.record["manifest"]
-    expected = f"""---
-base_model: runwayml/stable-diffusion-v1-5
-library_name: diffusers
-license: mit
-tags:
-- lora
-- patchkit
-- forget-me-not
-- concept-removal
-- object
-base_model_relation: adapter
----
+    data, text = card_of(entry)
+    assert card_problems(data) == []
+    assert data["base_model"] == "runwayml/stable-diffusion-v1-5" and data["base_model_relation"] == "adapter"
+    assert data["license"] == "mit" and data["pipeline_tag"] == "text-to-image" and data["library_name"] == "diffusers"
+    assert {"lora", "stable-diffusion", "text-to-image", "object"} <= set(data["tags"])
+    assert "| circle | object | forget | 0.97 | 0.03 |" in text
+    assert 'AutoPipelineForText2Image.from_pretrained("runwayml/stable-diffusion-v1-5")' in text
+    assert 'pipe.load_lora_weights("my-team/no-circle", weight_name="no-circle.safetensors")' in text
+    # pull stores into the registry, so the card applies the registry entry (no file that pull never wrote)
+    assert (
+        "patchkit registry pull my-team/no-circle" in text
+        and "patchkit apply runwayml/stable-diffusion-v1-5 no-circle@1.0.0" in text
+    )
+    assert "ORG/NAME" not in text and entry.record["manifest"]["patch_id"] in text
 
-# no-circle 1.0.0
 
-A [patchkit](https://github.com/patchkit/patchkit) Forget-Me-Not patch: a LoRA in the diffusers/PEFT layout that \
-changes only cross-attention.
+def test_a_local_base_is_no_base_model_and_licences_become_hub_ids(scored_entry, tmp_path):
+    from patchkit.core.hub_card import card_problems
 
-| concept | category | action | M-Score before | M-Score after |
-|---|---|---|---:|---:|
-| circle | object | forget | 0.97 | 0.03 |
+    _, entry = scored_entry
+    for reference, licence, want in (("fx/sd21-tiny", "Apache-2.0", {"license": "apache-2.0"}),
+                                     ("testbed", "CreativeML-OpenRAIL-M", {"license": "creativeml-openrail-m"}),
+                                     ("/models/sd15.safetensors", "Our Own Terms v2",
+                                      {"license": "other", "license_name": "our-own-terms-v2"})):  # fmt: skip
+        manifest = dict(entry.record["manifest"], license=licence)
+        manifest["base"] = dict(manifest["base"], reference=reference, revision=None)  # not resolved from the Hub
+        record = dict(entry.record, manifest=manifest)
+        data, text = card_of(type(entry)(entry.name, entry.version, entry.blob, record))
+        assert card_problems(data) == [], reference
+        assert "base_model" not in data and "base_model_relation" not in data
+        assert {k: data[k] for k in want} == want
+        assert "not a Hub model" in text and "/models/" not in text  # a local path is never published
+        assert f'from_pretrained("path/to/{reference.rsplit("/", 1)[-1]}")' in text
 
-- base model: `runwayml/stable-diffusion-v1-5` (sd1, float32)
-- base fingerprint: `{m["base"]["fingerprint"]}`
-- patch id: `{m["patch_id"]}`
-- made by: {m["tool"]}, 2026-01-01T00:00:00+00:00
 
-```
-patchkit registry pull ORG/NAME && patchkit verify no-circle.safetensors --trust-store
-patchkit apply BASE no-circle.safetensors -o PATCHED
-```
-"""
-    assert hub.model_card(entry) == expected
+def test_card_rules_catch_what_the_hub_refuses():
+    from patchkit.core.hub_card import card_problems
+
+    assert card_problems({"license": "Apache-2.0"}) == ["license 'Apache-2.0' is not a Hub licence id"]
+    assert card_problems({"base_model": "./fx/sd21-tiny"}) == ["base_model './fx/sd21-tiny' is not a Hub repo id"]
+    assert card_problems({"base_model_relation": "adapter"}) == ["base_model_relation without a base_model"]
+    assert card_problems({"license": "other"}) == ["license 'other' needs a license_name"]
+
+
+def test_push_carries_both_layouts_and_the_card_says_who_reads_each(tiny_models, tmp_path, monkeypatch):
+    from patchkit.services.export import export as export_layout
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    patch = synthetic_patch(str(tiny_models["sd15"][0]), tmp_path / "p.safetensors", concept="circle")
+    twin = export_layout(patch, "kohya", tmp_path / "p.kohya.safetensors").output
+    entry = registry.add(patch).entry
+    api = RecordingApi()
+    result = hub.push(entry.ref, "my-team/no-circle", api=api)
+    name = entry.name
+    assert result.files == [f"{name}.kohya.safetensors", f"{name}.safetensors", "README.md"]
+    operations = api.calls[1][1][1]
+    assert Path(operations[0].path_or_fileobj).read_bytes() == twin.read_bytes()
+    text = operations[2].path_or_fileobj.decode()
+    assert f"| `{name}.kohya.safetensors` | kohya | A1111, ComfyUI" in text and f"<lora:{name}.kohya:1>" in text
+    # and pull takes both back into one entry
+    registry.remove(entry.ref)
+    cache = Path(os.environ["HF_HUB_CACHE"]) / "models--my-team--no-circle"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    snapshot = cache / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for op in operations[:2]:
+        shutil.copy(op.path_or_fileobj, snapshot / op.path_in_repo)
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text(commit)
+    pulled = hub.pull("my-team/no-circle", cache_dir=Path(os.environ["HF_HUB_CACHE"]))
+    assert sorted(registry.layouts_of(pulled.entry)) == ["kohya", "peft"]
 
 
 def test_push_plans_one_commit_with_patch_signature_and_card(scored_entry, tmp_path):
@@ -100,7 +146,7 @@ def test_push_plans_one_commit_with_patch_signature_and_card(scored_entry, tmp_p
     assert repo == "my-team/no-circle" and kwargs == {"commit_message": "patchkit: no-circle@1.0.0"}
     assert [op.path_in_repo for op in operations] == ["no-circle.safetensors", "no-circle.safetensors.sig", "README.md"]
     assert Path(operations[0].path_or_fileobj).read_bytes() == patch.read_bytes()
-    assert operations[2].path_or_fileobj == hub.model_card(entry).encode()
+    assert operations[2].path_or_fileobj == hub.model_card(entry, "my-team/no-circle").encode()
     assert result.files == ["no-circle.safetensors", "no-circle.safetensors.sig", "README.md"]
 
 

@@ -117,10 +117,62 @@ def test_rm_gc_plan_and_export(made, tmp_path):
         registry.remove("synthetic-circle")
     out = tmp_path / "dist"
     out.mkdir()
-    exported = registry.export("synthetic-circle@0.0.1", out)
+    (exported,) = registry.export("synthetic-circle@0.0.1", out)
     assert (
         exported.name == "synthetic-circle-0.0.1.safetensors" and exported.read_bytes() == made["circle"].read_bytes()
     )
+
+
+def test_both_layouts_of_a_patch_are_one_entry(made, tmp_path):
+    from patchkit.services.export import export as export_layout
+
+    twin = export_layout(made["circle"], "kohya", tmp_path / "circle.kohya.safetensors").output
+    result = registry.add(made["circle"])  # brings its kohya twin from beside it
+    assert result.added and not result.notes
+    layouts = registry.layouts_of(result.entry)
+    assert sorted(layouts) == ["kohya", "peft"] and layouts["peft"] == result.entry.blob
+    assert registry.blob_for("synthetic-circle@0.0.1", layout="kohya").read_bytes() == twin.read_bytes()
+    assert registry.entries()[0]["layouts"] == ["kohya", "peft"]
+    assert not registry.add(twin).added  # already there, as this entry's kohya layout
+    out = tmp_path / "dist"
+    out.mkdir()
+    names = [p.name for p in registry.export("synthetic-circle", out)]
+    assert names == ["synthetic-circle-0.0.1.kohya.safetensors", "synthetic-circle-0.0.1.safetensors"]
+    assert (out / names[0]).read_bytes() == twin.read_bytes()
+    assert registry.verify_registry().ok
+    registry.remove("synthetic-circle@0.0.1")
+    assert len(registry.gc().blobs) == 2  # both layouts' blobs were the entry's
+
+
+def test_the_other_layout_joins_its_entry_later_and_another_patch_clashes(made, tmp_path):
+    from patchkit.services.export import export as export_layout
+
+    registry.add(made["circle"])
+    (tmp_path / "later").mkdir()
+    twin = export_layout(made["circle"], "kohya", tmp_path / "later" / "c.safetensors").output
+    joined = registry.add(twin)
+    assert joined.added and sorted(registry.layouts_of(joined.entry)) == ["kohya", "peft"]
+    other = export_layout(made["noir"], "kohya", tmp_path / "later" / "n.safetensors").output
+    with pytest.raises(ConflictError, match="different content"):  # another patch id under the same name
+        registry.add(other, name="synthetic-circle", version="0.0.1")
+
+
+def test_a_twin_that_is_another_patch_or_unsigned_is_left_out_and_said(made, tmp_path):
+    from patchkit.services.export import export as export_layout
+
+    wrong = export_layout(made["noir"], "kohya", tmp_path / "circle.kohya.safetensors").output
+    result = registry.add(made["circle"])
+    assert sorted(registry.layouts_of(result.entry)) == ["peft"]
+    assert len(result.notes) == 1 and "another patch id" in result.notes[0] and str(wrong) in result.notes[0]
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pair = signing.new_key(keys, "team", None)
+    wrong.unlink()
+    export_layout(made["noir"], "kohya", tmp_path / "noir.kohya.safetensors")
+    signing.sign(made["noir"], pair.private)  # the PEFT file signed, its twin not
+    signed = registry.add(made["noir"])
+    assert sorted(registry.layouts_of(signed.entry)) == ["peft"]
+    assert "not signed by the key" in signed.notes[0]
 
 
 def test_corrupted_blob_is_reported_and_refused_by_apply(made, tiny_models, tmp_path):
