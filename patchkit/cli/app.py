@@ -117,6 +117,7 @@ def _register() -> None:
         demo,
         export,
         forget,
+        import_cmd,
         merge,
         models,
         registry,
@@ -136,6 +137,7 @@ def _register() -> None:
     apply.register(app)
     merge.register(app)
     export.register(app)
+    import_cmd.register(app)
     stack.register(app)
     registry.register(app)
     app.add_typer(testbed.app, name="testbed")

@@ -22,8 +22,9 @@ def export(
     """Convert a patch between the PEFT layout (diffusers) and the kohya layout (A1111, ComfyUI).
 
     kohya files get `lora_unet_*` keys with lora_down/lora_up and an `.alpha` per module; the
-    manifest comes along with a new patch id and `format.keys` set, so `apply`, `merge`,
-    `show` and `verify` keep working on either. The delta is unchanged (a test).
+    manifest comes along with `format.keys` set and the same patch id (it does not depend on
+    the layout), so `apply`, `merge`, `show`, `verify` and the registry treat both as one
+    patch. The delta is unchanged (a test).
 
     Example: patchkit export no-circle.safetensors --format kohya -o no-circle-kohya.safetensors
     """

@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from patchkit.cli.console import Output
-from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg, OverwriteOpt
+from patchkit.cli.options import (
+    AllowPickleOpt,
+    AuthorOpt,
+    ConfigOpt,
+    JsonOpt,
+    KohyaOpt,
+    LicenseOpt,
+    ModelArg,
+    NameOpt,
+    OverwriteOpt,
+    VersionOpt,
+)
 from patchkit.errors import UsageError
 from patchkit.services.forget_request import (
     METHODS,
@@ -22,15 +33,6 @@ from patchkit.services.forget_request import (
     correction_settings,
     settings_for,
 )
-
-KohyaOpt = Annotated[
-    bool,
-    typer.Option(
-        "--kohya/--no-kohya",
-        help="Also write OUT.kohya.safetensors, the same deltas in the layout A1111 and ComfyUI load (its own "
-        "patch id: the id hashes tensor names). OUT itself is the diffusers/PEFT layout.",
-    ),
-]
 
 if TYPE_CHECKING:
     from patchkit.services.forget import ForgetResult
@@ -87,10 +89,6 @@ BenchOpt = Annotated[
     Path | None,
     typer.Option("--bench", help="ConceptBench JSON for --score (default: the model's own; the testbed has one)."),
 ]
-NameOpt = Annotated[str | None, typer.Option("--name", help="Patch name in the manifest (default from concepts).")]
-VersionOpt = Annotated[str, typer.Option("--version", help="Patch version in the manifest.")]
-AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author recorded in the manifest.")]
-LicenseOpt = Annotated[str | None, typer.Option("--license", help="License recorded in the manifest (SPDX id).")]
 MethodOpt = Annotated[
     str,
     typer.Option(

@@ -70,8 +70,8 @@ def parse_manifest(text: str | None, source: str, *, patch_id: str | None = None
     if text is None:
         raise ManifestError(
             f"{source} has no patchkit manifest (header key {MANIFEST_KEY!r})",
-            hint="patchkit works on patches it trained (forget, correct, merge), which carry what they remove; "
-            "a LoRA from elsewhere has no such record",
+            hint="patchkit works on patches that say what they remove; wrap a LoRA from elsewhere with "
+            "patchkit import LORA --base MODEL -c CONCEPT --category K -o PATCH",
         )
     data = parse_json(text, f"{source}: manifest", hint="the file was altered", error=ManifestError)
     old = data.get("schema_version")
