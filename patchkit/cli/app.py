@@ -45,6 +45,8 @@ class PatchkitGroup(TyperGroup):
             if debug:
                 raise
             self._refuse(ctx, error, as_json)
+        except BrokenPipeError:  # `patchkit ... | head`: the reader has all it wanted. Not a refusal:
+            raise  # click's main silences a closed pipe and exits 1, as cat and grep say nothing
         except OSError as error:  # disk full, read-only, EIO, names too long: a refusal, not a crash
             if debug:
                 raise

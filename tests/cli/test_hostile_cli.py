@@ -139,3 +139,13 @@ def test_the_retired_force_flag_names_its_two_successors(command):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     hint = run.stderr.strip().splitlines()[-1]
     assert hint.startswith("hint: ") and "--overwrite" in hint and "--ignore-base" in hint
+
+
+def test_a_reader_that_closed_the_pipe_gets_silence_not_an_error():
+    """`patchkit ... | head`: the reader went away mid-output; like cat, say nothing (no error: line)."""
+    import shlex
+
+    for lines in (3, 50):  # gone at once, or gone while the help is still being written
+        command = f"{shlex.quote(sys.executable)} -m patchkit import --help | head -{lines} > /dev/null"
+        run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+        assert "error:" not in run.stderr and "Traceback" not in run.stderr, run.stderr
