@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as ProgressBar
 
 from patchkit.core.jsonable import to_jsonable
@@ -55,16 +63,8 @@ class Output:
         if self.quiet or not self.err.is_terminal:
             yield lambda *_args: None
             return
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
         tasks: dict[str, Any] = {}
-        with ProgressBar(*columns, console=self.err, transient=True) as bar:
+        with ProgressBar(*progress_columns(), console=self.err, transient=True, expand=True) as bar:
 
             def update(stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
                 if stage not in tasks:
@@ -73,3 +73,16 @@ class Output:
                 bar.update(tasks[stage], completed=done, total=total, metrics=shown)
 
             yield update
+
+
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    """Stage, bar, steps, elapsed, ETA, then the metrics: on a narrow terminal the metrics are
+    cut (they come last and may shrink to nothing), never the bar, the step count or the ETA."""
+    return (
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(table_column=Column(no_wrap=True)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
+        TimeRemainingColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+    )

@@ -54,3 +54,20 @@ def test_conflict_table_at_a_fixed_width():
         "│ opposing-deltas │ warning  │ x               │\n"
         "└─────────────────┴──────────┴─────────────────┘\n"
     )
+
+
+def test_a_narrow_terminal_keeps_the_bar_the_steps_and_the_eta():
+    from rich.progress import Progress
+
+    from patchkit.cli.console import progress_columns
+
+    metrics = "  ".join(f"loss_{i} 0.{i}234" for i in range(12))  # far wider than the terminal
+    for width in (80, 60):
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=width, color_system=None, force_terminal=True, legacy_windows=False)
+        bar = Progress(*progress_columns(), console=console, auto_refresh=False, expand=True)
+        bar.add_task("forgetting", total=60, completed=7, metrics=metrics)
+        console.print(bar.make_tasks_table(bar.tasks))
+        line = buffer.getvalue().splitlines()[0]
+        assert len(line) <= width and "forgetting" in line and "7/60" in line and "━" in line, line
+        assert line.count(":") >= 2 or "-:--:--" in line  # elapsed and remaining both shown
