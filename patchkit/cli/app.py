@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from patchkit import __version__
 from patchkit.cli.console import Output
+from patchkit.cli.conventions import apply_conventions
 from patchkit.cli.help_text import reflow_tree
 from patchkit.cli.text import one_line
 from patchkit.errors import PatchkitError, UsageError, from_os_error
@@ -33,6 +34,7 @@ class PatchkitGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         reflow_tree(self)  # typer builds this group (and every command under it) before it parses a word
+        apply_conventions(self)
 
     def invoke(self, ctx: Context) -> Any:
         debug = os.environ.get("PATCHKIT_DEBUG") == "1"

@@ -139,3 +139,19 @@ def test_quiet_fixture_prints_nothing_on_stderr(tmp_path):
     run = run_cli("-q", "testbed", "fixture", "sd15", "--tiny", "-o", str(tmp_path / "fx"))
     assert run.returncode == 0, run.stderr
     assert run.stderr == "" and (tmp_path / "fx" / "model_index.json").is_file()
+
+
+def test_quiet_works_after_the_command_too_and_flags_show_no_placeholder(tiny_models, tmp_path):
+    from patchkit.services.fixtures import synthetic_patch
+
+    patch = synthetic_patch(str(tiny_models["sd15"][0]), tmp_path / "p.safetensors", concept="circle")
+    env = {"PATCHKIT_REGISTRY": str(tmp_path / "registry")}
+    loud = run_cli("registry", "add", str(patch), env=env)
+    assert loud.returncode == 0 and "already present" not in loud.stderr and "added" in loud.stderr
+    for args in (["-q", "registry", "add", str(patch)], ["registry", "add", str(patch), "-q"]):
+        quiet = run_cli(*args, env=env)
+        assert quiet.returncode == 0 and quiet.stderr == "", (args, quiet.stderr)
+    for name, command in _commands(typer.main.get_group(app)):
+        assert any("--quiet" in p.opts for p in command.params), f"`patchkit {name}` takes no -q"
+        text = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "100"}).output
+        assert "<bool>" not in text, f"`patchkit {name} --help` shows a placeholder on a flag"
