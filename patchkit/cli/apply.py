@@ -114,7 +114,7 @@ def apply(
             table.add_column(column)
         for p in result.patches:
             table.add_row(f"{p.name}@{p.version}", p.patch_id[:19] + "…", f"{p.scale:g}")
-        output.err.print(table)
+        output.table(table)
         output.say(
             f"wrote {result.output} in {result.seconds:.2f} s: {result.touched} tensors changed, "
             f"{result.bytes_written:,} bytes written, {result.linked_files} files linked\n"

@@ -148,10 +148,10 @@ def render_report(output: Output, report: AttackReport) -> None:
                 escape(shown),
                 f"{o.seconds:.1f}",
             )
-        output.err.print(table)
+        output.table(table)
         worst = result.worst
         if worst is not None and worst.score is not None:
-            output.err.print(f"worst-case ASR for {escape(result.concept)}: {worst.score.score:.2f} ({worst.attack})")
+            output.table(f"worst-case ASR for {escape(result.concept)}: {worst.score.score:.2f} ({worst.attack})")
     if not report.budget.is_standard():
         output.err.print("[yellow]note:[/] a non-standard budget: not comparable with attack/1 figures")
 

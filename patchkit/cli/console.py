@@ -1,4 +1,4 @@
-"""Consoles and progress: tables and bars go to stderr, data to stdout."""
+"""Consoles and progress: results (tables, JSON) on stdout; bars, notes and errors on stderr."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from patchkit.core.progress import Progress
 
 @dataclass
 class Output:
-    """What every command renders to: tables and messages on `err`, data on `out`.
+    """What every command renders to: results (tables, JSON) on `out`, progress and messages on `err`.
 
     Tests render through consoles of fixed width (tests/cli/test_console.py)."""
 
@@ -49,6 +49,11 @@ class Output:
             human()
         else:
             self.say(human)
+
+    def table(self, renderable: Any) -> None:
+        """A command's human result (a table, a verdict) on stdout, as gh and hf print theirs, so that
+        `patchkit registry list | grep circle` works; progress, notes and errors stay on stderr."""
+        self.out.print(renderable)
 
     def say(self, message: str) -> None:
         if not self.quiet:

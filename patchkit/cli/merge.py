@@ -114,14 +114,14 @@ def merge(
             for module, relative in worst:
                 table.add_row(module, f"{relative:.2%}")
             table.add_row("[bold]overall", f"[bold]{result.overall_error:.2%}")
-            output.err.print(table)
+            output.table(table)
         if result.drifts:
             table = Table(title="drift of each patch's edit of its own target (0 = untouched by the others)")
             for column in ("patch", "stacked", "fused"):
                 table.add_column(column, justify="left" if column == "patch" else "right")
             for d in result.drifts:
                 table.add_row(one_line(d.patch), f"{d.stacked:.1%}", f"{d.fused:.1%}")
-            output.err.print(table)
+            output.table(table)
         inherited = "; M-Scores copied from the parents: run patchkit score on it" if result.manifest.get(
             "scores_inherited") else ""  # fmt: skip
         output.say(

@@ -42,7 +42,7 @@ def info(
         table = Table(show_header=False, box=None)
         for key, value in summary.items():
             table.add_row(f"[bold]{key}", str(value))
-        output.err.print(table)
+        output.table(table)
         output.out.print(summary["fingerprint"], highlight=False)
 
     output.result(summary, human, json=json)

@@ -52,7 +52,7 @@ def _table(output: Output, rows: list[dict[str, Any]], title: str) -> None:
         base = f"{s['family']} {s['base_fingerprint'][:12]}…"
         layouts = ", ".join(s.get("layouts", []))
         table.add_row(f"{s['name']}@{s['version']}", _concepts(s), categories, base, layouts, signer)
-    output.err.print(table)
+    output.table(table)
 
 
 @app.command("add")

@@ -124,10 +124,10 @@ def render_report(output: Output, report: ScoreReport) -> None:
             if probe is not None:
                 cells.append(f"{probe.score:.3f}")
         table.add_row(*cells)
-    output.err.print(table)
+    output.table(table)
     if report.collateral:
         shown_collateral = ", ".join(f"{k} {v:+.3f}" for k, v in report.collateral.items())
-        output.err.print(f"mean change of other concepts per category: {shown_collateral}")
+        output.table(f"mean change of other concepts per category: {shown_collateral}")
 
 
 def register(app: typer.Typer) -> None:

@@ -50,7 +50,7 @@ def render_manifest(output: Output, manifest: dict[str, Any], *, title: str) -> 
         rows.append(("scores", "copied from the parents: run `patchkit score` on this patch"))
     for field, value in rows:
         about.add_row(field, str(value))
-    output.err.print(about)
+    output.table(about)
     concepts = Table(title="concepts")
     for column in ("concept", "category", "action", "M-Score (prompt)", "bench"):
         concepts.add_column(column)
@@ -58,7 +58,7 @@ def render_manifest(output: Output, manifest: dict[str, Any], *, title: str) -> 
         action = c["action"] + (f" → {c['target']}" if c.get("target") else "")
         bench = c["mscore"]["bench"] if c.get("mscore") else ""
         concepts.add_row(c["name"], c["category"], action, _score(c), bench)
-    output.err.print(concepts)
+    output.table(concepts)
 
 
 def show(

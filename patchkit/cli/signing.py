@@ -158,7 +158,7 @@ def trust_list(ctx: typer.Context, store: TrustStoreDirOpt = None, json: JsonOpt
     table.add_column("key id")
     for k in keys:
         table.add_row(k.name, k.fingerprint)
-    output.result(keys, lambda: output.err.print(table), json=json)
+    output.result(keys, lambda: output.table(table), json=json)
 
 
 @trust_app.command("remove")

@@ -32,11 +32,13 @@ def new(
     config: ConfigOpt = None,
     description: Annotated[str | None, typer.Option(help="What this release stack is for.")] = None,
     overwrite: OverwriteOpt = False,
+    json: JsonOpt = False,
 ) -> None:
     """Start a stack pinned to BASE's fingerprint. Example: patchkit stack new testbed -o release.stack.json"""
     output: Output = ctx.obj
     stack = stack_service.new_stack(base, output_path, config=config, force=overwrite, description=description)
-    output.say(f"wrote {stack.path}, pinned to base {stack.data['base']['fingerprint']}")
+    message = f"wrote {one_line(str(stack.path))}, pinned to base {stack.data['base']['fingerprint']}"
+    output.result({"stack": stack.path, **stack.data}, message, json=json)
 
 
 @app.command("add")
@@ -47,6 +49,7 @@ def add(
     scale: Annotated[float, typer.Option(help="Scale of this patch's delta.")] = 1.0,
     base: Annotated[str | None, typer.Option(help="Where the base is, if not where the stack says.")] = None,
     config: ConfigOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Append a patch, after checking its base and its concepts against the stack's.
 
@@ -70,10 +73,9 @@ def add(
     except ConflictError as error:
         render_conflicts(output, error.conflicts)
         raise
-    output.say(
-        f"{stack}: {len(updated.data['patches'])} patches; apply will give "
-        f"{updated.data['expected_output_fingerprint']}"
-    )
+    message = (f"{one_line(str(stack))}: {len(updated.data['patches'])} patches; apply will give "
+               f"{updated.data['expected_output_fingerprint']}")  # fmt: skip
+    output.result({"stack": stack, **updated.data}, message, json=json)
 
 
 @app.command("show")
@@ -89,7 +91,7 @@ def show(ctx: typer.Context, stack: StackArg, json: JsonOpt = False) -> None:
         for i, p in enumerate(data["patches"], 1):
             row = (str(i), f"{p['name']}@{p['version']}", p["patch_id"][:19] + "…", f"{p['scale']:g}", p["source"])
             table.add_row(*row)
-        output.err.print(table)
+        output.table(table)
         output.out.print(f"expected output fingerprint: {data['expected_output_fingerprint']}", highlight=False)
 
     output.result(data, human, json=json)
@@ -121,7 +123,7 @@ def verify(
             table.add_column(column, overflow="fold")
         for c in result.checks:  # names and details come from the stack and patch files: text, never markup
             table.add_row(one_line(c.subject), "[green]ok[/]" if c.ok else "[red]failed[/]", one_line(str(c.detail)))
-        output.err.print(table)
+        output.table(table)
         for message in result.warnings:
             output.err.print(f"[yellow]warning:[/] {one_line(message)}")
 

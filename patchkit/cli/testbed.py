@@ -73,15 +73,15 @@ def check(
         judges.add_column("accuracy", justify="right")
         for category, accuracy in result.judge_accuracy.items():
             judges.add_row(category, _mark(accuracy, testbed.JUDGE_BAR))
-        output.err.print(judges)
+        output.table(judges)
         sampler = result.sampler
         rates = Table(title=f"generation ({n} images per concept, {sampler.steps} steps, guidance {sampler.guidance})")
         for column in ("concept", "category", "judged as concept"):
             rates.add_column(column)
         for rate in result.generation:
             rates.add_row(rate.concept, rate.category, _mark(rate.rate, testbed.GENERATION_BAR))
-        output.err.print(rates)
-        output.err.print(
+        output.table(rates)
+        output.table(
             "[bold green]all bars met[/]" if result.passed else f"[bold red]missed:[/] {'; '.join(result.failures())}"
         )
 

@@ -155,3 +155,20 @@ def test_quiet_works_after_the_command_too_and_flags_show_no_placeholder(tiny_mo
         assert any("--quiet" in p.opts for p in command.params), f"`patchkit {name}` takes no -q"
         text = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "100"}).output
         assert "<bool>" not in text, f"`patchkit {name} --help` shows a placeholder on a flag"
+
+
+def test_stack_new_and_add_print_json_for_scripts(tiny_models, tmp_path):
+    from patchkit.services.fixtures import synthetic_patch
+
+    folder = str(tiny_models["sd15"][0])
+    patch = synthetic_patch(folder, tmp_path / "p.safetensors", concept="circle")
+    stack = tmp_path / "release.stack.json"
+    new = run_cli("stack", "new", folder, "-o", str(stack), "--json")
+    assert new.returncode == 0, new.stderr
+    made = json.loads(new.stdout)
+    assert made["stack"] == str(stack) and made["patches"] == [] and made["expected_output_fingerprint"] is None
+    added = run_cli("stack", "add", str(stack), str(patch), "--json")
+    assert added.returncode == 0, added.stderr
+    data = json.loads(added.stdout)
+    assert [p["name"] for p in data["patches"]] == ["synthetic-circle"] and data["expected_output_fingerprint"]
+    assert data == {"stack": str(stack), **json.loads(stack.read_text())}  # what was printed is what was written

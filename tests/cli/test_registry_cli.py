@@ -21,7 +21,8 @@ def test_add_list_show_verify_rm_gc(tiny_models, tmp_path):
     assert [e["name"] for e in listed] == ["synthetic-circle"]
     assert json.loads(runner.invoke(app, ["registry", "list", "--concept", "noir", "--json"]).stdout) == []
     table = runner.invoke(app, ["registry", "list"], env={"COLUMNS": "160"})
-    assert "synthetic-circle@0.0.1" in table.output and "unsigned" in table.output
+    # on stdout, as gh and hf print tables, so `patchkit registry list | grep circle` finds it
+    assert "synthetic-circle@0.0.1" in table.stdout and "unsigned" in table.stdout
     shown = json.loads(runner.invoke(app, ["registry", "show", "synthetic-circle", "--json"]).stdout)
     assert shown["manifest"]["concepts"][0]["name"] == "circle"
     assert json.loads(runner.invoke(app, ["registry", "verify", "--json"]).stdout)["ok"] is True
