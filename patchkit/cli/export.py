@@ -9,12 +9,23 @@ import typer
 
 from patchkit.cli.console import Output
 from patchkit.cli.options import JsonOpt, OverwriteOpt
+from patchkit.cli.text import one_line
+from patchkit.core.layouts import LAYOUTS, READERS
+
+
+def _layouts() -> list[str]:
+    return list(LAYOUTS)
 
 
 def export(
     ctx: typer.Context,
     patch: Annotated[Path, typer.Argument(help="A patch made by patchkit.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="kohya (A1111, ComfyUI) or peft (diffusers load_lora_weights).")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="kohya (A1111, ComfyUI) or peft (diffusers load_lora_weights).", autocompletion=_layouts
+        ),
+    ],
     output_path: Annotated[Path, typer.Option("--output", "-o", help="File to write (.safetensors).")],
     overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
@@ -32,7 +43,8 @@ def export(
 
     output: Output = ctx.obj
     result = export_service(patch, fmt, output_path, force=overwrite)
-    message = f"wrote {result.output}: {result.tensors} tensors in the {result.format} layout, {result.bytes:,} bytes"
+    message = (f"wrote {one_line(str(result.output))}: {result.tensors} tensors in the {result.format} layout, "
+               f"{result.bytes:,} bytes; read by {READERS[result.format]}")  # fmt: skip
     output.result(result, message, json=json)
 
 

@@ -95,10 +95,17 @@ def _mark(value: float, bar: float) -> str:
     return f"[{colour}]{value:.3f}[/]"
 
 
+def _architectures() -> list[str]:
+    """The architectures whose published configs patchkit ships (what `fixture` can build)."""
+    from patchkit.models.refs import ARCHITECTURES
+
+    return sorted(p.name for p in ARCHITECTURES.iterdir() if (p / "model_index.json").is_file())
+
+
 @app.command()
 def fixture(
     ctx: typer.Context,
-    architecture: Annotated[str, typer.Argument(help="sd15, sd21 or sdxl.")],
+    architecture: Annotated[str, typer.Argument(help="sd15, sd21 or sdxl.", autocompletion=_architectures)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Diffusers folder to create.")],
     single_file: Annotated[Path | None, typer.Option(help="Also write this single-file checkpoint.")] = None,
     tiny: Annotated[bool, typer.Option(help="Same blocks and conditioning at test-sized widths.")] = False,

@@ -35,6 +35,17 @@ def test_full_size_family_and_fingerprint(name, tmp_path):
     assert infer_diffusers_model_type(checkpoint) == EXPECTED_TYPE[name]
     unet = sum(t.numel() for t in pipeline.component_tensors(refs.resolve(str(folder)))["unet"].values())
     assert unet == EXPECTED_PARAMETERS[name][0]
+    if name == "sd15":  # a single file without --config: read, patched and reverted by the bundled SD 1.5 config
+        from patchkit.services.apply import apply, revert
+        from patchkit.services.fixtures import synthetic_patch
+        from patchkit.services.sources import PatchSource
+
+        patch = synthetic_patch(str(single), tmp_path / "p.safetensors", concept="circle")
+        keep = tmp_path / "private" / "sd15-safe.revert.safetensors"
+        keep.parent.mkdir()
+        patched = apply(str(single), [PatchSource(patch)], tmp_path / "safe.safetensors", revert_data=keep)
+        back = revert(str(patched.output), tmp_path / "again.safetensors", revert_data=keep)
+        assert back.base_fingerprint == as_file.fingerprint
 
 
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])

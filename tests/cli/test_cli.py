@@ -172,3 +172,15 @@ def test_stack_new_and_add_print_json_for_scripts(tiny_models, tmp_path):
     data = json.loads(added.stdout)
     assert [p["name"] for p in data["patches"]] == ["synthetic-circle"] and data["expected_output_fingerprint"]
     assert data == {"stack": str(stack), **json.loads(stack.read_text())}  # what was printed is what was written
+
+
+@pytest.mark.parametrize(
+    ("words", "cword", "expected"),
+    [("patchkit export p.safetensors --format ", "4", {"kohya", "peft"}),
+     ("patchkit testbed fixture ", "3", {"sd15", "sd21", "sdxl"})],
+)  # fmt: skip
+def test_shell_completion_offers_the_values_an_option_takes(words, cword, expected):
+    env = {"_PATCHKIT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword}
+    script = Path(sys.executable).with_name("patchkit")  # the installed command: completion keys on its name
+    run = subprocess.run([str(script)], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert set(run.stdout.split()) == expected, (run.stdout, run.stderr)

@@ -112,3 +112,15 @@ def test_a_base_is_named_by_its_hub_id_only_when_it_came_from_the_hub():
     assert name("fx/sd21-tiny", None) == "sd21-tiny"  # a local folder that looks like org/name
     assert name("runwayml/stable-diffusion-v1-5", "a" * 40) == "runwayml/stable-diffusion-v1-5"
     assert name("/home/me/models/sd15.safetensors", None) == "sd15.safetensors"
+
+
+def test_every_family_and_prediction_gets_modelspec_and_sd_scripts_labels():
+    """ModelSpec 1.0.1 architecture ids and sd-scripts' ss_base_model_version, per base kind;
+    the SD 2 epsilon (512) base is the one the full-size tests do not build."""
+    from patchkit.core.patch_metadata import family_labels
+
+    assert family_labels("sd1", "epsilon") == ("stable-diffusion-v1/lora", "sd_v1")
+    assert family_labels("sd2", "epsilon") == ("stable-diffusion-v2-512/lora", "sd_v2")
+    assert family_labels("sd2", "v_prediction") == ("stable-diffusion-v2-768-v/lora", "sd_v2_v")
+    assert family_labels("sdxl", "epsilon") == ("stable-diffusion-xl-v1-base/lora", "sdxl_base_v1-0")
+    assert family_labels("sdxl", "v_prediction")[0] == "stable-diffusion-xl-v1-base/lora"  # no v id: the family
