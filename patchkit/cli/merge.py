@@ -10,7 +10,7 @@ from rich.table import Table
 
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
-from patchkit.cli.options import ConfigOpt, JsonOpt, OverwriteOpt
+from patchkit.cli.options import ConfigOpt, JsonOpt, KohyaOpt, OverwriteOpt
 from patchkit.cli.text import one_line
 from patchkit.errors import ConflictError, UsageError
 
@@ -63,6 +63,7 @@ def merge(
         str | None, typer.Option("--base", help="fuse: the base model the patches were made for.", show_default=False)
     ] = None,
     config: ConfigOpt = None,
+    kohya: KohyaOpt = True,
     overwrite: OverwriteOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -97,7 +98,7 @@ def merge(
         with output.progress() as progress:
             result = merge_service.merge(
                 paths, output_path, method=method, rank=rank, weights=_weights(weights), strict=strict, name=name,
-                version=version, force=overwrite, base=base, config=config, progress=progress,
+                version=version, force=overwrite, base=base, config=config, progress=progress, kohya=kohya,
             )  # fmt: skip
     except ConflictError as error:
         render_conflicts(output, error.conflicts)
@@ -128,6 +129,8 @@ def merge(
             f"wrote {result.output}: {len(result.manifest['parents'])} parents, rank {result.rank}, "
             f"{result.bytes:,} bytes in {result.seconds:.2f} s{inherited}"
         )
+        if result.kohya is not None:
+            output.say(f"wrote {one_line(str(result.kohya))}: the same patch in the kohya layout (A1111, ComfyUI)")
 
     output.result(result, human, json=json)
 

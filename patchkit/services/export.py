@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from patchkit.core.layouts import kohya_sibling
 from patchkit.core.patch_id import patch_id_of
 from patchkit.errors import UsageError
 from patchkit.io.atomic import check_output_path
@@ -45,3 +47,18 @@ def export(patch: Path, fmt: str, output: Path, *, force: bool = False) -> Expor
     write_patch(output, tensors, new_manifest, family=manifest["base"]["family"], rank=rank, resolution=resolution,
                 base_name=manifest["base"]["reference"])  # fmt: skip
     return ExportResult(output, fmt, len(tensors), new_manifest["patch_id"], output.stat().st_size)
+
+
+def write_kohya_twin(patch: Path, *, with_it: Sequence[Path | None] = ()) -> Path:
+    """The same patch in the kohya layout beside it, where `registry add` looks for it
+    (core/layouts.py). The caller has refused an existing twin already. If the twin cannot be
+    written, neither it nor `patch` (nor the files `with_it`, written with the patch) is kept."""
+    target = kohya_sibling(patch)
+    try:
+        export(patch, "kohya", target, force=True)
+    except BaseException:
+        for written in (patch, *with_it):
+            if written is not None:
+                written.unlink(missing_ok=True)
+        raise
+    return target

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 
 from patchkit.core.progress import Progress
-from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_path, kohya_path, plan_forget
+from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_path, plan_forget
 from patchkit.services.forget_record import ForgetResult
 from patchkit.services.forget_request import ForgetRequest
 
@@ -41,14 +41,6 @@ def forget(
 
 def _with_kohya(result: ForgetResult) -> ForgetResult:
     """The same deltas in the kohya layout beside the patch; if that cannot be written, neither is kept."""
-    from patchkit.services.export import export
+    from patchkit.services.export import write_kohya_twin
 
-    target = kohya_path(result.output)
-    try:
-        export(result.output, "kohya", target, force=True)  # plan_forget already refused an existing one
-    except BaseException:
-        for written in (result.output, result.embeddings):
-            if written is not None:
-                written.unlink(missing_ok=True)
-        raise
-    return dataclasses.replace(result, kohya=target)
+    return dataclasses.replace(result, kohya=write_kohya_twin(result.output, with_it=[result.embeddings]))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from patchkit.core.layouts import kohya_sibling
 from patchkit.core.prompt_text import first_control_character
 from patchkit.core.robust_prompts import composition_templates
 from patchkit.core.world import World
@@ -145,8 +146,8 @@ def _check_extensions(concepts: Sequence[Concept], settings: ForgetSettings) -> 
 
 
 def kohya_path(output: Path) -> Path:
-    """Where --kohya writes the A1111/ComfyUI layout of the same patch: beside it."""
-    return output.with_name(f"{output.stem}.kohya.safetensors")
+    """Where --kohya writes the A1111/ComfyUI layout of the same patch: beside it, where `registry add` looks."""
+    return kohya_sibling(output)
 
 
 def embeddings_path(output: Path) -> Path:

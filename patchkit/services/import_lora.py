@@ -42,6 +42,7 @@ from patchkit.io.safetensors_io import PICKLE_SUFFIXES, read_header, refuse_pick
 from patchkit.io.tensor_spans import SpanReader
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
+from patchkit.services.export import write_kohya_twin
 from patchkit.services.patches import base_record, created_at, write_patch
 
 KINDS = ("peft", "kohya", "weights")
@@ -130,7 +131,7 @@ def import_lora(request: ImportRequest, say: Callable[[str], None] | None = None
     )
     write_patch(request.output, factors, manifest, family=info.family, rank=max(ranks), resolution=info.resolution,
                 base_name=request.model.reference)  # fmt: skip
-    twin = _write_kohya(request) if request.kohya else None
+    twin = write_kohya_twin(request.output) if request.kohya else None
     return ImportResult(
         request.output, kind, sum(1 for k in factors if k.endswith(".lora_A.weight")), max(ranks),
         manifest["patch_id"], fit.error if fit else None, fit.worst if fit else None,
@@ -318,15 +319,3 @@ def _concept(name: str, category: str) -> ConceptRecord:
 def _default_name(request: ImportRequest) -> str:
     slug = re.sub(r"[^a-z0-9._-]+", "-", "-".join(["import", *request.concepts[:3]]).lower()).strip("-")
     return slug[:100] or "import"
-
-
-def _write_kohya(request: ImportRequest) -> Path:
-    from patchkit.services.export import export
-
-    target = kohya_sibling(request.output)
-    try:
-        export(request.output, "kohya", target, force=True)
-    except BaseException:
-        request.output.unlink(missing_ok=True)
-        raise
-    return target

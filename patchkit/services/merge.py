@@ -11,6 +11,7 @@ from typing import Any
 
 from patchkit.core import merge as merge_maths
 from patchkit.core.fusion import LoraFactors, PatchFormatError, lora_factors
+from patchkit.core.layouts import kohya_sibling
 from patchkit.core.manifest import ConceptRecord, new_manifest
 from patchkit.core.patch_id import check_unique, patch_id_of
 from patchkit.core.progress import Progress
@@ -18,6 +19,7 @@ from patchkit.core.scales import checked_scale
 from patchkit.errors import Conflict, ConflictError, CorruptFileError, UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_intact_patch
+from patchkit.services.export import write_kohya_twin
 from patchkit.services.patches import created_at, peft_tensors, write_patch
 
 METHODS = ("concat", "svd", "fuse")
@@ -35,12 +37,14 @@ class MergeResult:
     seconds: float
     bytes: int
     drifts: list[Any] = field(default_factory=list)  # fuse: each parent's drift, stacked and fused
+    kohya: Path | None = None  # the same patch in the kohya layout, beside it
 
     def to_json(self) -> dict[str, Any]:
         return {"output": str(self.output), "patch_id": self.manifest["patch_id"], "method": self.method,
                 "rank": self.rank, "overall_error": self.overall_error, "module_errors": self.module_errors,
                 "warnings": [c.message for c in self.warnings], "bytes": self.bytes,
-                "drifts": [d.to_json() for d in self.drifts]}  # fmt: skip
+                "drifts": [d.to_json() for d in self.drifts],
+                "kohya": str(self.kohya) if self.kohya else None}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ def merge(
     paths: Sequence[Path], output: Path, *, method: str = "concat", rank: int | None = None,
     weights: Sequence[float] | None = None, strict: bool = False, name: str | None = None, version: str = "1.0.0",
     force: bool = False, base: str | None = None, config: Path | None = None, progress: Progress | None = None,
+    kohya: bool = False,
 ) -> MergeResult:  # fmt: skip
     started = time.perf_counter()
     if len(paths) < 2:
@@ -126,6 +131,8 @@ def merge(
     if len(weights) != len(paths):
         raise UsageError(f"{len(weights)} weights for {len(paths)} patches", hint="give one weight per patch")
     check_output_path(output, force=force)
+    if kohya:
+        check_output_path(kohya_sibling(output), force=force)
     parents = []
     for i, path in enumerate(paths):
         parents.append(_read(path))
@@ -167,6 +174,7 @@ def merge(
     )  # fmt: skip
     write_patch(output, tensors, manifest, family=first["base"]["family"], rank=out_rank,
                 resolution=_resolution(parents[0].patch), base_name=first["base"]["reference"])  # fmt: skip
+    twin = write_kohya_twin(output) if kohya else None
     errors = {f"{m.component}.{m.module}": m.relative_error for m in modules}
     return MergeResult(output, manifest, method, out_rank, errors, merge_maths.overall_error(modules), warnings,
-                       time.perf_counter() - started, output.stat().st_size, drifts)  # fmt: skip
+                       time.perf_counter() - started, output.stat().st_size, drifts, twin)  # fmt: skip

@@ -121,6 +121,20 @@ def test_merge_concat_is_exact_and_records_parents(patches, tmp_path):
     assert manifest["method"]["settings"]["method"] == "concat" and manifest["format"]["rank"] == 8
 
 
+def test_merge_writes_the_kohya_twin_and_refuses_a_patch_beside_its_own_twin(patches, tmp_path):
+    from patchkit.services.export import export
+
+    _, (circle, noir) = patches
+    result = merge([circle, noir], tmp_path / "m.safetensors", kohya=True)
+    assert result.kohya == tmp_path / "m.kohya.safetensors"
+    assert read_patch(result.kohya).patch_id == read_patch(result.output).patch_id
+    assert read_patch(result.kohya).manifest["format"]["keys"] == "kohya"
+    twin = export(circle, "kohya", tmp_path / "circle.kohya.safetensors").output
+    with pytest.raises(UsageError, match="given twice"):  # one patch in two layouts is still one patch
+        merge([circle, twin], tmp_path / "twice.safetensors")
+    assert not (tmp_path / "twice.safetensors").exists()
+
+
 def test_merge_svd_reports_error_and_scores_are_marked_inherited(patches, tmp_path):
     _, (circle, noir) = patches
     for path in (circle, noir):  # give the parents M-Scores, as forget --score would
