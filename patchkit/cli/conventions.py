@@ -3,7 +3,7 @@
 - `-q/--quiet` after the subcommand as well as before it (`patchkit forget ... -q`), as gh
   and hf take their global flags anywhere;
 - flags show no value placeholder in --help (typer 0.29 prints `<bool>` for a flag that
-  takes no value).
+  takes no value), and values are named as click names them (TEXT, PATH, INT, FLOAT).
 """
 
 from __future__ import annotations
@@ -22,6 +22,19 @@ def _set_quiet(ctx: Any, _param: Any, value: bool) -> bool:
     return value
 
 
+# click's own words for a value, shorter than typer's `<list[Path]>`: at 80 columns every
+# character of the type column is taken from the help text beside it
+_SHORT_TYPES = {"<str>": "TEXT", "<list[str]>": "TEXT", "<path>": "PATH", "<list[Path]>": "PATH",
+                "<int>": "INT", "<float>": "FLOAT"}  # fmt: skip
+
+
+def _shown_type(param: Any) -> str:
+    try:
+        return str(param.display_type(None))
+    except Exception:  # a type typer can only show with a live context (choices): keep its own label
+        return ""
+
+
 def apply_conventions(command: Any, quiet: Any = None) -> None:
     """Give every command under the root `command` the root's -q/--quiet, and drop flags' placeholders.
 
@@ -33,6 +46,8 @@ def apply_conventions(command: Any, quiet: Any = None) -> None:
     for param in params:
         if getattr(param, "is_flag", False) and not getattr(param, "count", False):
             param.metavar = ""  # typer shows the metavar in the type column; a flag has no value
+        elif param.metavar is None and getattr(param, "param_type_name", "") == "option":
+            param.metavar = _SHORT_TYPES.get(_shown_type(param), param.metavar)
     if quiet is None:
         root = next(p for p in params if "--quiet" in p.opts)
         quiet = copy.copy(root)
