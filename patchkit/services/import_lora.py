@@ -19,7 +19,7 @@ any patch patchkit trains.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from patchkit.core.world import CATEGORIES
 from patchkit.errors import CorruptFileError, InputError, ModelMismatchError, PickleRefusedError, UsageError
 from patchkit.io.atomic import check_output_path
 from patchkit.io.regular import not_a_file
-from patchkit.io.safetensors_io import PICKLE_SUFFIXES, read_header, refuse_pickle
+from patchkit.io.safetensors_io import PICKLE_SUFFIXES, Header, read_header, refuse_pickle
 from patchkit.io.tensor_spans import SpanReader
 from patchkit.models import weights
 from patchkit.models.refs import ModelSource
@@ -153,9 +153,31 @@ def _check_request(request: ImportRequest) -> None:
         check_output_path(kohya_sibling(request.output), force=request.force)
 
 
-def _read_source(request: ImportRequest) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+class SourceTensors(Mapping[str, torch.Tensor]):
+    """The source's tensors, read one at a time when asked for (an edited UNet is gigabytes; only
+    one tensor of it need be in memory), each refused if it holds NaN or Inf."""
 
+    def __init__(self, path: Path, header: Header, shown: Path) -> None:
+        self._path, self._names, self._shown = path, sorted(header.tensors), shown
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(self._path), "pt") as handle:
+            value: torch.Tensor = handle.get_tensor(key)
+        if not bool(torch.isfinite(value).all()):
+            raise CorruptFileError(f"{self._shown}: tensor {key!r} holds NaN or Inf",
+                                   hint="the file is damaged, or the tool that wrote it diverged")  # fmt: skip
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _read_source(request: ImportRequest) -> SourceTensors:
     path = request.source
     try:  # a FIFO, a link to nowhere, a truncated or malformed file: one line
         header = None if path.suffix.lower() in PICKLE_SUFFIXES else read_header(path)
@@ -175,14 +197,9 @@ def _read_source(request: ImportRequest) -> dict[str, torch.Tensor]:
     if unsupported is not None:
         raise CorruptFileError(f"{request.source}: tensor {unsupported!r} is {header.tensors[unsupported].dtype}, "
                                "not a float", hint="a LoRA or a state dict holds float weights")  # fmt: skip
-    tensors = load_file(str(path))
-    bad = next((k for k, v in tensors.items() if not bool(torch.isfinite(v).all())), None)
-    if bad is not None:
-        raise CorruptFileError(f"{request.source}: tensor {bad!r} holds NaN or Inf",
-                               hint="the file is damaged, or the tool that wrote it diverged")  # fmt: skip
-    if not tensors:
+    if not header.tensors:
         raise InputError(f"{request.source} holds no tensors", hint="give the LoRA or state dict the eraser wrote")
-    return tensors
+    return SourceTensors(path, header, request.source)
 
 
 def kind_of(tensors: Mapping[str, torch.Tensor], source: Path) -> str:
@@ -216,7 +233,7 @@ def _from_lora(tensors: Mapping[str, torch.Tensor], kind: str, spans: Mapping[st
     if kind == "kohya":
         from patchkit.backend.kohya import kohya_to_peft
 
-        tensors = kohya_to_peft(tensors)
+        tensors = kohya_to_peft(dict(tensors))
     factors: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
         match = _PEFT.fullmatch(key)
@@ -276,7 +293,11 @@ def _from_weights(tensors: Mapping[str, torch.Tensor], spans: Mapping[str, Any],
                     f"{request.source}: weight {key!r} is {tuple(value.shape)}, the base's is {tuple(span.shape)}",
                     hint="import against the base the eraser edited",
                 )
-            delta = value.double() - reader.tensor(span).double()
+            base_value = reader.tensor(span)
+            if value.dtype == base_value.dtype and torch.equal(value, base_value):  # most of an ESD file: cheap
+                unchanged += 1
+                continue
+            delta = value.double() - base_value.double()
             if not bool(delta.any()):
                 unchanged += 1
                 continue
