@@ -120,6 +120,10 @@ def apply(
             f"{result.bytes_written:,} bytes written, {result.linked_files} files linked\n"
             f"base {result.base_fingerprint}\nout  {result.output_fingerprint}"
         )
+        readers = ("A1111, ComfyUI and diffusers (from_single_file)" if result.layout == "single_file"
+                   else "diffusers (from_pretrained)")  # fmt: skip
+        output.say(f"it loads in {readers}; it holds no original tensors, so it cannot be reverted without "
+                   "a revert file")  # fmt: skip
 
     output.result(result, human, json=json)
 
