@@ -104,19 +104,19 @@ def apply(
         if patch.warning:
             output.say(f"[yellow]warning:[/] {one_line(patch.warning)}")
     for name in result.forced_mismatch:
-        output.say(f"[yellow]warning:[/] {name} was made for another base; applied because of --ignore-base")
+        output.say(f"[yellow]warning:[/] {one_line(name)} was made for another base; applied because of --ignore-base")
     for message in result.interference:
         output.say(f"[yellow]warning:[/] {one_line(message)}")
 
     def human() -> None:
-        table = Table(title=f"applied to {base}")
+        table = Table(title=one_line(f"applied to {base}"))
         for column in ("patch", "id", "scale"):
             table.add_column(column)
         for p in result.patches:
-            table.add_row(f"{p.name}@{p.version}", p.patch_id[:19] + "…", f"{p.scale:g}")
+            table.add_row(one_line(f"{p.name}@{p.version}"), p.patch_id[:19] + "…", f"{p.scale:g}")
         output.table(table)
         output.say(
-            f"wrote {result.output} in {result.seconds:.2f} s: {result.touched} tensors changed, "
+            f"wrote {one_line(str(result.output))} in {result.seconds:.2f} s: {result.touched} tensors changed, "
             f"{result.bytes_written:,} bytes written, {result.linked_files} files linked\n"
             f"base {result.base_fingerprint}\nout  {result.output_fingerprint}"
         )

@@ -27,7 +27,7 @@ def render_conflicts(output: Output, conflicts: list[Conflict]) -> None:
     table.add_column("severity")
     table.add_column("what", overflow="fold")
     for c in conflicts:
-        table.add_row(c.kind, "[red]error[/]" if c.fatal else "[yellow]warning[/]", c.message)
+        table.add_row(c.kind, "[red]error[/]" if c.fatal else "[yellow]warning[/]", one_line(c.message))
     output.err.print(table)
 
 
@@ -126,7 +126,7 @@ def merge(
         inherited = "; M-Scores copied from the parents: run patchkit score on it" if result.manifest.get(
             "scores_inherited") else ""  # fmt: skip
         output.say(
-            f"wrote {result.output}: {len(result.manifest['parents'])} parents, rank {result.rank}, "
+            f"wrote {one_line(str(result.output))}: {len(result.manifest['parents'])} parents, rank {result.rank}, "
             f"{result.bytes:,} bytes in {result.seconds:.2f} s{inherited}"
         )
         if result.kohya is not None:

@@ -41,7 +41,7 @@ def _concepts(summary: dict[str, Any]) -> str:
 
 
 def _table(output: Output, rows: list[dict[str, Any]], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=one_line(title))
     table.add_column("patch", no_wrap=True)
     for column in ("concepts (M-Score after)", "categories", "base", "layouts", "signed by"):
         table.add_column(column, overflow="fold")
@@ -51,7 +51,8 @@ def _table(output: Output, rows: list[dict[str, Any]], title: str) -> None:
         signer = s.get("trusted_as") or s.get("signed_by") or key
         base = f"{s['family']} {s['base_fingerprint'][:12]}…"
         layouts = ", ".join(s.get("layouts", []))
-        table.add_row(f"{s['name']}@{s['version']}", _concepts(s), categories, base, layouts, signer)
+        cells = (f"{s['name']}@{s['version']}", _concepts(s), categories, base, layouts, signer)
+        table.add_row(*(one_line(str(cell)) for cell in cells))  # index text is hand-editable: never markup
     output.table(table)
 
 
@@ -139,7 +140,7 @@ def show(ctx: typer.Context, ref: RefArg, registry: RegistryOpt = None, json: Js
     def human() -> None:
         render_manifest(output, entry.record["manifest"], title=f"{entry.ref} (blob {entry.blob[:16]}…)")
         signer = entry.record["signed_by"] or ("a key not in the trust store" if entry.record["signed"] else "nobody")
-        output.say(f"signed by {signer}; added {entry.record['added_at']}")
+        output.say(one_line(f"signed by {signer}; added {entry.record['added_at']}"))
         for layout, blob in sorted(service.layouts_of(entry).items()):
             output.say(f"{layout} layout (blob {blob[:16]}…): read by {READERS[layout]}")
 
@@ -201,9 +202,9 @@ def verify(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = Fal
 
     def human() -> None:
         for note in report.notes:
-            output.say(f"note: {note}")
+            output.say(f"note: {one_line(note)}")
         for problem in report.problems:
-            output.say(f"[red]problem:[/] {problem}")
+            output.say(f"[red]problem:[/] {one_line(problem)}")
         if report.ok:
             output.say(f"[green]ok[/]: {report.blobs_checked} blobs re-hashed, {report.entries} entries")
 

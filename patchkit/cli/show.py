@@ -11,6 +11,7 @@ from rich.table import Table
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import JsonOpt
+from patchkit.cli.text import one_line
 
 patch_file = LazyModule("patchkit.io.patch_file")
 signatures = LazyModule("patchkit.io.signatures")
@@ -26,8 +27,9 @@ def _score(entry: dict[str, Any]) -> str:
 
 
 def render_manifest(output: Output, manifest: dict[str, Any], *, title: str) -> None:
-    """The manifest as two tables on stderr: the patch, then its concepts."""
-    about = Table(title=title, show_header=False)
+    """The manifest as two tables: the patch, then its concepts. Every value comes from the file
+    (hostile until shown otherwise): shown as one line of text, never as markup."""
+    about = Table(title=one_line(title), show_header=False)
     about.add_column("field", style="bold")
     about.add_column("value", overflow="fold")
     base = manifest["base"]
@@ -49,7 +51,7 @@ def render_manifest(output: Output, manifest: dict[str, Any], *, title: str) -> 
     if manifest.get("scores_inherited"):
         rows.append(("scores", "copied from the parents: run `patchkit score` on this patch"))
     for field, value in rows:
-        about.add_row(field, str(value))
+        about.add_row(field, one_line(str(value)))
     output.table(about)
     concepts = Table(title="concepts")
     for column in ("concept", "category", "action", "M-Score (prompt)", "bench"):
@@ -57,7 +59,7 @@ def render_manifest(output: Output, manifest: dict[str, Any], *, title: str) -> 
     for c in manifest["concepts"]:
         action = c["action"] + (f" → {c['target']}" if c.get("target") else "")
         bench = c["mscore"]["bench"] if c.get("mscore") else ""
-        concepts.add_row(c["name"], c["category"], action, _score(c), bench)
+        concepts.add_row(*(one_line(str(cell)) for cell in (c["name"], c["category"], action, _score(c), bench)))
     output.table(concepts)
 
 
@@ -79,7 +81,7 @@ def show(
     parsed = patch_file.read_patch(patch)
 
     def human() -> None:
-        render_manifest(output, parsed.manifest, title=str(patch))
+        render_manifest(output, parsed.manifest, title=str(patch))  # escaped there
         signed = signatures.signature_path_for(patch).is_file()
         if not parsed.id_matches:
             output.say("[red]the tensors do not match the manifest's patch id[/]: the file was altered")

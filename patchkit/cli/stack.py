@@ -85,12 +85,13 @@ def show(ctx: typer.Context, stack: StackArg, json: JsonOpt = False) -> None:
     data = sources_service.read_stack(stack).data
 
     def human() -> None:
-        table = Table(title=f"{stack} (base {data['base']['reference']}, {data['base']['fingerprint'][:16]}…)")
+        pinned = f"{stack} (base {data['base']['reference']}, {data['base']['fingerprint'][:16]}…)"
+        table = Table(title=one_line(pinned))
         for column in ("#", "patch", "id", "scale", "source"):
             table.add_column(column, overflow="fold")
         for i, p in enumerate(data["patches"], 1):
             row = (str(i), f"{p['name']}@{p['version']}", p["patch_id"][:19] + "…", f"{p['scale']:g}", p["source"])
-            table.add_row(*row)
+            table.add_row(*(one_line(cell) for cell in row))  # a stack file is text anyone can edit
         output.table(table)
         output.out.print(f"expected output fingerprint: {data['expected_output_fingerprint']}", highlight=False)
 

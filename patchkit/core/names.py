@@ -12,7 +12,7 @@ _REF_HINT = "names are lower-case letters, digits, '.', '_' and '-', at most 100
 
 
 def _check(kind: str, value: str, pattern: re.Pattern[str]) -> str:
-    shown = value.encode("unicode_escape").decode()[:120]
+    shown = value[:120]  # shown with repr below: control characters escaped once, not twice
     if not pattern.fullmatch(value) or ".." in value:
         problem = "is too long" if len(value) > 100 else "is not allowed"
         if any(c in value for c in "/\\"):

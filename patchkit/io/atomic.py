@@ -44,11 +44,14 @@ def atomic_path(path: Path, *, durable: bool = True) -> Iterator[Path]:
         if durable:
             _fsync(tmp)
         swap_into_place(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # a write() that failed (disk full, file too large) names no file: say which output it was
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
         raise
     if durable:
         _sync_folder_of(path)

@@ -55,8 +55,10 @@ class DigestCache:
             return {}
         try:
             data = json.loads(entry.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}  # a damaged cache is only a cache: rebuild it
+        if not isinstance(data, dict):
+            return {}
         if data.get("version") != _CACHE_VERSION or data.get("stat") != _stat_key(file):
             return {}
         digests = data.get("digests")

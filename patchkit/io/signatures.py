@@ -139,8 +139,18 @@ def read_bundle(signature: Path) -> BundleInfo:
         statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
         hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint", "")
         digests = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
+    except (
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        RecursionError,
+        AttributeError,
+    ) as exc:  # AttributeError: a field of the wrong JSON type (a string for an object)
         raise TrustError(malformed, hint="sign the patch again: patchkit sign PATCH --key KEY") from exc
+    if not isinstance(hint, str):
+        raise TrustError(malformed, hint="sign the patch again: patchkit sign PATCH --key KEY")
     return BundleInfo(key_hint=hint, digests=digests)
 
 

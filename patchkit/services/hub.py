@@ -159,13 +159,21 @@ def push(ref: str, repo: str, *, root: Path | None = None, api: Any = None, priv
             f"cannot push {entry.ref} to {repo}: HF_HUB_OFFLINE is set",
             hint="unset HF_HUB_OFFLINE where the Hub is reachable",
         ) from exc
-    except (HfHubHTTPError, OSError) as exc:  # refused, unauthorised, or no network
+    except Exception as exc:  # refused, unauthorised, or no network: whichever HTTP client raised it
+        if not isinstance(exc, (HfHubHTTPError, OSError)) and not _from_http_client(exc):
+            raise
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise OutputError(
             f"cannot push {entry.ref} to {repo}: {exc.__class__.__name__}: {first_line}",
             hint="check the network and your token (hf auth login), then push again",
         ) from exc
     return PushResult(repo, [op.path_in_repo for op in operations], commit)
+
+
+def _from_http_client(exc: BaseException) -> bool:
+    """An error of the HTTP library huggingface_hub runs on (httpx2 today, httpx or requests before),
+    none of which derive from OSError: a connection refused is one of these, not a bug."""
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3", "httpcore")
 
 
 def pull(spec: str, *, root: Path | None = None, require_signed: bool | None = None,

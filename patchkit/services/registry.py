@@ -409,6 +409,7 @@ def _layout_problems(registry: Registry, entry: Entry, layout: str, blob: str) -
 def verify_registry(root: Path | None = None) -> RegistryReport:
     """Re-hash every blob, read every ref, and check that the index names nothing missing."""
     registry = open_registry(root)
+    registry.check_layout()
     problems, notes = [], []
     blobs = registry.blob_names()
     for blob in blobs:

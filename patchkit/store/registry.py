@@ -91,13 +91,18 @@ class Registry:
     def ref_path(self, name: str, version: str) -> Path:
         return self.refs / check_name(name) / f"{check_version(version)}.json"
 
+    def check_layout(self) -> None:
+        """Refuse a folder that is not a registry, or one of a layout we do not understand (reads too:
+        `registry verify` must not call a registry of another layout ok)."""
+        self._check()
+
     def _check(self) -> None:
         """Refuse a folder that is not a registry, or one of a layout we do not understand."""
         marker = self.root / "registry.json"
         if marker.is_file():
             try:
                 version = json.loads(marker.read_text()).get("layout_version")
-            except (ValueError, AttributeError) as exc:
+            except (ValueError, AttributeError, RecursionError) as exc:
                 hint = 'restore it: {"layout_version": 1}'
                 raise CorruptFileError(f"{marker} is not valid JSON", hint=hint) from exc
             if version != LAYOUT_VERSION:
@@ -193,13 +198,14 @@ class Registry:
     def read_index(self) -> dict[str, dict[str, Any]]:
         if not self.index_path.is_file():
             return {}
+        damaged = CorruptFileError(f"{self.index_path} is damaged", hint="rebuild it: patchkit registry reindex")
         try:
             data = json.loads(self.index_path.read_text())
-        except ValueError as exc:
-            raise CorruptFileError(
-                f"{self.index_path} is damaged", hint="rebuild it: patchkit registry reindex"
-            ) from exc
-        entries: dict[str, dict[str, Any]] = data.get("entries", {})
+        except (ValueError, RecursionError) as exc:
+            raise damaged from exc
+        entries = data.get("entries", {}) if isinstance(data, dict) else None
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise damaged  # a list, or entries of the wrong shape: the index is only a summary of refs/
         return entries
 
     def read_entry(self, name: str, version: str) -> Entry | None:

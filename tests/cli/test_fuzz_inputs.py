@@ -107,3 +107,45 @@ def test_hostile_scales_end_in_a_documented_exit_and_never_fuse_non_finite_weigh
     value = float(scale)
     if not (abs(value) <= 100):  # NaN, Inf and the absurd are refused, with nothing written
         assert result.exit_code == 2 and not out.exists()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.sampled_from(["description", "author", "concept"]),
+    text=st.one_of(st.text(min_size=1, max_size=40), st.sampled_from(["[/]", "[/]x", "[bold red]BIG[/bold red]",
+                   "\x1b]0;title\x07", "a\u202eb", "x\nerror: forged", "[link=file:///etc]x[/link]"])),
+)  # fmt: skip
+def test_valid_manifests_with_hostile_text_are_shown_as_text_by_every_command(patch_file, tmp_path, field, text):
+    """Schema-valid manifests whose free text is hostile: every command that prints it ends cleanly,
+    and what it prints is the text (no markup applied, no control character passed through)."""
+    from patchkit.io.tensors_out import save_tensors
+
+    folder, patch = patch_file
+    tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))  # hypothesis reuses tmp_path across examples
+    manifest = dict(read_patch(patch).manifest)
+    if field == "concept":
+        manifest["concepts"] = [dict(manifest["concepts"][0], name=text, token=text)]
+    else:
+        manifest[field] = text
+    hostile = tmp_path / "h.safetensors"
+    save_tensors(hostile, load_file(str(patch)), metadata={"patchkit.manifest": json.dumps(manifest)})
+    other = synthetic_patch(str(folder), tmp_path / "o.safetensors", concept="other", seed=5)
+    registry, stack = ["--registry", str(tmp_path / "r")], tmp_path / "s.stack.json"
+    runs = [
+        ["show", str(hostile)],
+        ["registry", "add", str(hostile), *registry],
+        ["registry", "list", *registry],
+        ["registry", "show", "synthetic-c", *registry],
+        ["registry", "search", "c", *registry],
+        ["merge", str(hostile), str(other), "-o", str(tmp_path / "m.safetensors"), "--no-kohya"],
+        ["apply", str(folder), str(hostile), "-o", str(tmp_path / "out")],
+        ["stack", "new", str(folder), "-o", str(stack)],
+        ["stack", "add", str(stack), str(hostile)],
+        ["stack", "show", str(stack)],
+    ]
+    for args in runs:
+        result = runner.invoke(app, args, env={"COLUMNS": "200"})
+        _ended_cleanly(result)
+        assert "\x1b]" not in result.output and "\u202e" not in result.output, args
+        if args[0] == "show" and result.exit_code == 0 and text.startswith("[") and field != "concept":
+            assert text in result.output.replace("\n", ""), (args, result.output)  # shown as written

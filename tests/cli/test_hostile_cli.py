@@ -74,6 +74,7 @@ def test_a_write_the_disk_refuses_is_exit_4_and_leaves_nothing(tiny_models, tmp_
     run = _patchkit("convert", str(folder), "-o", str(out), preexec=_file_size_limit(64 * 1024))
     lines = _refused(run, 4)
     assert "File too large" in lines[0] and "ulimit" in lines[1]
+    assert lines[0].startswith(f"error: {out}:")  # the output that failed is named, not "a file"
     assert list(out.parent.iterdir()) == []  # no output, no temporary
     assert os.path.getsize(folder / "unet" / "diffusion_pytorch_model.safetensors") > 64 * 1024  # the limit bit
 

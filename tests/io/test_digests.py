@@ -98,3 +98,17 @@ def test_span_reader_opens_each_file_once_under_racing_threads(tiny_models) -> N
         with SpanReader() as reader, ThreadPoolExecutor(8) as pool:
             list(pool.map(reader.raw, spans))
         assert _open_descriptors_under(unet_file.parent) == []
+
+
+def test_a_cache_entry_of_the_wrong_shape_is_a_miss_not_a_crash(tmp_path):
+    from patchkit.io.digests import DigestCache
+
+    cache = DigestCache(tmp_path / "cache")
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"x")
+    entry = cache._entry(target)  # where the cache keeps this file's digests
+    assert entry is not None
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    for damaged in ("[1]", "[" * 100_000 + "]" * 100_000, '{"version": null}'):
+        entry.write_text(damaged)
+        assert DigestCache(tmp_path / "cache").digests(target) == {}

@@ -174,3 +174,17 @@ def test_push_offline_is_one_clear_error(scored_entry):
 
     with pytest.raises(OutputError, match="HF_HUB_OFFLINE is set"):
         hub.push("no-circle@1.0.0", "my-team/no-circle")
+
+
+def test_push_to_an_unreachable_hub_is_one_clear_error(scored_entry, tmp_path):
+    """A connection refused (the Hub endpoint on a closed local port) is a network error, said in one line."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_x",
+           "PATCHKIT_REGISTRY": str(tmp_path / "registry")}  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", "patchkit", "registry", "push", "no-circle@1.0.0", "--repo",
+                          "my-team/no-circle"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 4 and "Traceback" not in run.stderr, run.stderr
+    assert lines[0].startswith("error: cannot push no-circle@1.0.0") and lines[1].startswith("hint: ")

@@ -310,3 +310,33 @@ def test_gc_finds_and_removes_what_killed_writers_left_everywhere(made, tmp_path
     assert set(leftovers) <= set(plan.temporaries) and alive not in plan.temporaries
     assert not any(p.exists() for p in leftovers) and alive.exists()
     assert registry.verify_registry().ok and (root / "blobs" / "sha256" / entry.blob).is_file()
+
+
+def test_verify_refuses_a_layout_it_does_not_know_and_a_damaged_index_is_one_error(made, tmp_path):
+    registry.add(made["circle"])
+    root = tmp_path / "registry"
+    marker = root / "registry.json"
+    marker.write_text('{"layout_version": 2}')
+    with pytest.raises(InputError, match="registry layout 2 is not 1"):
+        registry.verify_registry()
+    marker.write_text('{"layout_version": 1}')
+    for damaged in ("[1, 2]", '{"entries": [1]}', "[" * 100_000 + "]" * 100_000):
+        (root / "index.json").write_text(damaged)
+        with pytest.raises(CorruptFileError, match="is damaged"):
+            registry.entries()
+
+
+def test_a_bundle_with_fields_of_the_wrong_type_is_malformed_not_a_crash(made):
+    from patchkit.errors import TrustError
+    from patchkit.io.signatures import read_bundle, signature_path_for
+
+    sig = signature_path_for(made["circle"])
+    sig.write_text(json.dumps({"dsseEnvelope": {"payload": "e30="}, "verificationMaterial": "a string"}))
+    with pytest.raises(TrustError, match="not a model-signing bundle"):
+        read_bundle(sig)
+
+
+def test_a_refused_name_is_shown_with_its_control_characters_escaped_once():
+    with pytest.raises(UsageError) as refused:
+        registry.check_name("a\nb")
+    assert "'a\\nb'" in refused.value.message and "\\\\n" not in refused.value.message
