@@ -443,6 +443,7 @@ def revert(patched: str, output: Path, *, revert_data: Path | None = None, confi
     if record is None:
         raise UsageError(f"{patched} is not a checkpoint patchkit applied patches to", hint="nothing to revert")
     check_output(ref, output, overwrite=overwrite)
+    _check_read_as_written(ref, patched, record)
     originals = _originals(ref, record, revert_data)
     if ref.layout == "single_file":
         patched_output.revert_single_file(ref.weights, output, originals)
@@ -464,6 +465,22 @@ def revert(patched: str, output: Path, *, revert_data: Path | None = None, confi
             hint="the patched checkpoint or its revert data was changed after apply; revert from fresh copies",
         )
     return RevertResult(output, fingerprint, list(record.get("patches", [])))
+
+
+def _check_read_as_written(ref: refs.ModelRef, patched: str, record: dict[str, Any]) -> None:
+    """Before any byte is written: PATCHED must read as the output apply recorded. A single file is
+    read through its configs, so the wrong ones (no --config where apply had one) read as another
+    model, as would a file changed since; either way revert would restore a model it cannot prove."""
+    recorded = record.get("output_fingerprint")
+    if not isinstance(recorded, str):
+        return  # outputs of patchkit 0.1 recorded none; their base fingerprint is still checked after
+    actual = combine(weights.leaves(weights.model_spans(ref)))
+    if actual != recorded:
+        config = "pass the --config that apply was given, " if ref.layout == "single_file" else ""
+        raise InputError(
+            f"{patched} reads as {actual[:16]}…, not as the output apply wrote ({recorded[:16]}…)",
+            hint=f"{config}or revert a fresh copy of the patched checkpoint: this one was changed after apply",
+        )
 
 
 def _remove(path: Path) -> None:

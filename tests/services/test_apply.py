@@ -15,7 +15,15 @@ from safetensors.torch import load_file, save_file
 
 from patchkit.core.fingerprint import tensor_bytes
 from patchkit.core.fusion import lora_factors
-from patchkit.errors import CorruptFileError, ModelMismatchError, OutputError, PolicyError, TrustError, UsageError
+from patchkit.errors import (
+    CorruptFileError,
+    InputError,
+    ModelMismatchError,
+    OutputError,
+    PolicyError,
+    TrustError,
+    UsageError,
+)
 from patchkit.io import rewrite
 from patchkit.io.patched_output import PROVENANCE_FILE, PROVENANCE_KEY, REVERT_FILE
 from patchkit.models import refs, weights
@@ -64,6 +72,13 @@ def test_folder_and_single_file_round_trip(tiny_models, tmp_path, name):
     with pytest.raises(TrustError, match="was not written for"):  # each revert file fits its own output only
         revert(str(tmp_path / "out"), tmp_path / "wrong", revert_data=private / "f.revert")
     assert not (tmp_path / "wrong").exists()
+    # the file read without the --config apply had: refused before a byte is written, and the hint says why
+    (tmp_path / "kept.safetensors").write_bytes(b"an earlier output")
+    with pytest.raises(InputError, match="not as the output apply wrote") as refused:
+        revert(str(tmp_path / "out.safetensors"), tmp_path / "kept.safetensors", revert_data=private / "f.revert",
+               overwrite=True)  # fmt: skip
+    assert "--config" in (refused.value.hint or "")
+    assert (tmp_path / "kept.safetensors").read_bytes() == b"an earlier output"  # --overwrite lost nothing
 
 
 def test_fused_weights_are_base_plus_delta_and_provenance_is_recorded(tiny_models, tmp_path):
