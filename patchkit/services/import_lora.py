@@ -45,7 +45,6 @@ from patchkit.models.refs import ModelSource
 from patchkit.services.export import write_kohya_twin
 from patchkit.services.patches import base_record, created_at, write_patch
 
-KINDS = ("peft", "kohya", "weights")
 _PEFT = re.compile(r"(?P<module>.+)\.lora_(?P<factor>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight")
 _TEXT_ENCODER = ("lora_te", "text_encoder", "te_", "cond_stage_model.", "conditioner.")
 
