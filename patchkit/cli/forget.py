@@ -115,14 +115,16 @@ def _run(ctx: typer.Context, request: ForgetRequest) -> ForgetResult:
     from patchkit.services.forget import forget as forget_service  # heavy (diffusers): only when training
 
     output: Output = ctx.obj
-    if request.images_dir is None and request.method == "fmn":
-        output.say("training images: none given, so the base model generates them from the training prompts")
+
+    def planned(_plan: object) -> None:  # said once the request passed its checks, never before a refusal
+        if request.images_dir is None and request.method == "fmn":
+            output.say("training images: none given, so the base model generates them from the training prompts")
 
     def warn(message: str) -> None:
         output.say(f"[yellow]warning:[/] {one_line(message)}")
 
     with output.progress() as progress:
-        return forget_service(request, progress, warn)
+        return forget_service(request, progress, warn, planned)
 
 
 def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:

@@ -21,7 +21,10 @@ def is_stack_name(name: str) -> bool:
     return name.endswith(STACK_SUFFIX)
 
 
-def parse_stack(text: str, source: str) -> dict[str, Any]:
+MAX_STACK_BYTES = 16 << 20  # a stack of a thousand patches is a few hundred kB
+
+
+def parse_stack(text: str | bytes, source: str) -> dict[str, Any]:
     data: dict[str, Any] = parse_json(text, source, hint="restore the file", error=StackError)
     version = data.get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION:

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from patchkit.core.canonical import canonical_json
+from patchkit.core.jsonread import parse_json
 from patchkit.errors import CorruptFileError, UsageError
 from patchkit.io.atomic import atomic_path
+from patchkit.io.regular import read_capped
 from patchkit.io.revert_data import SINGLE_FILE, Originals, split
 from patchkit.io.rewrite import check_free_space, data_length, edited_header, link_or_copy, write_file
 from patchkit.io.safetensors_io import read_header, read_raw
@@ -33,6 +35,7 @@ PROVENANCE_VERSION = 1  # of the record below; readers refuse versions they do n
 PROVENANCE_FILE = "patchkit.json"
 REVERT_FILE = "patchkit.revert.safetensors"
 REVERT_PREFIX = "__patchkit_revert__/"
+MAX_PROVENANCE_BYTES = 16 << 20  # a record of a few patches is a few kB
 Copied = Callable[[int], None]
 
 
@@ -51,15 +54,17 @@ def read_single_file_provenance(path: Path) -> dict[str, Any] | None:
 
 def read_folder_provenance(folder: Path) -> dict[str, Any] | None:
     path = folder / PROVENANCE_FILE
-    return _parse(path.read_text(), path) if path.is_file() else None
+    if not path.exists():
+        return None
+    return _parse(read_capped(path, MAX_PROVENANCE_BYTES, hint="restore it from the release"), path)
 
 
-def _parse(text: str, source: Path) -> dict[str, Any]:
+def _parse(text: str | bytes, source: Path) -> dict[str, Any]:
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        data: dict[str, Any] = parse_json(text, str(source), hint="the file was edited", error=CorruptFileError)
+    except CorruptFileError as exc:
         raise CorruptFileError(f"{source}: its patchkit provenance is not JSON", hint="the file was edited") from exc
-    if not isinstance(data, dict) or "base_fingerprint" not in data:
+    if "base_fingerprint" not in data:
         raise CorruptFileError(f"{source}: its patchkit provenance is malformed", hint="the file was edited")
     version = data.get("schema_version")
     if version != PROVENANCE_VERSION:

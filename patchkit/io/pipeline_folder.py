@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from patchkit.core.jsonread import parse_json
-from patchkit.errors import NotAPipelineError, PickleRefusedError
+from patchkit.errors import InputError, NotAPipelineError, PickleRefusedError
+from patchkit.io.regular import read_capped
 from patchkit.io.safetensors_io import PICKLE_SUFFIXES, LazyTensors
 
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
@@ -17,9 +18,15 @@ if TYPE_CHECKING:
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
+# diffusers' configs are a few kB (a sharded weight index, a few hundred); past this is not a config
+MAX_CONFIG_BYTES = 16 << 20
+
+
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_bytes()
+        text = read_capped(path, MAX_CONFIG_BYTES, hint="restore the file")  # a FIFO here would block forever
+    except InputError as exc:
+        raise NotAPipelineError(exc.message, hint="restore the file") from exc
     except OSError as exc:
         raise NotAPipelineError(f"{path} is not readable ({exc.__class__.__name__})", hint="restore the file") from exc
     data: dict[str, Any] = parse_json(text, str(path), hint="restore the file", error=NotAPipelineError)
@@ -33,7 +40,7 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
         "or at a single-file .safetensors checkpoint with --config"
     )
     index_path = folder / "model_index.json"
-    if not index_path.is_file():
+    if not index_path.exists():  # a FIFO or folder here is named by read_json, not called missing
         raise NotAPipelineError(f"{folder} is not a Stable Diffusion pipeline folder: no model_index.json", hint=hint)
     index = read_json(index_path)
     for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -51,7 +58,7 @@ def component_config(folder: Path, component: str) -> dict[str, Any]:
 def prediction_type(folder: Path) -> str:
     """What the UNet predicts (the scheduler's `prediction_type`): "epsilon", or "v_prediction" on SD 2.x-768."""
     path = folder / "scheduler" / "scheduler_config.json"
-    found = read_json(path).get("prediction_type", "epsilon") if path.is_file() else "epsilon"
+    found = read_json(path).get("prediction_type", "epsilon") if path.exists() else "epsilon"
     return found if found in PREDICTION_TYPES else "epsilon"
 
 
@@ -59,7 +66,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def present_components(folder: Path) -> list[str]:
-    return [c for c in MODEL_COMPONENTS if (folder / c / "config.json").is_file()]
+    return [c for c in MODEL_COMPONENTS if (folder / c / "config.json").exists()]
 
 
 def weight_files(folder: Path, component: str) -> list[Path]:
@@ -70,7 +77,7 @@ def weight_files(folder: Path, component: str) -> list[Path]:
         if single.is_file():
             return [single]
         index = directory / f"{stem}.safetensors.index.json"
-        if index.is_file():
+        if index.exists():
             shards = sorted(set(read_json(index).get("weight_map", {}).values()))
             return [directory / shard for shard in shards]
     pickles = [p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES] if directory.is_dir() else []

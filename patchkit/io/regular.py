@@ -82,6 +82,15 @@ def read_chunks(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
             yield block
 
 
+def read_own_file(path: Path, max_bytes: int) -> bytes:
+    """All of `path`, a regular file that is not a link (a file patchkit wrote itself, such as a
+    registry ref), refused past `max_bytes`: a FIFO, device or link in its place is an InputError."""
+    with open_regular(path) as (fd, size):
+        if size > max_bytes:
+            raise InputError(f"{path} is {size:,} bytes; the limit for this file is {max_bytes:,}", hint="")
+        return os.pread(fd, size, 0)
+
+
 def read_capped(path: Path, max_bytes: int, *, hint: str) -> bytes:
     """All of a regular file `path` (a link is followed, to a regular file only), refused past `max_bytes`."""
     if not path.exists():

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from patchkit.errors import InputError, OutputError, TrustError, UsageError
 from patchkit.io.atomic import atomic_path, write_bytes_atomic
+from patchkit.io.regular import read_capped
 
 SIGNATURE_SUFFIX = ".sig"
 
@@ -47,10 +48,12 @@ def key_fingerprint_of_pem(pem: bytes) -> str:
 
 def load_public_key(path: Path) -> str:
     """The fingerprint of a PEM public key; a one-line error for anything else."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such public key", hint="give the .pub file that `patchkit key new` wrote")
+    hint = "give the .pub file that `patchkit key new` wrote"
+    if not path.exists():
+        raise InputError(f"{path}: no such public key", hint=hint)
+    pem = read_capped(path, 1 << 20, hint=hint)  # a PEM key is a few hundred bytes; a FIFO is refused
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = serialization.load_pem_public_key(pem)
     except ValueError as exc:
         raise InputError(f"{path} is not a PEM public key", hint="give the .pub file, not the private key") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey):

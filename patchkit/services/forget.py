@@ -21,13 +21,19 @@ __all__ = ["ForgetPlan", "ForgetResult", "default_name", "embeddings_path", "for
 
 
 def forget(
-    request: ForgetRequest, progress: Progress | None = None, warn: Callable[[str], None] | None = None
+    request: ForgetRequest,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+    planned: Callable[[ForgetPlan], None] | None = None,
 ) -> ForgetResult:
     """Forget (or, for concepts with a target, correct) the request's concepts; write the patch atomically.
 
-    `warn` hears about training prompts dropped because the model's context truncates them.
+    `warn` hears about training prompts dropped because the model's context truncates them;
+    `planned` hears the plan once every check passed, before any work (a refusal prints nothing else).
     """
     plan = plan_forget(request)
+    if planned is not None:
+        planned(plan)
     if request.method == "closed-form":
         from patchkit.services import closed_form_forget
 

@@ -422,8 +422,9 @@ def verify_registry(root: Path | None = None) -> RegistryReport:
     for path in sorted(registry.refs.glob("*/*.json")) if registry.refs.is_dir() else []:
         try:
             entry = registry.read_entry(path.parent.name, path.stem)
-        except Exception as exc:  # every unreadable ref (bad name, bad JSON) is one finding, not a crash
-            problems.append(f"{path.relative_to(registry.root)}: {getattr(exc, 'message', exc)}")
+        except Exception as exc:  # every unreadable ref (bad name, bad JSON, a FIFO) is one finding, not a crash
+            where, message = str(path.relative_to(registry.root)), str(getattr(exc, "message", exc))
+            problems.append(message.replace(str(path), where) if str(path) in message else f"{where}: {message}")
             continue
         if entry is None:
             continue

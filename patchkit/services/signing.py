@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit.core.stack import is_stack_name, parse_stack
+from patchkit.core.stack import MAX_STACK_BYTES, is_stack_name, parse_stack
 from patchkit.errors import InputError, PatchkitError, PolicyError, TrustError, UsageError
 from patchkit.io import signatures
 from patchkit.io.atomic import check_output_path
 from patchkit.io.patch_file import PatchFile, read_patch
-from patchkit.io.regular import not_a_file
+from patchkit.io.regular import not_a_file, read_capped
 from patchkit.store.locations import trust_store_dir
 from patchkit.store.trust import TrustedKey, TrustStore
 
@@ -74,7 +74,7 @@ def sign(
 def _check_contents(path: Path) -> str:
     """A patch's id once its manifest and digest hold; "" for a stack file once its schema holds."""
     if is_stack_name(path.name):
-        parse_stack(path.read_text(), str(path))
+        parse_stack(read_capped(path, MAX_STACK_BYTES, hint="restore the stack file"), str(path))
         return ""
     return _check_integrity(read_patch(path))
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from patchkit.core.names import looks_like_ref
-from patchkit.core.stack import is_stack_name, parse_stack
+from patchkit.core.stack import MAX_STACK_BYTES, is_stack_name, parse_stack
 from patchkit.errors import InputError
-from patchkit.io.regular import not_a_file
+from patchkit.io.regular import not_a_file, read_capped
 from patchkit.services.registry import blob_for, patch_path
 
 
@@ -53,10 +53,11 @@ class Stack:
 
 
 def read_stack(path: Path) -> Stack:
+    hint = "make one: patchkit stack new BASE -o NAME.stack.json"
     reason = not_a_file(path)
     if reason is not None:
-        raise InputError(f"stack {path} {reason}", hint="make one: patchkit stack new BASE -o NAME.stack.json")
-    return Stack(path, parse_stack(path.read_text(), str(path)))
+        raise InputError(f"stack {path} {reason}", hint=hint)
+    return Stack(path, parse_stack(read_capped(path, MAX_STACK_BYTES, hint=hint), str(path)))
 
 
 def sources_for(items: Sequence[Path], scale: float = 1.0) -> tuple[list[PatchSource], str | None]:

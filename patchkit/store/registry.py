@@ -33,10 +33,14 @@ from patchkit.core.names import check_name, check_version, version_key
 from patchkit.errors import CorruptFileError, InputError, OutputError
 from patchkit.io.atomic import dead_temporaries, fsync_dir, write_bytes_atomic
 from patchkit.io.dead_writers import pid_alive
-from patchkit.io.regular import read_chunks
+from patchkit.io.regular import read_chunks, read_own_file
 
 LAYOUT_VERSION = 1
 _CHUNK = 1 << 20
+# A ref holds one manifest (a few KiB); the index, one summary per entry. Far past either is not ours.
+MAX_REF_BYTES = 16 << 20
+MAX_INDEX_BYTES = 512 << 20
+_REPAIR = "patchkit registry verify; then reindex"
 
 
 def file_sha256(path: Path) -> str:
@@ -99,11 +103,13 @@ class Registry:
     def _check(self) -> None:
         """Refuse a folder that is not a registry, or one of a layout we do not understand."""
         marker = self.root / "registry.json"
-        if marker.is_file():
+        if os.path.lexists(marker):
+            hint = 'restore it: {"layout_version": 1}'
             try:
-                version = json.loads(marker.read_text()).get("layout_version")
+                version = json.loads(read_own_file(marker, 4096)).get("layout_version")
+            except InputError as exc:  # a FIFO, link or giant in the marker's place
+                raise CorruptFileError(exc.message, hint=hint) from exc
             except (ValueError, AttributeError, RecursionError) as exc:
-                hint = 'restore it: {"layout_version": 1}'
                 raise CorruptFileError(f"{marker} is not valid JSON", hint=hint) from exc
             if version != LAYOUT_VERSION:
                 raise InputError(
@@ -196,11 +202,13 @@ class Registry:
     # -- reads ---------------------------------------------------------------------------------
 
     def read_index(self) -> dict[str, dict[str, Any]]:
-        if not self.index_path.is_file():
+        if not os.path.lexists(self.index_path):
             return {}
         damaged = CorruptFileError(f"{self.index_path} is damaged", hint="rebuild it: patchkit registry reindex")
         try:
-            data = json.loads(self.index_path.read_text())
+            data = json.loads(read_own_file(self.index_path, MAX_INDEX_BYTES))
+        except InputError as exc:  # a link, FIFO or giant in the index's place
+            raise CorruptFileError(exc.message, hint="rebuild it: patchkit registry reindex") from exc
         except (ValueError, RecursionError) as exc:
             raise damaged from exc
         entries = data.get("entries", {}) if isinstance(data, dict) else None
@@ -210,9 +218,9 @@ class Registry:
 
     def read_entry(self, name: str, version: str) -> Entry | None:
         path = self.ref_path(name, version)
-        if not path.is_file():
+        if not os.path.lexists(path):
             return None
-        return _entry(path)
+        return _entry(path)  # whatever sits there (a FIFO, a link) is read or refused, never skipped
 
     def versions(self, name: str) -> list[str]:
         folder = self.refs / check_name(name)
@@ -268,14 +276,16 @@ def _ours(name: str) -> bool:
 
 def _entry(path: Path) -> Entry:
     try:
-        data = json.loads(path.read_text())
+        raw = read_own_file(path, MAX_REF_BYTES)  # the registry writes refs as files, never as links
+    except InputError as exc:
+        raise CorruptFileError(exc.message, hint=_REPAIR) from exc
+    try:
+        data = json.loads(raw)
         entry = Entry(data.pop("name"), data.pop("version"), data.pop("blob"), data)
     except (ValueError, KeyError, AttributeError, TypeError, RecursionError) as exc:
-        raise CorruptFileError(
-            f"{path} is not a registry entry", hint="patchkit registry verify; then reindex"
-        ) from exc
+        raise CorruptFileError(f"{path} is not a registry entry", hint=_REPAIR) from exc
     if not isinstance(entry.blob, str) or not _BLOB.fullmatch(entry.blob):
-        raise CorruptFileError(f"{path}: its blob is not a SHA-256 name", hint="patchkit registry verify; then reindex")
+        raise CorruptFileError(f"{path}: its blob is not a SHA-256 name", hint=_REPAIR)
     return entry
 
 

@@ -8,6 +8,7 @@ Layout (one folder, documented in docs/signing.md):
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from pathlib import Path
 from patchkit.core.jsonread import parse_json
 from patchkit.errors import UsageError
 from patchkit.io.atomic import atomic_path, write_bytes_atomic
+from patchkit.io.regular import read_capped
 from patchkit.io.signatures import load_public_key
 
+MAX_NAMES_BYTES = 1 << 20  # names of a few thousand keys
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 
 
@@ -34,10 +37,11 @@ class TrustStore:
 
     def _names(self) -> dict[str, str]:
         index = self.folder / "names.json"
-        if not index.is_file():
+        if not os.path.lexists(index):
             return {}
         hint = "restore it, or remove it and re-add your keys"
-        names = parse_json(index.read_bytes(), str(index), hint=hint)
+        # a dotfile manager may link it: links are followed, but a FIFO would block and is refused
+        names = parse_json(read_capped(index, MAX_NAMES_BYTES, hint=hint), str(index), hint=hint)
         return {str(k): str(v) for k, v in names.items()}
 
     def _write_names(self, names: dict[str, str]) -> None:

@@ -62,3 +62,17 @@ def test_forget_also_writes_the_layout_a1111_and_comfyui_load(tmp_path):
     assert not (tmp_path / "q.safetensors").exists()
     assert _forget("-o", str(tmp_path / "r.safetensors"), "--no-kohya").returncode == 0
     assert not (tmp_path / "r.kohya.safetensors").exists()
+
+
+def test_a_refused_fmn_forget_prints_the_error_and_nothing_before_it(tmp_path):
+    """The "training images: none given" note once came before refusals found in planning (an
+    existing output here), so a refusal was three lines, the first of them not about it."""
+    out = tmp_path / "p.safetensors"
+    out.write_bytes(b"mine")
+    command = [sys.executable, "-m", "patchkit", "forget", "testbed", "-c", "circle", "--category", "object",
+               "-o", str(out)]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode != 0 and len(lines) == 2, lines
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    assert out.read_bytes() == b"mine"

@@ -62,20 +62,56 @@ def _ended_cleanly(result) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(header=headers, data=st.binary(max_size=64), depth=st.sampled_from([0, 0, 0, 50_000]))
-def test_hostile_headers_end_in_a_documented_exit(tmp_path, header, data, depth):
-    path = tmp_path / "fuzz.safetensors"
-    text = "[" * depth + "]" * depth if depth else json.dumps(header, allow_nan=True)
-    _write(path, text, data)
-    for args in (["show", str(path)], ["show", str(path), "--json"], ["verify", str(path), "--trust-store"]):
-        _ended_cleanly(runner.invoke(app, args))
-
-
 @pytest.fixture(scope="module")
 def patch_file(tiny_models, tmp_path_factory):
     folder, _ = tiny_models["sd15"]
     return folder, synthetic_patch(str(folder), tmp_path_factory.mktemp("fuzz") / "p.safetensors", concept="c")
+
+
+@pytest.fixture(scope="module")
+def patched_single_file(tiny_models, tmp_path_factory):
+    """A real single-file checkpoint `apply` wrote, and the revert file beside it."""
+    _, single = tiny_models["sd15"]
+    root = tmp_path_factory.mktemp("patched")
+    patch = synthetic_patch(str(single), root / "p.safetensors", concept="c")
+    out, revert_data = root / "patched.safetensors", root / "revert.safetensors"
+    result = runner.invoke(app, ["apply", str(single), str(patch), "-o", str(out), "--revert-data", str(revert_data)])
+    assert result.exit_code == 0, result.output
+    control = root / "reverted.safetensors"  # the revert arguments the fuzz uses work on the real pair
+    result = runner.invoke(app, ["revert", str(out), "--revert-data", str(revert_data), "-o", str(control)])
+    assert result.exit_code == 0 and control.read_bytes() == single.read_bytes(), result.output
+    return out, revert_data
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=headers, data=st.binary(max_size=64), depth=st.sampled_from([0, 0, 0, 50_000]))
+def test_hostile_headers_end_in_a_documented_exit_and_write_nothing(
+    tmp_path, patch_file, patched_single_file, header, data, depth
+):
+    """Every command that reads a safetensors file it was handed: as a patch (show, verify, export,
+    import, apply), as a patched checkpoint or as its revert file (revert)."""
+    folder, _ = patch_file
+    patched, revert_data = patched_single_file
+    tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))  # hypothesis reuses tmp_path across examples
+    path = tmp_path / "fuzz.safetensors"
+    text = "[" * depth + "]" * depth if depth else json.dumps(header, allow_nan=True)
+    _write(path, text, data)
+    out = tmp_path / "out.safetensors"
+    runs = [
+        ["show", str(path)],
+        ["show", str(path), "--json"],
+        ["verify", str(path), "--trust-store"],
+        ["export", str(path), "--format", "kohya", "-o", str(out)],
+        ["import", str(path), "--base", str(folder), "-c", "x", "--category", "object", "-o", str(out), "--no-kohya"],
+        ["apply", str(folder), str(path), "-o", str(tmp_path / "applied")],
+        ["revert", str(path), "--revert-data", str(revert_data), "-o", str(out)],
+        ["revert", str(patched), "--revert-data", str(path), "-o", str(out)],
+    ]
+    for args in runs:
+        result = runner.invoke(app, args)
+        _ended_cleanly(result)
+        if result.exit_code != 0:
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["fuzz.safetensors"], (args, result.output)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -149,3 +185,91 @@ def test_valid_manifests_with_hostile_text_are_shown_as_text_by_every_command(pa
         assert "\x1b]" not in result.output and "\u202e" not in result.output, args
         if args[0] == "show" and result.exit_code == 0 and text.startswith("[") and field != "concept":
             assert text in result.output.replace("\n", ""), (args, result.output)  # shown as written
+
+
+@pytest.fixture(scope="module")
+def registry_root(patch_file, tmp_path_factory):
+    """A registry holding one real entry, to copy and damage."""
+    _, patch = patch_file
+    root = tmp_path_factory.mktemp("registry") / "r"
+    result = runner.invoke(app, ["registry", "add", str(patch), "--registry", str(root)])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    target=st.sampled_from(["ref", "index.json", "registry.json"]),
+    content=st.one_of(
+        json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()),
+        st.binary(max_size=64),
+        st.sampled_from([b"[" * 100_000 + b"]" * 100_000, b'{"name": "x", "version": "1", "blob": "../../etc"}']),
+    ),
+)
+def test_a_damaged_registry_ends_in_a_documented_exit_for_every_registry_command(
+    registry_root, tmp_path, target, content
+):
+    """Any bytes in a ref, the index or the layout marker: every registry command ends cleanly, and
+    `verify` never calls a registry whose ref or marker was replaced ok."""
+    import shutil
+
+    root = Path(tempfile.mkdtemp(dir=tmp_path)) / "r"  # hypothesis reuses tmp_path across examples
+    shutil.copytree(registry_root, root)
+    path = next((root / "refs").glob("*/*.json")) if target == "ref" else root / target
+    original = path.read_bytes()
+    path.write_bytes(content)
+    registry = ["--registry", str(root)]
+    for args in (["verify"], ["list"], ["show", "synthetic-c"], ["search", "c"], ["gc", "--dry-run"], ["reindex"],
+                 ["export", "synthetic-c@0.0.1", "-o", str(tmp_path / "x")]):  # fmt: skip
+        result = runner.invoke(app, ["registry", *args, *registry])
+        _ended_cleanly(result)
+        if args == ["verify"] and target != "index.json" and content != original:
+            assert result.exit_code != 0, (target, content[:80], result.output)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero", "folder"])
+def test_what_is_not_a_file_is_refused_by_every_reader_without_blocking(
+    patch_file, patched_single_file, tmp_path, kind
+):
+    """A FIFO, a link to /dev/zero or a folder where a command expects a file: refused by name
+    (exit 2 or 3), never read forever, and nothing written."""
+    import os
+    import signal
+
+    folder, patch = patch_file
+    patched, _ = patched_single_file
+    bad = tmp_path / "bad.safetensors"
+    {"fifo": lambda: os.mkfifo(bad), "link-to-dev-zero": lambda: bad.symlink_to("/dev/zero"), "folder": bad.mkdir}[
+        kind
+    ]()
+    out = tmp_path / "out.safetensors"
+    stack = tmp_path / "s.stack.json"
+    assert runner.invoke(app, ["stack", "new", str(folder), "-o", str(stack)]).exit_code == 0
+    runs = [
+        ["show", str(bad)],
+        ["verify", str(bad), "--trust-store"],
+        ["export", str(bad), "--format", "kohya", "-o", str(out)],
+        ["import", str(bad), "--base", str(folder), "-c", "x", "--category", "object", "-o", str(out), "--no-kohya"],
+        ["apply", str(folder), str(bad), "-o", str(tmp_path / "applied")],
+        ["revert", str(patched), "--revert-data", str(bad), "-o", str(out)],
+        ["merge", str(patch), str(bad), "-o", str(out), "--no-kohya"],
+        ["registry", "add", str(bad), "--registry", str(tmp_path / "r")],
+        ["stack", "add", str(stack), str(bad)],
+        ["info", str(bad)],
+    ]
+
+    def blocked(*_):
+        raise TimeoutError("a reader blocked on what is not a regular file")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    try:
+        for args in runs:
+            signal.alarm(30)
+            result = runner.invoke(app, args)
+            signal.alarm(0)
+            _ended_cleanly(result)
+            assert result.exit_code in (2, 3), (args, result.exit_code, result.output)
+            assert not out.exists() and not (tmp_path / "applied").exists(), args
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

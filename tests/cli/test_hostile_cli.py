@@ -150,3 +150,35 @@ def test_a_reader_that_closed_the_pipe_gets_silence_not_an_error():
         command = f"{shlex.quote(sys.executable)} -m patchkit import --help | head -{lines} > /dev/null"
         run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
         assert "error:" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("inside", ["model_index.json", "unet/config.json", "stack", "patchkit-provenance"])
+def test_a_fifo_where_a_small_file_belongs_is_refused_not_waited_on(tiny_models, tmp_path, inside):
+    """A FIFO in place of a pipeline config, a stack file or a patched folder's provenance once made
+    `apply` and `revert` block on an open that never returns; each is named and refused."""
+    import shutil
+
+    folder, _ = tiny_models["sd15"]
+    model = tmp_path / "model"
+    shutil.copytree(folder, model)
+    patch = synthetic_patch(str(folder), tmp_path / "p.safetensors", concept="circle")
+    out = tmp_path / "out"
+    if inside == "stack":
+        stack = tmp_path / "s.stack.json"
+        os.mkfifo(stack)
+        args = ["apply", str(model), str(stack), "-o", str(out)]
+    elif inside == "patchkit-provenance":
+        revert_data = str(tmp_path / "r.safetensors")
+        assert _patchkit("apply", str(model), str(patch), "-o", str(out), "--revert-data", revert_data).returncode == 0
+        provenance = out / "patchkit.json"
+        provenance.unlink()
+        os.mkfifo(provenance)
+        out = tmp_path / "again"
+        args = ["revert", str(tmp_path / "out"), "--revert-data", str(tmp_path / "r.safetensors"), "-o", str(out)]
+    else:
+        (model / inside).unlink()
+        os.mkfifo(model / inside)
+        args = ["apply", str(model), str(patch), "-o", str(out)]
+    lines = _refused(_patchkit(*args), 3)
+    assert "FIFO" in lines[0]
+    assert not out.exists()

@@ -247,6 +247,29 @@ def test_verify_reports_a_blob_replaced_by_a_link_or_fifo_without_hanging(made, 
     assert any("symbolic link" in p or "FIFO" in p for p in report.problems), report.problems
 
 
+@pytest.mark.parametrize("kind", ["symlink-to-dev-zero", "fifo", "symlink-to-a-big-file"])
+def test_verify_reports_a_ref_replaced_by_a_link_or_fifo(made, tmp_path, kind):
+    """A ref swapped for a FIFO (or a link) was skipped by `registry verify`, which then said ok
+    with one entry fewer; a link to a big file was read whole. Each is a finding naming the ref."""
+    import os
+
+    entry = registry.add(made["circle"]).entry
+    ref = registry.open_registry(None).ref_path(entry.name, entry.version)
+    ref.unlink()
+    if kind == "fifo":
+        os.mkfifo(ref)
+    elif kind == "symlink-to-dev-zero":
+        ref.symlink_to("/dev/zero")
+    else:
+        big = tmp_path / "big.json"
+        with big.open("wb") as handle:
+            handle.truncate(1 << 30)  # sparse: a gigabyte a reader must not load
+        ref.symlink_to(big)
+    report = registry.verify_registry()
+    assert not report.ok
+    assert any(entry.name in p and ("symbolic link" in p or "FIFO" in p) for p in report.problems), report.problems
+
+
 def _edit_ref(entry, **changes):
     import json
 
