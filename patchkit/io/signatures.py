@@ -157,6 +157,22 @@ def read_bundle(signature: Path) -> BundleInfo:
     return BundleInfo(key_hint=hint, digests=digests)
 
 
+def names_these_bytes(path: Path, signature: Path) -> bool:
+    """Whether the bundle's statement vouches for `path` as it is now, checked without any key.
+
+    Anyone can write a statement, so True proves nothing; False proves the .sig belongs to other
+    bytes. The subject digest model-signing records is SHA-256 over its manifest's digests in
+    order, so its own hashing of `path` (file serialization, its default) is compared to it.
+    """
+    import model_signing
+
+    claimed = read_bundle(signature)
+    root = hashlib.sha256()
+    for descriptor in model_signing.hashing.hash(path).resource_descriptors():
+        root.update(descriptor.digest.digest_value)
+    return root.hexdigest() in claimed.digests.values()
+
+
 def verify_file(path: Path, signature: Path, public_key: Path) -> None:
     """Raise TrustError unless `signature` is a valid signature by `public_key` over `path` as it is now."""
     import model_signing

@@ -141,8 +141,17 @@ def signature_warning(patch: Path, store: TrustStore | None = None) -> str | Non
         return None
     try:
         verify(patch, use_trust_store=True, store=store)
-    except PolicyError:
-        return None
+    except PolicyError:  # a signer we cannot check: its statement can still show it is for other bytes
+        try:
+            if signatures.names_these_bytes(patch, signatures.signature_path_for(patch)):
+                return None
+        except PatchkitError as exc:
+            return _unverified(patch, exc.message)
+        return _unverified(patch, "its statement vouches for other bytes: the patch or its .sig was replaced")
     except PatchkitError as exc:
-        return f"{patch}: its signature does not verify ({exc.message}); applied because no signature is required"
+        return _unverified(patch, exc.message)
     return None
+
+
+def _unverified(patch: Path, why: str) -> str:
+    return f"{patch}: its signature does not verify ({why}); applied because no signature is required"

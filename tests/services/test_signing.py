@@ -120,6 +120,21 @@ def test_another_patchs_signature_fails(signed, tmp_path):
         signing.verify(patch, public_key=signed["pub"])
 
 
+def test_with_policy_off_a_signature_for_other_bytes_is_warned_about_even_from_an_unknown_key(signed, tmp_path):
+    """Issue 16.18: with no signature required, a .sig that is there but no longer matches must be
+    warned about. A signer the trust store does not know once silenced the warning altogether,
+    though the bundle's own statement shows it vouches for other bytes; that needs no key."""
+    patch = copy_pair(signed, tmp_path)
+    empty, knows = TrustStore(tmp_path / "none"), TrustStore(tmp_path / "trust")
+    knows.add(signed["pub"], "release team")
+    assert signing.signature_warning(patch, store=empty) is None  # intact, signer unknown: nothing to say
+    assert signing.signature_warning(patch, store=knows) is None
+    shutil.copy(signed["b"].with_name("b.safetensors.sig"), f"{patch}.sig")  # another patch's signature
+    for store in (empty, knows):
+        warning = signing.signature_warning(patch, store=store)
+        assert warning is not None and "does not verify" in warning, store.folder
+
+
 def test_trust_store_names_the_signer_and_policy_refuses_strangers(signed, tmp_path):
     patch = copy_pair(signed, tmp_path)
     store = TrustStore(tmp_path / "trust")
