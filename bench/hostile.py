@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 TIMEOUT_S = 60
+# `python -m` puts the working folder first on sys.path: run from one that holds no patchkit, so
+# PYTHONPATH (--source) decides which patchkit runs
+_CWD = tempfile.gettempdir()
 DOCUMENTED = range(1, 9)
 
 
@@ -44,6 +47,7 @@ class Attempt:
     expect: str = "refuse"  # refuse | text | warn | json-error | bounded
     absent: list[Path] = field(default_factory=list)  # must not exist afterwards
     needle: str = ""  # for "text": shown literally
+    because: str = ""  # a refusal must say this (case aside): refused for the reason tried, not another
     env: dict[str, str] = field(default_factory=dict)
     preexec: Callable[[], None] | None = None
 
@@ -58,7 +62,7 @@ def _size_limit(limit: int) -> Callable[[], None]:
 
 def _setup(*argv: object) -> None:
     """A setup step through the CLI of the patchkit under test (it must succeed)."""
-    subprocess.run([sys.executable, "-m", "patchkit", *map(str, argv)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "patchkit", *map(str, argv)], check=True, capture_output=True, cwd=_CWD)
 
 
 # -- hostile files -------------------------------------------------------------------------------
@@ -88,18 +92,25 @@ def _with_manifest(source: Path, out: Path, **changes: Any) -> Path:
     return _join(out, header, data)
 
 
-def _with_tensor_bytes(source: Path, out: Path, fill: bytes | None, *, drop_all: bool = False) -> Path:
-    """`source` with every lora_B (fp32) filled with `fill` repeated, or with no tensors at all."""
-    header, data = _split(source)
-    if drop_all:
-        return _join(out, {"__metadata__": header["__metadata__"]}, b"")
-    buffer = bytearray(data)
-    for name, entry in header.items():
-        if name != "__metadata__" and "lora_B" in name and entry["dtype"] == "F32":
-            start, end = entry["data_offsets"]
-            assert fill is not None
-            buffer[start:end] = fill * ((end - start) // len(fill))
-    return _join(out, header, bytes(buffer))
+def _with_tensors(source: Path, out: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> Path:
+    """`source` with its tensors edited and its manifest's patch id recomputed by the patchkit under
+    test, so the file is refused (or not) for what the edit did, never for an id mismatch."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from patchkit.core.patch_id import patch_id_of
+
+    with safe_open(str(source), "pt") as handle:
+        metadata = dict(handle.metadata())
+    tensors = edit(load_file(str(source)))
+    manifest = json.loads(metadata["patchkit.manifest"])
+    manifest["patch_id"] = patch_id_of(tensors)
+    save_file(tensors, str(out), metadata=dict(metadata, **{"patchkit.manifest": json.dumps(manifest)}))
+    return out
+
+
+def _fill_up(value: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda tensors: {k: t.fill_(value) if "lora_B" in k else t for k, t in tensors.items()}
 
 
 def _lenient(source: Path, out: Path, kind: str) -> Path:
@@ -164,12 +175,12 @@ def attempts(root: Path) -> list[Attempt]:
             expect="text")  # fmt: skip
         add(f"missing file named {label}", 1, "show", root / f"{text}.safetensors")
     # 2. non-finite and absurd numbers
-    nan = _with_tensor_bytes(p, root / "nan.safetensors", struct.pack("<f", float("nan")))
-    inf = _with_tensor_bytes(p, root / "inf.safetensors", struct.pack("<f", float("inf")))
-    for label, bad in (("NaN", nan), ("Inf", inf)):
+    for label, value in (("NaN", float("nan")), ("Inf", float("inf"))):
+        bad = _with_tensors(p, root / f"{label}.safetensors", _fill_up(value))
         target = o(f"a-{label}")
-        add(f"apply a patch of {label} tensors", 2, "apply", folder, bad, "-o", target, absent=[target])
-        add(f"registry add a patch of {label} tensors", 2, "registry", "add", bad, "--registry", root / f"r-{label}")
+        add(f"apply a patch of {label} tensors", 2, "apply", folder, bad, "-o", target, absent=[target], because=label)
+        add(f"registry add a patch of {label} tensors", 2, "registry", "add", bad, "--registry", root / f"r-{label}",
+            because=label)  # fmt: skip
     for scale in ("nan", "inf", "1e39", "1e308"):
         add(f"apply --scale {scale}", 2, "apply", folder, p, "-o", o(f"s-{scale}"), "--scale", scale,
             absent=[o(f"s-{scale}")])  # fmt: skip
@@ -179,10 +190,12 @@ def attempts(root: Path) -> list[Attempt]:
     _setup("stack", "new", str(folder), "-o", str(stack))
     add("stack add --scale nan", 2, "stack", "add", stack, p, "--scale", "nan")
     # 3. do-nothing patches and unchecked options
-    empty = _with_tensor_bytes(p, root / "empty.safetensors", None, drop_all=True)
-    zero = _with_tensor_bytes(p, root / "zero.safetensors", b"\0\0\0\0")
-    add("apply a patch with no tensors", 3, "apply", folder, empty, "-o", o("a-empty"), absent=[o("a-empty")])
-    add("apply a patch whose delta is zero", 3, "apply", folder, zero, "-o", o("a-zero"), absent=[o("a-zero")])
+    empty = _with_tensors(p, root / "empty.safetensors", lambda tensors: {})
+    zero = _with_tensors(p, root / "zero.safetensors", _fill_up(0.0))
+    add("apply a patch with no tensors", 3, "apply", folder, empty, "-o", o("a-empty"), absent=[o("a-empty")],
+        because="no tensors")  # fmt: skip
+    add("apply a patch whose delta is zero", 3, "apply", folder, zero, "-o", o("a-zero"), absent=[o("a-zero")],
+        because="zero")  # fmt: skip
     for label, extra in (("--steps -5", ["--steps", "-5"]), ("--steps 0", ["--steps", "0"]),
                          ("--lr nan", ["--lr", "nan"])):  # fmt: skip
         target = o(f"f{len(made)}.safetensors")
@@ -311,6 +324,7 @@ def attempts(root: Path) -> list[Attempt]:
     (broken / "unet" / "config.json").write_text("{not json")
     add("apply to a base whose unet/config.json is broken", 18, "apply", broken, p, "-o", o("a-br"), absent=[o("a-br")])
     keys = root / "keys"
+    keys.mkdir()  # before issue 16, key new refused a folder that did not exist yet
     _setup("key", "new", "--out", keys)
     key = next(keys.glob("*.key"))
     stale = root / "stale"
@@ -329,8 +343,9 @@ def attempts(root: Path) -> list[Attempt]:
 def judge(attempt: Attempt) -> str:
     env = dict(os.environ, COLUMNS="200", **attempt.env)
     try:
-        run = subprocess.run([sys.executable, "-m", "patchkit", *attempt.argv], capture_output=True, text=True,
-                             timeout=TIMEOUT_S, env=env, preexec_fn=attempt.preexec, errors="replace")  # fmt: skip
+        command = [sys.executable, "-m", "patchkit", *attempt.argv]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env,
+                             preexec_fn=attempt.preexec, errors="replace", cwd=_CWD)  # fmt: skip
     except subprocess.TimeoutExpired:
         return "hang"
     err, out = run.stderr, run.stdout
@@ -365,6 +380,8 @@ def judge(attempt: Attempt) -> str:
     error = next((i for i, line in enumerate(lines) if line.startswith("error: ")), None)
     if error is None or error + 1 >= len(lines) or not lines[error + 1].startswith("hint: "):
         return "no error/hint"
+    if attempt.because.lower() not in lines[error].lower():
+        return "refused for another reason"
     return "clean"
 
 
