@@ -26,6 +26,7 @@ from patchkit.services.forget_request import (
     PRESETS,
     ClosedFormSettings,
     Concept,
+    ForgetAttack,
     ForgetRequest,
     ForgetSettings,
     ModelSource,
@@ -87,7 +88,17 @@ ScoreOpt = Annotated[
 ]
 BenchOpt = Annotated[
     Path | None,
-    typer.Option("--bench", help="ConceptBench JSON for --score (default: the model's own; the testbed has one)."),
+    typer.Option(
+        "--bench", help="ConceptBench JSON for --score and --attack (default: the model's own; the testbed has one)."
+    ),
+]
+AttackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--attack",
+        help="Before writing, run the red-team suite (attack/1, as `patchkit attack`) on the new patch and record "
+        "each concept's ASRs in the manifest, for `registry list --max-asr`. Minutes per concept.",
+    ),
 ]
 MethodOpt = Annotated[
     str,
@@ -135,6 +146,10 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
             from patchkit.cli.score import render_report
 
             render_report(output, result.scores)
+        if result.attacks is not None:
+            from patchkit.cli.attack import render_report as render_attacks
+
+            render_attacks(output, result.attacks)
         error = result.factorisation_error
         extra = f", SVD export error {error:.2%}" if error is not None else ""
         if result.embeddings is not None:
@@ -189,7 +204,7 @@ def _request(
     allow_pickle: bool, retain: list[str] | None, retain_files: list[Path] | None, default_retain: bool,
     prompts: list[str] | None, images_dir: Path | None, name: str | None, version: str,
     author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
-    robust: bool = False, kohya: bool = True,
+    robust: bool = False, kohya: bool = True, attack: bool = False,
 ) -> ForgetRequest:  # fmt: skip
     """The one request forget and correct build from their options alike."""
     from patchkit.services.forget_request import read_retain_files
@@ -202,6 +217,7 @@ def _request(
         templates=tuple(prompts) if prompts else None, robust=robust,
         images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score_bench=(bench if score else False), force=force, kohya=kohya,
+        attack=ForgetAttack(bench=bench) if attack else None,
     )  # fmt: skip
 
 
@@ -285,6 +301,7 @@ def forget(
     default_retain: DefaultRetainOpt = True,
     robust: RobustOpt = False,
     score: ScoreOpt = False,
+    attack: AttackOpt = False,
     bench: BenchOpt = None,
     name: NameOpt = None,
     version: VersionOpt = "1.0.0",
@@ -348,6 +365,7 @@ def forget(
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score=score, bench=bench, force=overwrite, kohya=kohya, robust=robust,
+        attack=attack,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
 

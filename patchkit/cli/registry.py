@@ -34,8 +34,12 @@ def _concepts(summary: dict[str, Any]) -> str:
     parts = []
     for c in summary["concepts"]:
         label = f"{c['name']} → {c['target']}" if c.get("target") else c["name"]
-        if "after" in c:
-            label += f" ({c['after']:.2f})"
+        attack = c.get("attack") or {}
+        scores = [f"{c['after']:.2f}"] if "after" in c else []
+        if attack.get("worst_asr") is not None:
+            scores.append(f"ASR {attack['worst_asr']:.2f}" + ("" if attack.get("certified") else " partial"))
+        if scores:
+            label += f" ({', '.join(scores)})"
         parts.append(label)
     return ", ".join(parts)
 
@@ -43,7 +47,7 @@ def _concepts(summary: dict[str, Any]) -> str:
 def _table(output: Output, rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=one_line(title))
     table.add_column("patch", no_wrap=True)
-    for column in ("concepts (M-Score after)", "categories", "base", "layouts", "signed by"):
+    for column in ("concepts (M-Score after, worst ASR)", "categories", "base", "layouts", "signed by"):
         table.add_column(column, overflow="fold")
     for s in rows:
         categories = ", ".join(sorted({c["category"] for c in s["concepts"]}))
@@ -106,14 +110,37 @@ def list_(
         str | None, typer.Option(help="Only patches for this base: a fingerprint, or a model to fingerprint.")
     ] = None,
     signed_by: Annotated[str | None, typer.Option(help="Only patches signed by this trust-store name.")] = None,
+    max_asr: Annotated[
+        float | None,
+        typer.Option(
+            "--max-asr",
+            min=0.0,
+            max=1.0,
+            help="Only patches whose every forgotten concept was attacked with the full attack/1 suite at its "
+            "standard budget (forget --attack) with a worst-case ASR at most this.",
+        ),
+    ] = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """List patches, filtered. Example: patchkit registry list --concept circle --base sd15.safetensors"""
+    """List patches, filtered. Example: patchkit registry list --concept circle --base sd15.safetensors
+
+    With --max-asr, a patch with no full attack record is left out, never assumed safe.
+    """
     output: Output = ctx.obj
     fingerprint = service.base_fingerprint_of(base) if base else None
     rows = service.entries(registry, concept=concept, category=category, base=fingerprint, signed_by=signed_by)
-    output.result(rows, lambda: _table(output, rows, f"{len(rows)} patches"), json=json)
+    unjudged = 0
+    if max_asr is not None:
+        rows, unjudged = service.within_asr(rows, max_asr)
+
+    def human() -> None:
+        _table(output, rows, f"{len(rows)} patches")
+        if unjudged:
+            output.say(f"note: {unjudged} patches left out: no full attack/1 record to judge them by "
+                       "(run patchkit forget --attack, or patchkit attack)")  # fmt: skip
+
+    output.result(rows, human, json=json)
 
 
 @app.command("search")

@@ -26,6 +26,17 @@ def _score(entry: dict[str, Any]) -> str:
     return f"{prompt['before']:.2f} → {after:.2f}" if after is not None else f"{prompt['before']:.2f}"
 
 
+def _attack(entry: dict[str, Any]) -> str:
+    record = entry.get("attack")
+    if not record:
+        return "not attacked"
+    if record.get("worst_asr") is None:
+        return "no attack ran"
+    label = f"{record['worst_asr']:.2f} ({record['worst_attack']})"
+    ran = [a for a, asr in record.get("asr", {}).items() if asr is not None]
+    return label if record.get("standard_budget") else f"{label}, small budget: {len(ran)} attacks"
+
+
 def render_manifest(output: Output, manifest: dict[str, Any], *, title: str) -> None:
     """The manifest as two tables: the patch, then its concepts. Every value comes from the file
     (hostile until shown otherwise): shown as one line of text, never as markup."""
@@ -54,12 +65,13 @@ def render_manifest(output: Output, manifest: dict[str, Any], *, title: str) -> 
         about.add_row(field, one_line(str(value)))
     output.table(about)
     concepts = Table(title="concepts")
-    for column in ("concept", "category", "action", "M-Score (prompt)", "bench"):
+    for column in ("concept", "category", "action", "M-Score (prompt)", "worst-case ASR", "bench"):
         concepts.add_column(column)
     for c in manifest["concepts"]:
         action = c["action"] + (f" → {c['target']}" if c.get("target") else "")
-        bench = c["mscore"]["bench"] if c.get("mscore") else ""
-        concepts.add_row(*(one_line(str(cell)) for cell in (c["name"], c["category"], action, _score(c), bench)))
+        bench = c["mscore"]["bench"] if c.get("mscore") else (c.get("attack") or {}).get("bench", "")
+        cells = (c["name"], c["category"], action, _score(c), _attack(c), bench)
+        concepts.add_row(*(one_line(str(cell)) for cell in cells))
     output.table(concepts)
 
 

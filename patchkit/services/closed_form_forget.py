@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from patchkit.errors import InputError, ModelMismatchError, UsageError
 from patchkit.io.tensor_spans import SpanReader, TensorSpan
 from patchkit.models import weights
 from patchkit.services.forget_plan import ForgetPlan, default_name, fit_to_model
-from patchkit.services.forget_record import ForgetResult, add_scores, clock, concept_records
+from patchkit.services.forget_record import ForgetResult, add_attacks, add_scores, clock, concept_records
 from patchkit.services.patches import base_record, write_patch
 from patchkit.services.preservation import RetainSet
 from patchkit.training.closed_form import ClosedFormOutcome, solve
@@ -115,8 +116,13 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
     report = None
     if request.score_bench is not False:
         report = add_scores(manifest, request.model, outcome.tensors, concepts, request.score_bench, progress)
-    write_patch(request.output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
-                resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
+    write = partial(write_patch, tensors=outcome.tensors, family=info.family, rank=settings.rank,
+                    resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
+    attacks = None
+    if request.attack is not None:
+        attacks = add_attacks(manifest, request.model, concepts, request.attack,
+                              lambda path, draft: write(path, manifest=draft), progress)  # fmt: skip
+    write(request.output, manifest=manifest)
     return ForgetResult(
         output=request.output,
         manifest=manifest,
@@ -129,6 +135,7 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
         images_generated=False,
         factorisation_error=outcome.factorisation_error,
         scores=report,
+        attacks=attacks,
         method="closed-form",
     )
 

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from patchkit.io.images import load_image_folder
 from patchkit.io.tensors_out import save_tensors
 from patchkit.models import weights
 from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_path, fit_to_model
-from patchkit.services.forget_record import ForgetResult, add_scores, clock, concept_records
+from patchkit.services.forget_record import ForgetResult, add_attacks, add_scores, clock, concept_records
 from patchkit.services.patches import base_record, write_patch
 from patchkit.services.preservation import RetainSet
 from patchkit.training.fmn import ForgetOutcome, train
@@ -94,8 +95,13 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
     if request.score_bench is not False:
         report = add_scores(manifest, request.model, outcome.tensors, concepts, request.score_bench, progress)
     output = request.output
-    write_patch(output, outcome.tensors, manifest, family=info.family, rank=settings.rank,
-                resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
+    write = partial(write_patch, tensors=outcome.tensors, family=info.family, rank=settings.rank,
+                    resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
+    attacks = None
+    if request.attack is not None:
+        attacks = add_attacks(manifest, request.model, concepts, request.attack,
+                              lambda path, draft: write(path, manifest=draft), progress)  # fmt: skip
+    write(output, manifest=manifest)
     if learnt:
         save_tensors(embeddings_path(output), learnt)
     return ForgetResult(
@@ -110,6 +116,7 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
         images_generated=request.images_dir is None,
         factorisation_error=outcome.factorisation_error,
         scores=report,
+        attacks=attacks,
         embeddings=embeddings_path(output) if placeholders else None,
     )
 

@@ -83,6 +83,9 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
     if request.score_bench is not False:  # a bench that cannot score the result fails now, not after training
         bench, _ = load_bench(request.score_bench, world)
         check_targets(bench, [c.name for c in concepts], "forget")
+    if request.attack is not None:  # the suite needs each concept's bench entry (judge, references): check now
+        bench, _ = load_bench(request.attack.bench, world)
+        check_targets(bench, [c.name for c in concepts], "forget")
     items = training_prompts(concepts, world.templates, given, world.context_templates)
     if request.robust:
         items += robust_items(world, concepts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,8 @@ from patchkit.services.patches import created_at
 from patchkit.training.prompts import Concept
 
 if TYPE_CHECKING:
+    from patchkit.evaluation.attack_report import AttackReport
+    from patchkit.services.forget_request import ForgetAttack
     from patchkit.services.score import ScoreReport
 
 
@@ -37,6 +39,7 @@ class ForgetResult:
     embeddings: Path | None = None  # --ti: the learnt placeholder embeddings, beside the patch
     method: str = "fmn"
     kohya: Path | None = None  # --kohya: the same patch in the layout A1111 and ComfyUI load
+    attacks: AttackReport | None = None  # --attack: the suite run on the patch before it was written
 
     @property
     def concept_labels(self) -> list[str]:
@@ -58,6 +61,9 @@ class ForgetResult:
             "mscores": {c["name"]: c["mscore"]["prompt"] for c in concepts if "mscore" in c},
             "collateral": self.manifest.get("collateral"),
         }
+        attacked = {c["name"]: c["attack"] for c in concepts if "attack" in c}
+        if attacked:
+            summary["attack"] = attacked
         if self.factorisation_error is not None:
             summary["factorisation_error"] = self.factorisation_error
         if self.embeddings is not None:
@@ -133,3 +139,44 @@ def _score_with(
         draft = Path(folder) / "draft.safetensors"
         save_tensors(draft, tensors)
         return score(source, patches=[draft], bench_path=bench, targets=[c.name for c in concepts], progress=progress)
+
+
+def add_attacks(
+    manifest: dict[str, Any], source: ModelSource, concepts: Sequence[Concept], settings: ForgetAttack,
+    write_draft: Callable[[Path, dict[str, Any]], None], progress: Progress | None,
+) -> AttackReport:  # fmt: skip
+    """Attack the draft patch (written with its manifest, so the attacks leave out the prompts it
+    trained and preserved on) and record each concept's ASRs in `manifest`."""
+    from patchkit.services.attack import ATTACKS, AttackBudget, AttackRequest, attack
+
+    request = AttackRequest(
+        tuple(c.name for c in concepts), attacks=settings.attacks or ATTACKS, budget=settings.budget or AttackBudget()
+    )
+    with tempfile.TemporaryDirectory(prefix="patchkit-attack-") as folder:
+        draft = Path(folder) / "draft.safetensors"
+        write_draft(draft, manifest)
+        report = attack(source, request, patches=[draft], bench_path=settings.bench, progress=progress)
+    records = attack_records(report)
+    for entry in manifest["concepts"]:
+        if entry["name"] in records:
+            entry["attack"] = records[entry["name"]]
+    return report
+
+
+def attack_records(report: AttackReport) -> dict[str, dict[str, Any]]:
+    """concept -> the manifest's `attack` record (schemas/manifest.schema.json) of `report`."""
+    from patchkit.evaluation.attack_report import ATTACK_DEFINITION
+
+    out = {}
+    standard = report.budget.is_standard()
+    for result in report.concepts:
+        worst = result.worst
+        out[result.concept] = {
+            "definition": ATTACK_DEFINITION,
+            "bench": report.bench,
+            "standard_budget": standard,
+            "asr": {o.attack: (None if o.score is None else o.score.score) for o in result.outcomes},
+            "worst_asr": None if worst is None or worst.score is None else worst.score.score,
+            "worst_attack": None if worst is None else worst.attack,
+        }
+    return out

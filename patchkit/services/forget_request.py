@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from patchkit.errors import UsageError
 from patchkit.io.prompt_file import read_prompt_file
@@ -22,6 +22,7 @@ __all__ = [
     "PRESETS",
     "ClosedFormSettings",
     "Concept",
+    "ForgetAttack",
     "ForgetRequest",
     "ForgetSettings",
     "ModelSource",
@@ -29,6 +30,20 @@ __all__ = [
     "correction_settings",
     "settings_for",
 ]
+
+
+if TYPE_CHECKING:
+    from patchkit.evaluation.attack_report import AttackBudget
+
+
+@dataclass(frozen=True)
+class ForgetAttack:
+    """`forget --attack`: run the red-team suite on the new patch before it is written, and
+    record each concept's ASRs in its manifest (docs/attack.md)."""
+
+    bench: Path | None = None  # None: the model's world's bench
+    attacks: tuple[str, ...] | None = None  # None: the whole suite
+    budget: AttackBudget | None = None  # None: attack/1's standard budget
 
 
 Method = Literal["fmn", "closed-form"]
@@ -56,6 +71,7 @@ class ForgetRequest:
     license_id: str | None = None
     # False: no scoring; None: the model's world's bench; a path: that ConceptBench
     score_bench: Path | Literal[False] | None = False
+    attack: ForgetAttack | None = None  # None: no attack run
     force: bool = False
     # also write the patch in the kohya layout (OUT.kohya.safetensors), the one A1111 and ComfyUI load
     kohya: bool = False

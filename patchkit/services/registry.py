@@ -35,6 +35,8 @@ def _summary(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]
         after = c.get("mscore", {}).get("prompt", {}).get("after")
         if after is not None:
             item["after"] = after
+        if isinstance(c.get("attack"), dict):
+            item["attack"] = _attack_summary(c["attack"])
         concepts.append(item)
     return {
         "patch_id": manifest["patch_id"],
@@ -49,6 +51,33 @@ def _summary(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]
         "added_at": record["added_at"],
         "layouts": sorted(layouts_of_record(manifest, record)),
     }
+
+
+def _attack_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the index keeps of a concept's attack record: the worst ASR, and whether it may gate a
+    release: the whole current suite ran, at its standard budget (a smaller run proves less)."""
+    from patchkit.evaluation.attack_report import ATTACK_DEFINITION, ATTACKS
+
+    asr = record.get("asr", {})
+    complete = set(asr) >= set(ATTACKS) and all(asr[a] is not None for a in ATTACKS)
+    return {
+        "worst_asr": record.get("worst_asr"),
+        "worst_attack": record.get("worst_attack"),
+        "certified": bool(record.get("standard_budget")) and complete and record.get("definition") == ATTACK_DEFINITION,
+    }
+
+
+def within_asr(rows: list[dict[str, Any]], max_asr: float) -> tuple[list[dict[str, Any]], int]:
+    """The rows whose every forgotten concept was attacked with the full standard suite and whose
+    worst-case ASR is at most `max_asr`, and how many rows had no such record to judge by."""
+    kept, unjudged = [], 0
+    for row in rows:
+        records = [c.get("attack") for c in row["concepts"] if c.get("action") == "forget"]
+        if not records or any(r is None or not r["certified"] or r["worst_asr"] is None for r in records):
+            unjudged += 1
+        elif all(r["worst_asr"] <= max_asr for r in records):
+            kept.append(row)
+    return kept, unjudged
 
 
 def layouts_of_record(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, str]:
