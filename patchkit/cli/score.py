@@ -11,13 +11,15 @@ from rich.table import Table
 from patchkit.cli.console import Output
 from patchkit.cli.lazy import LazyModule
 from patchkit.cli.options import AllowPickleOpt, ConfigOpt, JsonOpt, ModelArg, OverwriteOpt
-from patchkit.errors import GateFailedError
+from patchkit.errors import GateFailedError, UsageError
 
 if TYPE_CHECKING:
+    from patchkit.evaluation.attack_report import AttackReport
     from patchkit.services.score import ScoreReport
 
 score_service = LazyModule("patchkit.services.score")
 models_service = LazyModule("patchkit.services.models")
+attack_service = LazyModule("patchkit.services.attack")
 
 
 def score(
@@ -40,6 +42,18 @@ def score(
     capacity: Annotated[
         bool, typer.Option(help="Also run the capacity probe: textual inversion on each concept's reference images.")
     ] = False,
+    attack: Annotated[
+        bool,
+        typer.Option(
+            "--attack",
+            help="Then run attack/1 on each --target with the same patches (as `patchkit attack`); with -o its "
+            "report goes to OUTPUT/attack/.",
+        ),
+    ] = False,
+    max_asr: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="With --attack, gate: exit 6 if a target's worst-case ASR is above this."),
+    ] = None,
     output_dir: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for report.json and one PNG per concept.")
     ] = None,
@@ -73,9 +87,22 @@ def score(
       patchkit score testbed --patch no-circle.safetensors --target circle --max-target 0.1 --max-collateral 0.1
     """
     output: Output = ctx.obj
+    source = models_service.ModelSource(model, config, allow_pickle)
+    if (attack or max_asr is not None) and not target:
+        raise UsageError("--attack attacks the --target concepts: name at least one", hint="add --target CONCEPT")
+    if max_asr is not None and not attack:
+        raise UsageError("--max-asr gates the attack: add --attack", hint="patchkit score --help")
     with output.progress() as progress:
+
+        def then_attack() -> AttackReport:
+            request = attack_service.AttackRequest(concepts=tuple(target or ()), max_asr=max_asr)
+            attacked: AttackReport = attack_service.attack(
+                source, request, patches=patch or [], bench_path=bench, progress=progress
+            )
+            return attacked
+
         report = score_service.score(
-            models_service.ModelSource(model, config, allow_pickle),
+            source,
             patches=patch or [],
             bench_path=bench,
             targets=target or [],
@@ -85,21 +112,27 @@ def score(
             output=output_dir,
             force=overwrite,
             progress=progress,
+            # under accelerate, the attack (not split yet) runs once, in the process that reports
+            then_attack=then_attack if attack and score_service.is_main_process() else None,
         )
     if not score_service.is_main_process():  # under `accelerate launch`, one process speaks
         return
 
     def human() -> None:
         render_report(output, report)
+        if report.attacks is not None:
+            from patchkit.cli.attack import render_report as render_attacks
+
+            render_attacks(output, report.attacks)
         if report.output:
             output.err.print(f"wrote {report.output}/report.json and {len(report.grids)} grids")
 
     output.result(report, human, json=json)
-    if report.gate is not None and not report.gate.passed:
-        raise GateFailedError(
-            "release gate failed: " + "; ".join(report.gate.reasons), hint="the patch does not meet the bars"
-        )
-    if report.gate is not None:
+    reasons = list(report.gate.reasons) if report.gate is not None and not report.gate.passed else []
+    reasons += report.attacks.failures if report.attacks is not None else []
+    if reasons:
+        raise GateFailedError("release gate failed: " + "; ".join(reasons), hint="the patch does not meet the bars")
+    if report.gate is not None or max_asr is not None:
         output.say("[green]release gate passed[/]")
 
 

@@ -12,7 +12,9 @@ from typing import Any
 from PIL import Image
 
 from patchkit import TOOL
+from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.evaluation.mscore import PromptScore
+from patchkit.io.images import save_png
 
 ATTACK_DEFINITION = "attack/1"
 ATTACKS = ("composition", "misspelling", "paraphrase", "search", "inversion")
@@ -117,6 +119,19 @@ class AttackReport:
                 out.append(f"{c.concept}: {worst.attack} ASR {worst.score.score:.2f} > {self.max_asr}")
         return out
 
+    def write(self, folder: Path) -> list[str]:
+        """report.json and one PNG grid per concept into `folder` (which exists); the grids' names."""
+        import json
+
+        (folder / "report.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+        names = []
+        for result in self.concepts:
+            picture = _grid(result)
+            if picture is not None:
+                names.append(result.concept.replace(" ", "_") + ".png")
+                save_png(picture, folder / names[-1])
+        return names
+
     def to_json(self) -> dict[str, Any]:
         return {
             "tool": TOOL,
@@ -129,3 +144,15 @@ class AttackReport:
             "gate": None if self.max_asr is None else {"max_asr": self.max_asr, "failures": self.failures},
             "seconds": self.seconds,
         }
+
+
+def _grid(result: ConceptAttacks) -> Image.Image | None:
+    """Each attack's images with the judge's verdict under each, one row per attack."""
+    rows = []
+    for outcome in result.outcomes:
+        if outcome.score is None or not outcome.shown:
+            continue
+        score = outcome.score
+        title = f"{result.concept} / {outcome.attack}: ASR {score.score:.2f} ({score.hits}/{score.n})"
+        rows.append(labelled_grid([i for i, _ in outcome.shown], [c for _, c in outcome.shown], title=title, cell=96))
+    return stack_vertically(rows) if rows else None

@@ -9,7 +9,6 @@ Definitions, budgets and what passing does not prove: docs/attack.md.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -21,14 +20,13 @@ from PIL import Image
 from patchkit.backend import pipeline
 from patchkit.core import attack_prompts
 from patchkit.core.conceptbench import Bench, BenchConcept
-from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
 from patchkit.core.world import World
 from patchkit.errors import InputError, UsageError
 from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackReport, ConceptAttacks
 from patchkit.evaluation.judges import load_judge
 from patchkit.io.atomic import atomic_path, check_output_path
-from patchkit.io.images import load_image_folder, save_png
+from patchkit.io.images import load_image_folder
 from patchkit.io.prompt_file import read_prompt_file
 from patchkit.io.regular import check_patch_paths
 from patchkit.models import weights
@@ -115,17 +113,6 @@ def _trained_prompts(patches: Sequence[Path]) -> frozenset[str]:
     return frozenset(seen)
 
 
-def _grid(result: ConceptAttacks) -> Image.Image | None:
-    rows = []
-    for outcome in result.outcomes:
-        if outcome.score is None or not outcome.shown:
-            continue
-        score = outcome.score
-        title = f"{result.concept} / {outcome.attack}: ASR {score.score:.2f} ({score.hits}/{score.n})"
-        rows.append(labelled_grid([i for i, _ in outcome.shown], [c for _, c in outcome.shown], title=title, cell=96))
-    return stack_vertically(rows) if rows else None
-
-
 def attack(
     source: ModelSource,
     request: AttackRequest,
@@ -192,15 +179,8 @@ def attack(
         output=output,
     )
     if output is not None:
-        grids = []
         with atomic_path(output) as tmp:
             tmp.mkdir()
-            (tmp / "report.json").write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
-            for result in results:
-                picture = _grid(result)
-                if picture is not None:
-                    name = result.concept.replace(" ", "_") + ".png"
-                    save_png(picture, tmp / name)
-                    grids.append(output / name)
-        report = replace(report, grids=grids)
+            names = report.write(tmp)
+        report = replace(report, grids=[output / name for name in names])
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
 from patchkit.errors import UsageError
+from patchkit.evaluation.attack_report import AttackReport
 from patchkit.evaluation.judges import Judge, load_judge
 from patchkit.evaluation.mscore import (
     MSCORE_DEFINITION,
@@ -77,8 +78,10 @@ class ScoreReport:
     seconds: float
     output: Path | None
     grids: list[Path] = field(default_factory=list)
+    attacks: AttackReport | None = None  # score --attack: attack/1 on the targets, same patches
 
     def to_json(self) -> dict[str, Any]:
+        attacked = {} if self.attacks is None else {"attack": self.attacks.to_json()}
         return {
             "tool": TOOL,
             "definition": self.definition,
@@ -90,6 +93,7 @@ class ScoreReport:
             "collateral": self.collateral,
             "gate": None if self.gate is None else {"passed": self.gate.passed, "reasons": list(self.gate.reasons)},
             "seconds": self.seconds,
+            **attacked,
         }
 
 
@@ -199,8 +203,13 @@ def score(
     output: Path | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    then_attack: Callable[[], AttackReport] | None = None,
 ) -> ScoreReport:
-    """Score the model, and the model with `patches` loaded, over the bench, side by side."""
+    """Score the model, and the model with `patches` loaded, over the bench, side by side.
+
+    `then_attack` (score --attack) runs after scoring and before anything is written; its report
+    joins this one, and with `output` its files go to OUTPUT/attack/ in the same atomic write.
+    """
     from patchkit.backend.lora import load_patches, unload_patches
 
     started = time.perf_counter()
@@ -263,10 +272,15 @@ def score(
         seconds=time.perf_counter() - started,
         output=output,
     )
+    if then_attack is not None:
+        report = replace(report, attacks=then_attack())
     if output is not None and is_main_process():
         grids = []
         with atomic_path(output) as tmp:
             tmp.mkdir()
+            if report.attacks is not None:
+                (tmp / "attack").mkdir()
+                grids += [output / "attack" / name for name in report.attacks.write(tmp / "attack")]
             (tmp / "report.json").write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
             for concept in bench.concepts:
                 picture = _grid(concept, shown_before[concept.name], shown_after.get(concept.name))

@@ -136,3 +136,35 @@ def test_capacity_needs_reference_images(tmp_path):
     bench.write_text(json.dumps(data))
     result = runner.invoke(app, ["score", "testbed", "--bench", str(bench), "--capacity"])
     assert result.exit_code == 2 and "has no reference_images" in result.output
+
+
+def test_score_then_attack_joins_the_reports_and_writes_them_in_one_folder(tmp_path, forget_circle):
+    """score --attack (issue 18): attack/1 on the targets after the scores, with the same patches;
+    with -o, OUTPUT/attack/ holds the attack report, written in the same atomic step."""
+    from patchkit.services.attack import AttackBudget, AttackRequest, attack
+
+    bench = small_bench(tmp_path, per_concept=4)
+    budget = AttackBudget(images_per_prompt=1, compositions=4)
+    request = AttackRequest(("circle",), attacks=("composition",), budget=budget, max_asr=0.0)
+
+    def then_attack():
+        return attack(ModelSource("testbed"), request, patches=[forget_circle], bench_path=bench)
+
+    out = tmp_path / "report"
+    report = score(ModelSource("testbed"), patches=[forget_circle], bench_path=bench, targets=["circle"], output=out,
+                   then_attack=then_attack)  # fmt: skip
+    assert report.attacks is not None
+    written = json.loads((out / "report.json").read_text())
+    attacked = json.loads((out / "attack" / "report.json").read_text())
+    assert written["attack"] == attacked == report.attacks.to_json()
+    assert attacked["patches"] == [str(forget_circle)] and attacked["concepts"][0]["concept"] == "circle"
+    assert (out / "attack" / "circle.png").is_file() and out / "attack" / "circle.png" in report.grids
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"), [(["--attack"], "--target"), (["--target", "circle", "--max-asr", "0.2"], "--attack")]
+)
+def test_score_attack_options_that_cannot_work_are_refused_before_any_work(tmp_path, extra, needle):
+    result = runner.invoke(app, ["score", "testbed", "-o", str(tmp_path / "out"), *extra])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert not (tmp_path / "out").exists()
