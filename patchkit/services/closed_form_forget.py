@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, replace
-from functools import partial
 from typing import Any
 
 import torch
@@ -22,8 +21,8 @@ from patchkit.errors import InputError, ModelMismatchError, UsageError
 from patchkit.io.tensor_spans import SpanReader, TensorSpan
 from patchkit.models import weights
 from patchkit.services.forget_plan import ForgetPlan, default_name, fit_to_model
-from patchkit.services.forget_record import ForgetResult, add_attacks, add_scores, clock, concept_records
-from patchkit.services.patches import base_record, write_patch
+from patchkit.services.forget_record import ForgetResult, clock, concept_records, score_attack_and_write
+from patchkit.services.patches import base_record
 from patchkit.services.preservation import RetainSet
 from patchkit.training.closed_form import ClosedFormOutcome, solve
 from patchkit.training.settings import ClosedFormSettings, check_closed_form_settings
@@ -113,16 +112,10 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
         author=request.author or None,
         license=request.license_id or None,
     )
-    report = None
-    if request.score_bench is not False:
-        report = add_scores(manifest, request.model, outcome.tensors, concepts, request.score_bench, progress)
-    write = partial(write_patch, tensors=outcome.tensors, family=info.family, rank=settings.rank,
-                    resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
-    attacks = None
-    if request.attack is not None:
-        attacks = add_attacks(manifest, request.model, concepts, request.attack,
-                              lambda path, draft: write(path, manifest=draft), progress)  # fmt: skip
-    write(request.output, manifest=manifest)
+    report, attacks = score_attack_and_write(
+        manifest, request, outcome.tensors, concepts,
+        family=info.family, rank=settings.rank, resolution=info.resolution, progress=progress,
+    )  # fmt: skip
     return ForgetResult(
         output=request.output,
         manifest=manifest,

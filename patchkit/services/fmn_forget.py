@@ -6,7 +6,6 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from patchkit.io.images import load_image_folder
 from patchkit.io.tensors_out import save_tensors
 from patchkit.models import weights
 from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_path, fit_to_model
-from patchkit.services.forget_record import ForgetResult, add_attacks, add_scores, clock, concept_records
-from patchkit.services.patches import base_record, write_patch
+from patchkit.services.forget_record import ForgetResult, clock, concept_records, score_attack_and_write
+from patchkit.services.patches import base_record
 from patchkit.services.preservation import RetainSet
 from patchkit.training.fmn import ForgetOutcome, train
 from patchkit.training.prompts import Concept, TrainingPrompt, with_placeholders
@@ -91,17 +90,11 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
     outcome = train(pipe, concepts, items, images, owners, retain.prompts, settings, progress)
     del pipe
     manifest = _manifest(plan, info, outcome, items, retain, placeholders, images_digest(images))
-    report = None
-    if request.score_bench is not False:
-        report = add_scores(manifest, request.model, outcome.tensors, concepts, request.score_bench, progress)
+    report, attacks = score_attack_and_write(
+        manifest, request, outcome.tensors, concepts,
+        family=info.family, rank=settings.rank, resolution=info.resolution, progress=progress,
+    )  # fmt: skip
     output = request.output
-    write = partial(write_patch, tensors=outcome.tensors, family=info.family, rank=settings.rank,
-                    resolution=info.resolution, base_name=request.model.reference)  # fmt: skip
-    attacks = None
-    if request.attack is not None:
-        attacks = add_attacks(manifest, request.model, concepts, request.attack,
-                              lambda path, draft: write(path, manifest=draft), progress)  # fmt: skip
-    write(output, manifest=manifest)
     if learnt:
         save_tensors(embeddings_path(output), learnt)
     return ForgetResult(

@@ -14,12 +14,12 @@ from patchkit.core.manifest import ConceptRecord
 from patchkit.core.progress import Progress
 from patchkit.io.tensors_out import save_tensors
 from patchkit.models.refs import ModelSource
-from patchkit.services.patches import created_at
+from patchkit.services.patches import created_at, write_patch
 from patchkit.training.prompts import Concept
 
 if TYPE_CHECKING:
     from patchkit.evaluation.attack_report import AttackReport
-    from patchkit.services.forget_request import ForgetAttack
+    from patchkit.services.forget_request import ForgetAttack, ForgetRequest
     from patchkit.services.score import ScoreReport
 
 
@@ -180,3 +180,24 @@ def attack_records(report: AttackReport) -> dict[str, dict[str, Any]]:
             "worst_attack": None if worst is None else worst.attack,
         }
     return out
+
+
+def score_attack_and_write(
+    manifest: dict[str, Any], request: ForgetRequest, tensors: Mapping[str, Any], concepts: Sequence[Concept], *,
+    family: str, rank: int, resolution: int, progress: Progress | None,
+) -> tuple[ScoreReport | None, AttackReport | None]:  # fmt: skip
+    """What both methods do once the deltas exist: score and attack them as asked (recording the
+    results in `manifest`), then write the patch; nothing is written if either fails."""
+
+    def write(path: Path, draft: dict[str, Any]) -> None:
+        write_patch(path, tensors, draft, family=family, rank=rank, resolution=resolution,
+                    base_name=request.model.reference)  # fmt: skip
+
+    scores = None
+    if request.score_bench is not False:
+        scores = add_scores(manifest, request.model, tensors, concepts, request.score_bench, progress)
+    attacks = None
+    if request.attack is not None:
+        attacks = add_attacks(manifest, request.model, concepts, request.attack, write, progress)
+    write(request.output, manifest)
+    return scores, attacks
