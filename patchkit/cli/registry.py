@@ -34,10 +34,11 @@ def _concepts(summary: dict[str, Any]) -> str:
     parts = []
     for c in summary["concepts"]:
         label = f"{c['name']} → {c['target']}" if c.get("target") else c["name"]
-        attack = c.get("attack") or {}
         scores = [f"{c['after']:.2f}"] if "after" in c else []
-        if attack.get("worst_asr") is not None:
-            scores.append(f"ASR {attack['worst_asr']:.2f}" + ("" if attack.get("certified") else " partial"))
+        worst = service.worst_asr_of(c, certified_only=False)
+        if worst is not None:
+            certified = service.worst_asr_of(c) is not None
+            scores.append(f"ASR {worst:.2f}" + ("" if certified else " partial"))
         if scores:
             label += f" ({', '.join(scores)})"
         parts.append(label)

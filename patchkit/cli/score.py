@@ -128,8 +128,7 @@ def score(
             output.err.print(f"wrote {report.output}/report.json and {len(report.grids)} grids")
 
     output.result(report, human, json=json)
-    reasons = list(report.gate.reasons) if report.gate is not None and not report.gate.passed else []
-    reasons += report.attacks.failures if report.attacks is not None else []
+    reasons = report.gate_failures
     if reasons:
         raise GateFailedError("release gate failed: " + "; ".join(reasons), hint="the patch does not meet the bars")
     if report.gate is not None or max_asr is not None:

@@ -5,6 +5,7 @@ Pure bookkeeping on judge verdicts, as the M-Score is: the services fill it, the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,6 @@ class AttackReport:
 
     def write(self, folder: Path) -> list[str]:
         """report.json and one PNG grid per concept into `folder` (which exists); the grids' names."""
-        import json
-
         (folder / "report.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
         names = []
         for result in self.concepts:

@@ -72,12 +72,22 @@ def within_asr(rows: list[dict[str, Any]], max_asr: float) -> tuple[list[dict[st
     worst-case ASR is at most `max_asr`, and how many rows had no such record to judge by."""
     kept, unjudged = [], 0
     for row in rows:
-        records = [c.get("attack") for c in row["concepts"] if c.get("action") == "forget"]
-        if not records or any(r is None or not r["certified"] or r["worst_asr"] is None for r in records):
+        worst = [worst_asr_of(c) for c in row["concepts"] if c.get("action") == "forget"]
+        if not worst or any(w is None for w in worst):
             unjudged += 1
-        elif all(r["worst_asr"] <= max_asr for r in records):
+        elif all(w is not None and w <= max_asr for w in worst):
             kept.append(row)
     return kept, unjudged
+
+
+def worst_asr_of(summary: dict[str, Any], *, certified_only: bool = True) -> float | None:
+    """A concept summary's worst-case ASR, or None without a (certified) record. The index is a
+    file a person can edit: a value of the wrong type is no record, never a crash."""
+    record = summary.get("attack")
+    if not isinstance(record, dict) or (certified_only and record.get("certified") is not True):
+        return None
+    worst = record.get("worst_asr")
+    return float(worst) if isinstance(worst, int | float) and not isinstance(worst, bool) else None
 
 
 def layouts_of_record(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, str]:

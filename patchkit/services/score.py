@@ -80,6 +80,12 @@ class ScoreReport:
     grids: list[Path] = field(default_factory=list)
     attacks: AttackReport | None = None  # score --attack: attack/1 on the targets, same patches
 
+    @property
+    def gate_failures(self) -> list[str]:
+        """Why the release gate failed: the M-Score gate's reasons, then the attack gate's."""
+        reasons = list(self.gate.reasons) if self.gate is not None and not self.gate.passed else []
+        return reasons + (self.attacks.failures if self.attacks is not None else [])
+
     def to_json(self) -> dict[str, Any]:
         attacked = {} if self.attacks is None else {"attack": self.attacks.to_json()}
         return {
