@@ -34,12 +34,13 @@ class RetainSet:
 
 def neighbour_prompts(pipe: Any, concepts: Sequence[Concept], templates: dict[int, list[str]]) -> list[str]:
     """Each concept's nearest words in the model, in that concept's training templates."""
-    from patchkit.backend.neighbours import nearest_words
+    from patchkit.backend.neighbours import WordIndex
 
     exclude = {w for c in concepts for part in (c.name, c.context or "") for w in part.split()}
+    index_of_words = WordIndex(pipe, exclude)
     prompts = []
     for index, concept in enumerate(concepts):
-        words = nearest_words(pipe, concept.name, NEIGHBOURS_PER_CONCEPT, exclude)
+        words = index_of_words.nearest(concept.name, NEIGHBOURS_PER_CONCEPT)
         for word in words:
             prompts += [t.format(word) for t in templates[index]]
     return prompts
