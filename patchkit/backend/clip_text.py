@@ -11,7 +11,7 @@ their canonical `text_model.*` names; nothing else of the model is read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,13 @@ class ClipTextConfig:
 
 
 class ClipTextEncoder:
-    """States of a CLIP text encoder: after the final layer norm, or the second-to-last layer's."""
+    """States of a CLIP text encoder: after the final layer norm, or the second-to-last layer's.
+
+    `tensors` maps the canonical names to tensors, and may read them lazily (a checkpoint's
+    byte spans): the forward runs layer by layer over every prompt it is given and asks for
+    each layer's weights once, so a streamed encoder holds one layer, never the model
+    (SDXL's two encoders are 1.6 GB in fp16, 3.3 GB in float32).
+    """
 
     def __init__(self, config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
         self.config = ClipTextConfig.of(config)
@@ -63,50 +69,128 @@ class ClipTextEncoder:
         c = ClipTextConfig.of(config)
         names = ["text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight"]
         for i in range(c.layers):
-            base = f"text_model.encoder.layers.{i}."
-            for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
-                         "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"):  # fmt: skip
-                names += [base + part + ".weight", base + part + ".bias"]
-        return [*names, "text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias"]
+            names += _layer_keys(i)
+        return [*names, *_FINAL_NORM]
 
     def get_input_embeddings(self) -> _Embeddings:
         """The token embedding table (what neighbour search compares)."""
         return _Embeddings(self._t["text_model.embeddings.token_embedding.weight"].float())
 
-    def _w(self, name: str) -> torch.Tensor:
-        # weights stay in the checkpoint's dtype (SDXL's two encoders are 1.6 GB in fp16, 3.3 GB
-        # in float32) and are widened one layer at a time: the maths is float32 throughout
-        return self._t[name].float()
+    def _weights(self, names: list[str]) -> dict[str, torch.Tensor]:
+        # read once per layer and widened there: the maths is float32 throughout, whatever the
+        # checkpoint's dtype, and only this layer's float32 copy is held
+        return {name: self._t[name].float() for name in names}
 
-    def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        width = (self.config.hidden_size,)
-        return F.layer_norm(x, width, self._w(name + ".weight"), self._w(name + ".bias"), self.config.eps)
-
-    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return F.linear(x, self._w(name + ".weight"), self._w(name + ".bias"))
-
-    def _layer(self, x: torch.Tensor, i: int) -> torch.Tensor:
+    def _layer(self, shared: torch.Tensor, rest: torch.Tensor, i: int,
+               w: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Layer i on a chunk: `shared` (1, P, width) is the prefix every row of `rest` (rows, S,
+        width) continues, computed once; each row's positions attend to it and causally to their own."""
         base = f"text_model.encoder.layers.{i}."
-        batch, length, width = x.shape
-        heads = self.config.heads
-        h = self._norm(x, base + "layer_norm1")
+        width, heads = self.config.hidden_size, self.config.heads
 
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, length, heads, width // heads).transpose(1, 2)
+        def norm(t: torch.Tensor, name: str) -> torch.Tensor:
+            return F.layer_norm(t, (width,), w[base + name + ".weight"], w[base + name + ".bias"], self.config.eps)
 
-        q, k, v = (split(self._linear(h, base + f"self_attn.{p}_proj")) for p in ("q", "k", "v"))
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self._linear(attended.transpose(1, 2).reshape(batch, length, width), base + "self_attn.out_proj")
-        h = self._norm(x, base + "layer_norm2")
-        return x + self._linear(self._act(self._linear(h, base + "mlp.fc1")), base + "mlp.fc2")
+        def linear(t: torch.Tensor, name: str) -> torch.Tensor:
+            return F.linear(t, w[base + name + ".weight"], w[base + name + ".bias"])
 
-    def states(self, ids: torch.Tensor, *, penultimate: bool = False) -> torch.Tensor:
-        """(prompts, length, width): the final layer norm's output, or (SDXL) the second-to-last layer's."""
-        positions = torch.arange(ids.shape[1])
-        x = self._t["text_model.embeddings.token_embedding.weight"][ids].float()
-        x = x + self._t["text_model.embeddings.position_embedding.weight"][positions].float()
-        last = self.config.layers - 1 if penultimate else self.config.layers
+        def heads_of(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            h = norm(t, "layer_norm1")
+            return tuple(linear(h, f"self_attn.{p}_proj").unflatten(-1, (heads, width // heads)).transpose(1, 2)
+                         for p in ("q", "k", "v"))  # fmt: skip
+
+        def finish(t: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+            t = t + linear(attended.transpose(1, 2).flatten(2), "self_attn.out_proj")
+            return t + linear(self._act(linear(norm(t, "layer_norm2"), "mlp.fc1")), "mlp.fc2")
+
+        q, k, v = heads_of(rest)
+        prefix = shared.shape[1]
+        if prefix == 0:
+            return shared, finish(rest, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        qp, kp, vp = heads_of(shared)
+        rows, length = rest.shape[0], rest.shape[1]
+        keys = torch.cat([kp.expand(rows, -1, -1, -1), k], dim=2)
+        values = torch.cat([vp.expand(rows, -1, -1, -1), v], dim=2)
+        sees = torch.ones(length, prefix + length, dtype=torch.bool)
+        sees[:, prefix:] = torch.ones(length, length, dtype=torch.bool).tril()
+        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=sees)
+        return finish(shared, F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)), finish(rest, attended)
+
+    def states(
+        self, ids: torch.Tensor, *, penultimate: bool = False, lengths: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """(prompts, length, width): the final layer norm's output, or (SDXL) the second-to-last layer's.
+
+        Layer-major: every prompt passes layer i before any reaches layer i + 1, so each
+        layer's weights are read once per call; the caller bounds how many prompts one call
+        holds. Rows run in chunks (`_chunks`) in token order, and the tokens a chunk's rows
+        all begin with are computed once for the chunk (the encoder is causal, so a shared
+        prefix has one set of states: "a photo of a" before every word of a template). With
+        `lengths` (one per prompt) a chunk runs only to its longest prompt's length; a row's
+        positions past its length are left uncomputed. All of it is exact.
+        """
+        rows, context = ids.shape
+        reach_of = [context] * rows if lengths is None else [max(1, min(context, n)) for n in lengths]
+        table = self._t["text_model.embeddings.token_embedding.weight"]
         with torch.no_grad():
+            x = table[ids].float() + self._t["text_model.embeddings.position_embedding.weight"][:context].float()
+            chunks = []
+            for members in _chunks(ids, reach_of):
+                reach = max(reach_of[r] for r in members)
+                prefix = min(_common_prefix(ids[members[0]], ids[members[-1]]), reach - 1)
+                chunks.append((members, prefix, reach, x[members[:1], :prefix], x[members, prefix:reach]))
+            last = self.config.layers - 1 if penultimate else self.config.layers
             for i in range(last):
-                x = self._layer(x, i)
-            return x if penultimate else self._norm(x, "text_model.final_layer_norm")
+                w = self._weights(_layer_keys(i))
+                chunks = [(m, p, n, *self._layer(shared, rest, i, w)) for m, p, n, shared, rest in chunks]
+                del w
+            for members, prefix, reach, shared, rest in chunks:
+                x[members, :prefix] = shared.expand(len(members), -1, -1)
+                x[members, prefix:reach] = rest
+            if penultimate:
+                return x
+            w = self._weights(_FINAL_NORM)
+            width = (self.config.hidden_size,)
+            return F.layer_norm(x, width, w[_FINAL_NORM[0]], w[_FINAL_NORM[1]], self.config.eps)
+
+
+def _chunks(ids: torch.Tensor, reach_of: list[int]) -> list[list[int]]:
+    """The rows in runs that share a prefix: sorted by length, then by tokens, so each template's
+    prompts run together; a run ends where its shared prefix would shrink or its length grow (once it has
+    `_MIN_CHUNK_TOKENS` of work: bigger matrix products run faster) or its work would pass
+    `_CHUNK_TOKENS` (the activations' bound)."""
+    order = sorted(range(ids.shape[0]), key=lambda r: (reach_of[r], ids[r].tolist()))
+    chunks: list[list[int]] = []
+    prefix = reach = 0
+    for row in order:
+        if chunks:
+            members = chunks[-1]
+            grown = max(reach, reach_of[row])
+            shared = min(_common_prefix(ids[members[0]], ids[row]), grown - 1)
+            work = len(members) * (reach - prefix)
+            if (len(members) + 1) * (grown - shared) <= _CHUNK_TOKENS and (
+                (shared >= prefix and grown == reach) or work < _MIN_CHUNK_TOKENS
+            ):
+                members.append(row)
+                prefix, reach = shared, grown
+                continue
+        chunks.append([row])
+        prefix, reach = reach_of[row] - 1, reach_of[row]
+    return chunks
+
+
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading tokens two rows share."""
+    differ = (a != b).nonzero()
+    return int(differ[0]) if len(differ) else int(a.shape[0])
+
+
+_CHUNK_TOKENS = 8192  # positions through one layer at once: bounds the MLP's activations (SDXL: 8192 x 5120 floats)
+_MIN_CHUNK_TOKENS = 512
+_FINAL_NORM = ["text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias"]
+_PARTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+          "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2")  # fmt: skip
+
+
+def _layer_keys(i: int) -> list[str]:
+    return [f"text_model.encoder.layers.{i}.{part}.{kind}" for part in _PARTS for kind in ("weight", "bias")]

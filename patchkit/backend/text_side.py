@@ -2,7 +2,7 @@
 
 The closed-form method needs no UNet forward, no VAE and no images: only the states every
 cross-attention layer reads, and the attn2 projections (read as spans by the caller). So
-the encoders are filled straight from their tensors' byte spans, for a
+the encoders are streamed from their tensors' byte spans, a layer at a time, for a
 diffusers folder and a single-file checkpoint alike, and diffusers is never imported.
 
 The encoders run on patchkit's own CLIP forward (backend.clip_text: transformers' model
@@ -14,7 +14,7 @@ last hidden state; SDXL the second-to-last hidden states of both encoders, side 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,10 @@ from patchkit.io.tensor_spans import SpanReader, TensorSpan
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 _ENCODERS = ("text_encoder", "text_encoder_2")
-_BATCH = 64  # prompts per encoder call: bounds the activations of a 100-concept run
+# floats of states one encoder call returns (256 MiB): a group of prompts runs through every
+# layer together, each layer's weights read once per group, so a 100-concept run reads its
+# encoders a few times, not once per 64 prompts
+_GROUP_FLOATS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -65,25 +68,49 @@ class TextSide:
         """The states of the first `length` positions of every prompt (all of them when None)."""
         ids = self.ids(prompts)
         width = ids.shape[1] if length is None else max(1, min(length, ids.shape[1]))
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(prompts), _BATCH):
-                chunk = list(prompts[start : start + _BATCH])
-                parts.append(self._states(chunk, ids[start : start + _BATCH], width))
-        states = torch.cat(parts) if parts else torch.zeros(0, width, self.width)
+        states = torch.zeros(len(prompts), width, self.width)
+        for rows, part in self.encode_groups(prompts, [width] * len(prompts)):
+            states[rows] = part
         return EncodedPrompts(ids, states)
+
+    def encode_groups(self, prompts: Sequence[str], lengths: Sequence[int]) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """(rows, their states), a memory-bounded group of prompts at a time, shortest first.
+
+        Row k of the states holds prompt rows[k]'s first lengths[rows[k]] positions (exact:
+        the encoder is causal); its later positions are not computed and must not be read.
+        """
+        order = sorted(range(len(prompts)), key=lambda row: (lengths[row], row))
+        start = 0
+        with torch.no_grad():
+            while start < len(order):
+                # as many prompts as fit the budget at the longest length they reach
+                stop = start + 1
+                while stop < len(order) and (stop + 1 - start) * lengths[order[stop]] * self.width <= _GROUP_FLOATS:
+                    stop += 1
+                rows = order[start:stop]
+                length = max(1, lengths[rows[-1]])
+                chunk = [prompts[row] for row in rows]
+                yield rows, self._states(chunk, self.ids(chunk)[:, :length], [max(1, lengths[r]) for r in rows])
+                start = stop
+
+    def used_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per prompt, the positions up to and including its first end-of-text (its context where none fits)."""
+        eos = self.tokenizer.eos_token_id
+        is_end = (ids == eos) & (torch.arange(ids.shape[1]) > 0)
+        first = torch.where(is_end.any(1), is_end.float().argmax(1), torch.full((ids.shape[0],), ids.shape[1] - 1))
+        return first + 1
 
     @property
     def width(self) -> int:
         first = int(self.text_encoder.config.hidden_size)
         return first + (int(self.text_encoder_2.config.hidden_size) if self.text_encoder_2 is not None else 0)
 
-    def _states(self, prompts: list[str], ids: torch.Tensor, width: int) -> torch.Tensor:
+    def _states(self, prompts: list[str], ids: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         if self.text_encoder_2 is None:
-            return self.text_encoder.states(ids[:, :width])
-        ids_2 = self.ids(prompts, self.tokenizer_2)
-        first = self.text_encoder.states(ids[:, :width], penultimate=True)
-        second = self.text_encoder_2.states(ids_2[:, :width], penultimate=True)
+            return self.text_encoder.states(ids, lengths=lengths)
+        ids_2 = self.ids(prompts, self.tokenizer_2)[:, : ids.shape[1]]
+        first = self.text_encoder.states(ids, penultimate=True, lengths=lengths)
+        second = self.text_encoder_2.states(ids_2, penultimate=True, lengths=lengths)
         return torch.cat([first, second], dim=-1)
 
 
@@ -113,14 +140,27 @@ def load_text_side(config_folder: Path, configs: Mapping[str, dict[str, Any]],
 
 
 def _filled_encoder(component: str, config: dict[str, Any], spans: Mapping[str, TensorSpan]) -> ClipTextEncoder:
-    tensors: dict[str, torch.Tensor] = {}
-    with SpanReader() as reader:
-        for key in ClipTextEncoder.keys(config):
-            span = spans.get(key)
-            if span is None:
-                raise ModelMismatchError(
-                    f"{component} has no tensor {key}",
-                    hint="check that the checkpoint and its --config are the same model",
-                )
-            tensors[key] = reader.tensor(span)  # widened to float32 as each layer runs
-    return ClipTextEncoder(config, tensors)
+    missing = next((key for key in ClipTextEncoder.keys(config) if key not in spans), None)
+    if missing is not None:
+        raise ModelMismatchError(
+            f"{component} has no tensor {missing}", hint="check that the checkpoint and its --config are the same model"
+        )
+    return ClipTextEncoder(config, SpanTensors(spans))
+
+
+class SpanTensors(Mapping[str, torch.Tensor]):
+    """A checkpoint's tensors by name, read from their byte spans when asked for, never kept:
+    the encoder asks for one layer at a time, so its weights never sit in memory whole."""
+
+    def __init__(self, spans: Mapping[str, TensorSpan]) -> None:
+        self._spans = spans
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        with SpanReader() as reader:
+            return reader.tensor(self._spans[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)

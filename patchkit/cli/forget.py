@@ -113,6 +113,15 @@ RidgeOpt = Annotated[
     float,
     typer.Option(help="closed-form only: ridge on the solve, relative to the edited states' scale."),
 ]
+PositionsOpt = Annotated[
+    str,
+    typer.Option(
+        "--positions",
+        help="closed-form only: which text states the solve reads. context: every position the model reads, "
+        "padding included, as UCE does (the default). prompt: through each prompt's end-of-text only, several "
+        "times faster on 77-token models (docs/closed-form.md has the measured trade-off).",
+    ),
+]
 D = ForgetSettings()
 CF = ClosedFormSettings()
 # FMN's training options: --method closed-form refuses them rather than ignore them
@@ -172,13 +181,14 @@ def _report(ctx: typer.Context, result: ForgetResult, json: bool) -> None:
 
 
 def _closed_form(ctx: typer.Context, method: str, rank: int, preserve: float | None, guidance: float | None,
-                 ridge: float) -> ClosedFormSettings:  # fmt: skip
+                 ridge: float, positions: str) -> ClosedFormSettings:  # fmt: skip
     """The closed form's settings: its own defaults, except where the user set an option."""
     if method != "closed-form":
-        if _given(ctx, "ridge"):
-            raise UsageError("--ridge is a setting of --method closed-form", hint="add --method closed-form")
+        for param in ("ridge", "positions"):
+            if _given(ctx, param):
+                raise UsageError(f"--{param} is a setting of --method closed-form", hint="add --method closed-form")
         return CF
-    chosen: dict[str, float | int] = {"ridge": ridge}
+    chosen: dict[str, float | int | str] = {"ridge": ridge, "positions": positions}
     for param, field, value in (("rank", "rank", rank), ("preserve", "preserve_weight", preserve),
                                 ("guidance", "guidance", guidance)):  # fmt: skip
         if value is not None and _given(ctx, param):
@@ -295,6 +305,7 @@ def forget(
         ),
     ] = D.preserve_weight,
     ridge: RidgeOpt = CF.ridge,
+    positions: PositionsOpt = CF.positions,
     prompt: PromptOpt = None,
     retain: RetainOpt = None,
     retain_file: RetainFileOpt = None,
@@ -324,7 +335,7 @@ def forget(
     --method closed-form solves the same projections in one step instead (UCE's ridge
     solution): the concept's text-encoder states are mapped to the concept-free prompt's
     while the retain prompts' states are held, with no images and no training
-    (docs/closed-form.md). It takes --preserve, --guidance, --rank and --ridge.
+    (docs/closed-form.md). It takes --preserve, --guidance, --rank, --ridge and --positions.
 
     Preserved by default, on every model: 32 everyday captions shipped with patchkit, the
     16 words nearest each concept in the model's own text encoder (in the concept's
@@ -361,7 +372,7 @@ def forget(
         ctx, method, model=model, concepts=concepts, output=output_path,
         # a preset's own settings are FMN's (--ti, more steps); the closed form has none to take
         settings=settings_for(preset, settings, given) if method == "fmn" else settings,
-        closed_form=_closed_form(ctx, method, rank, preserve, guidance, ridge),
+        closed_form=_closed_form(ctx, method, rank, preserve, guidance, ridge, positions),
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score=score, bench=bench, force=overwrite, kohya=kohya, robust=robust,
@@ -384,6 +395,7 @@ def correct(
     lr: LrOpt = D.learning_rate,
     seed: SeedOpt = D.seed,
     ridge: RidgeOpt = CF.ridge,
+    positions: PositionsOpt = CF.positions,
     prompt: PromptOpt = None,
     retain: RetainOpt = None,
     retain_file: RetainFileOpt = None,
@@ -418,7 +430,7 @@ def correct(
     request = _request(
         ctx, method, model=model, concepts=[Concept(concept, category, target=to)], output=output_path,
         settings=correction_settings(steps=steps, learning_rate=lr, rank=rank, seed=seed),
-        closed_form=_closed_form(ctx, method, rank, None, None, ridge), config=config,
+        closed_form=_closed_form(ctx, method, rank, None, None, ridge, positions), config=config,
         allow_pickle=allow_pickle, retain=retain, retain_files=retain_file, default_retain=default_retain,
         prompts=prompt, images_dir=images_dir, name=name, version=version, author=author,
         license_id=license_id, score=score, bench=bench, force=overwrite, kohya=kohya,

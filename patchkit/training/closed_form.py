@@ -62,15 +62,19 @@ def _span_of(tokenizer: Tokenizer, ids: list[int], words: str) -> list[int]:
     return list(range(found[0], found[0] + len(wanted))) if found else []
 
 
-_ITEMS_PER_BATCH = 64  # prompts encoded together; bounds the states held at once
-
-
 @dataclass
 class ConceptStates:
     """The states of the concept's own tokens and where they move: what adversarial rounds start from."""
 
     sources: list[torch.Tensor]
     targets: list[torch.Tensor]
+
+
+def _ends(encoder: TextSide, ids: torch.Tensor, positions: str) -> list[int]:
+    """How many leading positions of each prompt the solve reads (docs/closed-form.md, --positions)."""
+    if positions == "context":
+        return [int(ids.shape[1])] * int(ids.shape[0])
+    return [int(n) for n in encoder.used_positions(ids)]
 
 
 def gather(
@@ -80,46 +84,60 @@ def gather(
     retain: Sequence[str],
     guidance: float,
     named: ConceptStates | None = None,
+    positions: str = "context",
 ) -> Grams:
-    """The sums of the run's moved, target and held states (module docstring), a batch at a time.
+    """The sums of the run's moved, target and held states (module docstring).
 
+    Every distinct prompt is encoded once, in memory-bounded groups that run through the
+    encoder layer by layer. `positions` is "context" (every position the model reads,
+    padding included, as UCE does) or "prompt" (through each prompt's end-of-text only).
     With `named`, the concept tokens' own states and targets are kept there as well."""
     tokenizer = encoder.tokenizer
     grams = Grams(encoder.width)
-    for start in range(0, len(items), _ITEMS_PER_BATCH):
-        batch = items[start : start + _ITEMS_PER_BATCH]
-        prompts = encoder.encode([it.prompt for it in batch])
-        anchor_texts = sorted({it.anchor for it in batch})  # a forget's anchors repeat across concepts
-        anchors = encoder.encode(anchor_texts)
-        anchor_row = {text: row for row, text in enumerate(anchor_texts)}
-        length = prompts.length
+    prompt_ids = encoder.ids([it.prompt for it in items])
+    ends = _ends(encoder, prompt_ids, positions)
+    anchor_texts = sorted({it.anchor for it in items})  # a forget's anchors repeat across concepts
+    anchor_row = {text: row for row, text in enumerate(anchor_texts)}
+    anchor_ids = encoder.ids(anchor_texts)
+    spans: list[list[int]] = []
+    target_spans: list[list[int]] = []
+    for row, item in enumerate(items):  # every prompt checked before anything is encoded
+        concept = concepts[item.concept]
+        span = _span_of(tokenizer, prompt_ids[row].tolist(), item.phrase or concept.name)
+        if not span or span[-1] >= ends[row]:
+            raise UsageError(
+                f'"{concept.name}" does not occur in "{item.prompt}" after tokenization',
+                hint="check the spelling, or give --prompt templates the model reads whole",
+            )
+        spans.append(span)
+        anchor_tokens = anchor_ids[anchor_row[item.anchor]].tolist()
+        target_spans.append(_span_of(tokenizer, anchor_tokens, concept.target) if concept.target else [])
+    # where the anchor's target is longer than the concept, its states run past the prompt's
+    reach = max((len(t) - len(s) for s, t in zip(spans, target_spans, strict=True)), default=0)
+    anchor_length = min(int(prompt_ids.shape[1]), max(ends, default=1) + max(0, reach))
+    anchors = encoder.encode(anchor_texts, anchor_length).states
+    for rows, states in encoder.encode_groups([it.prompt for it in items], ends):
         sources: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
-        for row, item in enumerate(batch):
-            concept = concepts[item.concept]
-            span = _span_of(tokenizer, prompts.ids[row].tolist(), item.phrase or concept.name)
-            if not span or span[-1] >= length:
-                raise UsageError(
-                    f'"{concept.name}" does not occur in "{item.prompt}" after tokenization',
-                    hint="check the spelling, or give --prompt templates the model reads whole",
-                )
-            a = anchor_row[item.anchor]
-            target_span = _span_of(tokenizer, anchors.ids[a].tolist(), concept.target) if concept.target else []
-            grams.add_held(prompts.states[row, : span[0]])
+        for k, row in enumerate(rows):
+            item, span, own = items[row], spans[row], states[k]
+            grams.add_held(own[: span[0]])
+            aligned = [aligned_position(p, span, target_spans[row], anchor_length) for p in range(span[0], ends[row])]
+            source = own[span[0] : ends[row]]
+            anchor = anchors[anchor_row[item.anchor], aligned]
             # a forget aims past the anchor, as FMN's negative guidance does; a correction aims at its target
-            eta = 0.0 if concept.target else guidance
-            for position in range(span[0], length):
-                source = prompts.states[row, position]
-                anchor = anchors.states[a, aligned_position(position, span, target_span, length)]
-                sources.append(source)
-                targets.append(anchor + eta * (anchor - source))
-                if named is not None and position <= span[-1]:
-                    named.sources.append(source)
-                    named.targets.append(targets[-1])
-        grams.add_edits(torch.stack(sources), torch.stack(targets))
-    for start in range(0, len(retain), _ITEMS_PER_BATCH):
-        states = encoder.encode(list(retain[start : start + _ITEMS_PER_BATCH])).states
-        grams.add_held(states.reshape(-1, states.shape[-1]))
+            eta = 0.0 if concepts[item.concept].target else guidance
+            target = anchor + eta * (anchor - source)
+            sources.append(source)
+            targets.append(target)
+            if named is not None:
+                named.sources += list(source[: span[-1] + 1 - span[0]])
+                named.targets += list(target[: span[-1] + 1 - span[0]])
+        grams.add_edits(torch.cat(sources), torch.cat(targets))
+    held_ids = encoder.ids(list(retain)) if retain else torch.zeros(0, 1, dtype=torch.long)
+    held_ends = _ends(encoder, held_ids, positions)
+    for rows, states in encoder.encode_groups(list(retain), held_ends):
+        grams.add_held(torch.cat([states[k, : held_ends[row]] for k, row in enumerate(rows)]))
     return grams
 
 
@@ -137,7 +155,7 @@ def solve(
     if progress:
         progress(f"encoding {len(items)} training prompts, their anchors and {len(retain)} retain prompts")
     named = ConceptStates([], []) if settings.adversarial_rounds else None
-    grams = gather(encoder, concepts, items, retain, settings.guidance, named)
+    grams = gather(encoder, concepts, items, retain, settings.guidance, named, settings.positions)
     if progress:
         progress(f"solving for {grams.edited} moved and {grams.held} held states")
     regulariser = Regulariser(settings.preserve_weight, settings.ridge)

@@ -100,6 +100,9 @@ class ClosedFormSettings:
     # RECE-style rounds (--robust): after each solve, the states that the edited projections
     # read exactly as the concept once was are derived in closed form and edited too
     adversarial_rounds: int = 0
+    # which positions of each prompt the solve reads: "context", all the model reads, padding
+    # included (UCE); "prompt", through end-of-text only (docs/closed-form.md, --positions)
+    positions: str = "context"
 
 
 # setting -> (its option, smallest allowed value, largest)
@@ -110,5 +113,11 @@ _CLOSED_FORM_BOUNDS: dict[str, tuple[str, float, float]] = {
 }
 
 
+CLOSED_FORM_POSITIONS = ("context", "prompt")
+
+
 def check_closed_form_settings(settings: ClosedFormSettings) -> None:
+    if settings.positions not in CLOSED_FORM_POSITIONS:
+        raise UsageError(f"unknown --positions {settings.positions!r}",
+                         hint=f"use one of: {', '.join(CLOSED_FORM_POSITIONS)}")  # fmt: skip
     _check_bounds(settings, _CLOSED_FORM_BOUNDS, ClosedFormSettings(), " for --method closed-form")

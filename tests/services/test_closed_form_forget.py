@@ -28,6 +28,7 @@ from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.score import score
 from patchkit.testbed.paths import TESTBED_BENCH
 from patchkit.training.prompts import Concept
+from patchkit.training.settings import ClosedFormSettings
 from tests.cli.test_cli import run_cli
 
 CIRCLE = (Concept("circle", "object"),)
@@ -58,6 +59,28 @@ def test_text_side_gives_the_states_the_pipeline_gives_the_unet(tiny_models, nam
     assert torch.allclose(ours, theirs, atol=1e-5)
     # a causal encoder: the first positions alone give the same states
     assert torch.allclose(text.encode(prompts, length=6).states, theirs[:, :6], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_shared_prefixes_and_short_lengths_give_the_pipeline_states(tiny_models, name):
+    """The encoder computes a chunk's common prefix once and stops at each prompt's length:
+    every state it returns must still be the pipeline's, whatever the chunking."""
+    folder, _ = tiny_models[name]
+    ref = refs.resolve(str(folder))
+    configs = weights.configs_of(ref.config_folder)
+    text = load_text_side(ref.config_folder, configs, weights.model_spans(ref, configs))
+    pipe = pipeline.load_pipeline(ref)
+    words = ["circle", "square", "red ring", "blue star", "ring"]
+    prompts = [t.format(w) for t in ("a photo of a {}", "a photo of {} on a table", "{}") for w in words]
+    theirs = conditioning.encode(pipe, prompts).states
+    lengths = [3 + (k % 5) for k in range(len(prompts))]
+    seen = []
+    for rows, states in text.encode_groups(prompts, lengths):
+        for k, row in enumerate(rows):
+            n = lengths[row]
+            assert torch.allclose(states[k, :n], theirs[row, :n], atol=1e-5), prompts[row]
+            seen.append(row)
+    assert sorted(seen) == list(range(len(prompts)))
 
 
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
@@ -148,6 +171,7 @@ def test_testbed_forgets_circle_and_keeps_square(tmp_path):
         (["--ridge", "nan"], "--ridge nan is outside"),
         (["--preserve", "-1"], "--preserve -1.0 is outside"),
         (["--rank", "0"], "rank 0 is outside"),
+        (["--positions", "all"], "unknown --positions 'all'"),
     ],
 )
 def test_closed_form_refuses_what_it_cannot_use(tmp_path, extra, says):
@@ -163,7 +187,8 @@ def test_closed_form_refuses_what_it_cannot_use(tmp_path, extra, says):
 
 def test_unknown_method_and_ridge_without_it_are_refused(tmp_path):
     base = ["forget", "testbed", "-c", "circle", "--category", "object", "-o", str(tmp_path / "p.safetensors")]
-    for extra, says in ((["--method", "uce"], "unknown --method 'uce'"), (["--ridge", "1"], "--ridge is a setting")):
+    for extra, says in ((["--method", "uce"], "unknown --method 'uce'"), (["--ridge", "1"], "--ridge is a setting"),
+                        (["--positions", "prompt"], "--positions is a setting")):  # fmt: skip
         result = run_cli(*base, *extra)
         assert result.returncode == 2 and says in result.stderr.splitlines()[0], result.stderr
 
@@ -185,3 +210,19 @@ def test_robust_adds_compositions_and_adversarial_rounds_and_records_both(tmp_pa
     forget(ForgetRequest(ModelSource("testbed"), concept, tmp_path / "again.safetensors", method="closed-form",
                          robust=True))  # fmt: skip
     assert (tmp_path / "again.safetensors").read_bytes() == first
+
+
+def test_prompt_positions_read_each_prompt_through_its_end_of_text_only(tiny_models, tmp_path, monkeypatch):
+    """--positions prompt: fewer states, recorded in the manifest; the same on every run."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    folder, _ = tiny_models["sd15"]
+    full = _manifest(_closed_form(str(folder), tmp_path / "full.safetensors"))["method"]["settings"]
+    short = tmp_path / "short.safetensors"
+    settings = _manifest(_closed_form(str(folder), short, closed_form=ClosedFormSettings(positions="prompt")))
+    recorded = settings["method"]["settings"]
+    assert full["positions"] == "context" and recorded["positions"] == "prompt"
+    assert 0 < recorded["moved_states"] < full["moved_states"] and 0 < recorded["held_states"] < full["held_states"]
+    again = _closed_form(
+        str(folder), tmp_path / "again.safetensors", closed_form=ClosedFormSettings(positions="prompt")
+    )
+    assert again.read_bytes() == short.read_bytes()
