@@ -82,6 +82,11 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
     if request.robust and not settings.adversarial_rounds:
         settings = replace(settings, adversarial_rounds=ROBUST_ROUNDS)
     concepts = list(request.concepts)
+    if settings.positions == "prompt" and warn:
+        warn(
+            "--positions prompt leaves the padding states out of the solve; where a model reads them, the concept "
+            "can survive there (on the testbed circle, ring and triangle did): check the patch with patchkit score"
+        )
     info = weights.describe(plan.ref, progress)
     spans = weights.model_spans(plan.ref, info.configs)
     text = load_text_side(plan.ref.config_folder, info.configs, spans)

@@ -226,3 +226,12 @@ def test_prompt_positions_read_each_prompt_through_its_end_of_text_only(tiny_mod
         str(folder), tmp_path / "again.safetensors", closed_form=ClosedFormSettings(positions="prompt")
     )
     assert again.read_bytes() == short.read_bytes()
+
+
+def test_prompt_positions_warn_that_the_padding_is_left_out(tmp_path):
+    out = tmp_path / "p.safetensors"
+    result = run_cli("forget", "testbed", "-c", "circle", "--category", "object", "--method", "closed-form",
+                     "--positions", "prompt", "-o", str(out), "--no-kohya")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "--positions prompt leaves the padding states out of the solve" in result.stderr
+    assert out.is_file()
