@@ -120,7 +120,7 @@ PositionsOpt = Annotated[
         help="closed-form only: which text states the solve reads. context: every position the model reads, "
         "padding included, as UCE does (the default). prompt: through each prompt's end-of-text only, several "
         "times faster on 77-token models, but a model that reads its padding keeps the concept there (on the "
-        "testbed 3 of 4 objects stayed); docs/closed-form.md has the measurements.",
+        "testbed 3 of 4 objects and gore stayed); docs/closed-form.md has the measurements.",
     ),
 ]
 D = ForgetSettings()
