@@ -84,8 +84,8 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
     concepts = list(request.concepts)
     if settings.positions == "prompt" and warn:
         warn(
-            "--positions prompt leaves the padding states out of the solve; where a model reads them, the concept "
-            "can survive there (on the testbed circle, ring, triangle and gore did): check the patch with patchkit score"
+            "--positions prompt leaves the padding states out of the solve; where a model reads them, the concept can "
+            "survive there (on the testbed circle, ring, triangle and gore did): check the patch with patchkit score"
         )
     info = weights.describe(plan.ref, progress)
     spans = weights.model_spans(plan.ref, info.configs)
