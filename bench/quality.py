@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python bench/quality.py [--world testbed|validation|both] [--images 16] [--concept C ...]
                                        [--method fmn|closed-form] [--robust] [--set preserve_weight=3]
+                                       [--positions context|prompt]
 
 Chosen on A, measured on B. `testbed` is world A, whose tuning split chose the defaults
 (bench/tradeoff.py); its bench's prompts and seeds are never trained, preserved or tuned on
@@ -41,7 +42,7 @@ def mean(values: list[float]) -> float:
 
 
 def table(world: str, images: int, only: list[str] | None, settings: ForgetSettings, given: set[str],
-          method: str = "fmn", robust: bool = False) -> int:  # fmt: skip
+          method: str = "fmn", robust: bool = False, positions: str = "context") -> int:  # fmt: skip
     """Print world's table; return how many rows meet every bar."""
     bench = WorldBench.report(world, images)
     model = MODELS[world]
@@ -49,7 +50,8 @@ def table(world: str, images: int, only: list[str] | None, settings: ForgetSetti
     unet_bytes = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
     before = bench.scores(pipe, "base")
     concepts = only or list(bench.categories)
-    shown = ClosedFormSettings() if method == "closed-form" else settings
+    closed_form = ClosedFormSettings(positions=positions)
+    shown = closed_form if method == "closed-form" else settings
     print(f"\n{world}, {images} images per bench prompt; method {method}{' --robust' if robust else ''}, "
           f"settings {shown}")  # fmt: skip
     print("| target | before → after | same category before → after | other categories before → after "
@@ -65,7 +67,7 @@ def table(world: str, images: int, only: list[str] | None, settings: ForgetSetti
             mine = preset_settings("testbed-nsfw", settings, given) if harder else settings
             templates = user_templates(world, category)
             request = ForgetRequest(ModelSource(model), [Concept(name, category)], patch, settings=mine,
-                                    method=method, robust=robust,  # type: ignore[arg-type]
+                                    method=method, closed_form=closed_form, robust=robust,  # type: ignore[arg-type]
                                     templates=tuple(templates) if templates else None)  # fmt: skip
             result = forget(request)
             seconds = time.perf_counter() - started
@@ -97,11 +99,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE over the default settings")
     parser.add_argument("--method", choices=["fmn", "closed-form"], default="fmn")
     parser.add_argument("--robust", action="store_true", help="forget with --robust")
+    parser.add_argument("--positions", choices=["context", "prompt"], default="context",
+                        help="closed-form: the states the solve reads")  # fmt: skip
     args = parser.parse_args()
     settings = settings_from(args.set)
     given = {item.split("=", 1)[0] for item in args.set}  # the fields --set names win over the preset's
     for world in ("testbed", "validation") if args.world == "both" else (args.world,):
-        table(world, args.images, args.concept, settings, given, args.method, args.robust)
+        table(world, args.images, args.concept, settings, given, args.method, args.robust, args.positions)
 
 
 if __name__ == "__main__":
