@@ -137,7 +137,7 @@ class ClipTextEncoder:
             chunks = []
             for members in _chunks(ids, reach_of):
                 reach = max(reach_of[r] for r in members)
-                prefix = min(_common_prefix(ids[members[0]], ids[members[-1]]), reach - 1)
+                prefix = min(_shared_prefix(ids[members]), reach - 1)
                 chunks.append((members, prefix, reach, x[members[:1], :prefix], x[members, prefix:reach]))
             last = self.config.layers - 1 if penultimate else self.config.layers
             for i in range(last):
@@ -166,23 +166,23 @@ def _chunks(ids: torch.Tensor, reach_of: list[int]) -> list[list[int]]:
         if chunks:
             members = chunks[-1]
             grown = max(reach, reach_of[row])
-            shared = min(_common_prefix(ids[members[0]], ids[row]), grown - 1)
+            shared = min(_shared_prefix(ids[[members[0], row]]), grown - 1)  # the run's prefix is the least
             work = len(members) * (reach - prefix)
-            if (len(members) + 1) * (grown - shared) <= _CHUNK_TOKENS and (
+            if (len(members) + 1) * (grown - min(prefix, shared)) <= _CHUNK_TOKENS and (
                 (shared >= prefix and grown == reach) or work < _MIN_CHUNK_TOKENS
             ):
                 members.append(row)
-                prefix, reach = shared, grown
+                prefix, reach = min(prefix, shared), grown
                 continue
         chunks.append([row])
         prefix, reach = reach_of[row] - 1, reach_of[row]
     return chunks
 
 
-def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
-    """How many leading tokens two rows share."""
-    differ = (a != b).nonzero()
-    return int(differ[0]) if len(differ) else int(a.shape[0])
+def _shared_prefix(rows: torch.Tensor) -> int:
+    """How many leading tokens every row shares (rows sorted by length first need not be in token order)."""
+    differ = (rows != rows[:1]).any(0).nonzero()
+    return int(differ[0]) if len(differ) else int(rows.shape[1])
 
 
 _CHUNK_TOKENS = 8192  # positions through one layer at once: bounds the MLP's activations (SDXL: 8192 x 5120 floats)

@@ -83,6 +83,23 @@ def test_shared_prefixes_and_short_lengths_give_the_pipeline_states(tiny_models,
     assert sorted(seen) == list(range(len(prompts)))
 
 
+def test_a_run_of_mixed_lengths_shares_only_the_prefix_every_row_has(tiny_models):
+    """Sorted by length first, the first and last rows of a run can share more than a row between
+    them ("a circle" ... "a circle on a table" around "a square"): that row keeps its own tokens."""
+    folder, _ = tiny_models["sd15"]
+    ref = refs.resolve(str(folder))
+    configs = weights.configs_of(ref.config_folder)
+    text = load_text_side(ref.config_folder, configs, weights.model_spans(ref, configs))
+    pipe = pipeline.load_pipeline(ref)
+    prompts = ["a circle", "a square", "a circle on a table"]
+    lengths = [int(n) for n in text.used_positions(text.ids(prompts))]
+    assert lengths[0] == lengths[1] < lengths[2]
+    theirs = conditioning.encode(pipe, prompts).states
+    ours = text.text_encoder.states(text.ids(prompts), lengths=lengths)
+    for row, n in enumerate(lengths):
+        assert torch.allclose(ours[row, :n], theirs[row, :n], atol=1e-5), prompts[row]
+
+
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
 def test_patch_loads_in_diffusers_and_changes_the_output(tiny_models, tmp_path, name):
     folder, _ = tiny_models[name]
