@@ -69,16 +69,20 @@ class TextSide:
         ids = self.ids(prompts)
         width = ids.shape[1] if length is None else max(1, min(length, ids.shape[1]))
         states = torch.zeros(len(prompts), width, self.width)
-        for rows, part in self.encode_groups(prompts, [width] * len(prompts)):
+        for rows, part in self.encode_groups(prompts, [width] * len(prompts), ids):
             states[rows] = part
         return EncodedPrompts(ids, states)
 
-    def encode_groups(self, prompts: Sequence[str], lengths: Sequence[int]) -> Iterator[tuple[list[int], torch.Tensor]]:
+    def encode_groups(
+        self, prompts: Sequence[str], lengths: Sequence[int], ids: torch.Tensor | None = None
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
         """(rows, their states), a memory-bounded group of prompts at a time, shortest first.
 
         Row k of the states holds prompt rows[k]'s first lengths[rows[k]] positions (exact:
         the encoder is causal); its later positions are not computed and must not be read.
+        `ids`, the prompts' `ids()` where the caller has them already, saves tokenizing twice.
         """
+        ids = self.ids(prompts) if ids is None else ids
         order = sorted(range(len(prompts)), key=lambda row: (lengths[row], row))
         start = 0
         with torch.no_grad():
@@ -90,7 +94,7 @@ class TextSide:
                 rows = order[start:stop]
                 length = max(1, lengths[rows[-1]])
                 chunk = [prompts[row] for row in rows]
-                yield rows, self._states(chunk, self.ids(chunk)[:, :length], [max(1, lengths[r]) for r in rows])
+                yield rows, self._states(chunk, ids[rows, :length], [max(1, lengths[r]) for r in rows])
                 start = stop
 
     def used_positions(self, ids: torch.Tensor) -> torch.Tensor:

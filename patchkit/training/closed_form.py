@@ -116,7 +116,7 @@ def gather(
     reach = max((len(t) - len(s) for s, t in zip(spans, target_spans, strict=True)), default=0)
     anchor_length = min(int(prompt_ids.shape[1]), max(ends, default=1) + max(0, reach))
     anchors = encoder.encode(anchor_texts, anchor_length).states
-    for rows, states in encoder.encode_groups([it.prompt for it in items], ends):
+    for rows, states in encoder.encode_groups([it.prompt for it in items], ends, prompt_ids):
         sources: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
         for k, row in enumerate(rows):
@@ -136,7 +136,7 @@ def gather(
         grams.add_edits(torch.cat(sources), torch.cat(targets))
     held_ids = encoder.ids(list(retain)) if retain else torch.zeros(0, 1, dtype=torch.long)
     held_ends = _ends(encoder, held_ids, positions)
-    for rows, states in encoder.encode_groups(list(retain), held_ends):
+    for rows, states in encoder.encode_groups(list(retain), held_ends, held_ids):
         grams.add_held(torch.cat([states[k, : held_ends[row]] for k, row in enumerate(rows)]))
     return grams
 
