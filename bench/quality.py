@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/quality.py [--world testbed|validation|both] [--images 16] [--concept C ...]
                                        [--method fmn|closed-form] [--robust] [--set preserve_weight=3]
-                                       [--positions context|prompt]
+                                       [--positions context|prompt] [--anchor-to TEXT]
 
 Chosen on A, measured on B. `testbed` is world A, whose tuning split chose the defaults
 (bench/tradeoff.py); its bench's prompts and seeds are never trained, preserved or tuned on
@@ -42,7 +42,8 @@ def mean(values: list[float]) -> float:
 
 
 def table(world: str, images: int, only: list[str] | None, settings: ForgetSettings, given: set[str],
-          method: str = "fmn", robust: bool = False, positions: str = "context") -> int:  # fmt: skip
+          method: str = "fmn", robust: bool = False, positions: str = "context",
+          anchor_to: str | None = None) -> int:  # fmt: skip
     """Print world's table; return how many rows meet every bar."""
     bench = WorldBench.report(world, images)
     model = MODELS[world]
@@ -52,7 +53,8 @@ def table(world: str, images: int, only: list[str] | None, settings: ForgetSetti
     concepts = only or list(bench.categories)
     closed_form = ClosedFormSettings(positions=positions)
     shown = closed_form if method == "closed-form" else settings
-    print(f"\n{world}, {images} images per bench prompt; method {method}{' --robust' if robust else ''}, "
+    extra = (" --robust" if robust else "") + (f" --anchor-to {anchor_to!r}" if anchor_to is not None else "")
+    print(f"\n{world}, {images} images per bench prompt; method {method}{extra}, "
           f"settings {shown}")  # fmt: skip
     print("| target | before → after | same category before → after | other categories before → after "
           "| worst neighbour | patch bytes (% of UNet) | train s | bars |")  # fmt: skip
@@ -67,7 +69,7 @@ def table(world: str, images: int, only: list[str] | None, settings: ForgetSetti
             mine = preset_settings("testbed-nsfw", settings, given) if harder else settings
             templates = user_templates(world, category)
             request = ForgetRequest(ModelSource(model), [Concept(name, category)], patch, settings=mine,
-                                    method=method, closed_form=closed_form, robust=robust,  # type: ignore[arg-type]
+                                    method=method, closed_form=closed_form, robust=robust, anchor=anchor_to,  # type: ignore[arg-type]
                                     templates=tuple(templates) if templates else None)  # fmt: skip
             result = forget(request)
             seconds = time.perf_counter() - started
@@ -101,11 +103,13 @@ def main() -> None:
     parser.add_argument("--robust", action="store_true", help="forget with --robust")
     parser.add_argument("--positions", choices=["context", "prompt"], default="context",
                         help="closed-form: the states the solve reads")  # fmt: skip
+    parser.add_argument("--anchor-to", default=None, help='forget --anchor-to TEXT ("" for the empty prompt)')
     args = parser.parse_args()
     settings = settings_from(args.set)
     given = {item.split("=", 1)[0] for item in args.set}  # the fields --set names win over the preset's
     for world in ("testbed", "validation") if args.world == "both" else (args.world,):
-        table(world, args.images, args.concept, settings, given, args.method, args.robust, args.positions)
+        table(world, args.images, args.concept, settings, given, args.method, args.robust, args.positions,
+              args.anchor_to)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ def _request(
     allow_pickle: bool, retain: list[str] | None, retain_files: list[Path] | None, default_retain: bool,
     prompts: list[str] | None, images_dir: Path | None, name: str | None, version: str,
     author: str | None, license_id: str | None, score: bool, bench: Path | None, force: bool,
-    robust: bool = False, kohya: bool = True, attack: bool = False,
+    robust: bool = False, kohya: bool = True, attack: bool = False, anchor_to: str | None = None,
 ) -> ForgetRequest:  # fmt: skip
     """The one request forget and correct build from their options alike."""
     from patchkit.services.forget_request import read_retain_files
@@ -225,7 +225,7 @@ def _request(
     return ForgetRequest(
         ModelSource(model, config, allow_pickle), tuple(concepts), output, settings, method,  # type: ignore[arg-type]
         closed_form, retain_prompts=tuple(given), default_retain=default_retain,
-        templates=tuple(prompts) if prompts else None, robust=robust,
+        templates=tuple(prompts) if prompts else None, robust=robust, anchor=anchor_to,
         images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score_bench=(bench if score else False), force=force, kohya=kohya,
         attack=ForgetAttack(bench=bench) if attack else None,
@@ -291,6 +291,16 @@ def forget(
     anchor: Annotated[
         float, typer.Option(help="Weight of steering the concept's output to the concept-free prompt.")
     ] = D.anchor_weight,
+    anchor_to: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor-to",
+            help='What the concept\'s prompts should draw instead: this prompt for all of them ("" is the empty '
+            "prompt, as ESD anchors), not each prompt with the concept taken out. For a concept the model draws by "
+            'default: on world B, "style art" without a palette is drawn frost, so a plain forget of frost changes '
+            'nothing; --anchor-to "" forgets it (docs/forget.md). Both methods.',
+        ),
+    ] = None,
     guidance: Annotated[
         float,
         typer.Option(
@@ -377,7 +387,7 @@ def forget(
         config=config, allow_pickle=allow_pickle, retain=retain, retain_files=retain_file,
         default_retain=default_retain, prompts=prompt, images_dir=images_dir, name=name, version=version,
         author=author, license_id=license_id, score=score, bench=bench, force=overwrite, kohya=kohya, robust=robust,
-        attack=attack,
+        attack=attack, anchor_to=anchor_to,
     )  # fmt: skip
     _report(ctx, _run(ctx, request), json)
 

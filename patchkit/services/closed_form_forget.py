@@ -7,7 +7,7 @@ no diffusers import; the patch is the same LoRA file, manifest and header as FMN
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from patchkit.services.forget_record import ForgetResult, clock, concept_records
 from patchkit.services.patches import base_record
 from patchkit.services.preservation import RetainSet
 from patchkit.training.closed_form import ClosedFormOutcome, solve
+from patchkit.training.prompts import TrainingPrompt
 from patchkit.training.settings import ClosedFormSettings, check_closed_form_settings
 
 ROBUST_ROUNDS = 2  # --robust: RECE-style rounds after the first solve (docs/attack.md)
@@ -110,7 +111,7 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
         method={
             "name": "closed-form",
             "training_seconds": seconds,
-            "settings": _settings_record(settings, outcome, [it.prompt for it in items], retain, request.robust),
+            "settings": _settings_record(settings, outcome, items, retain, request.robust),
         },
         layout={"keys": "peft", "rank": settings.rank, "modules": list(settings.modules)},
         created_at=created,
@@ -139,7 +140,11 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
 
 
 def _settings_record(
-    settings: ClosedFormSettings, outcome: ClosedFormOutcome, training: list[str], retain: RetainSet, robust: bool
+    settings: ClosedFormSettings,
+    outcome: ClosedFormOutcome,
+    items: Sequence[TrainingPrompt],
+    retain: RetainSet,
+    robust: bool,
 ) -> dict[str, Any]:
     return {
         **asdict(settings),
@@ -147,7 +152,8 @@ def _settings_record(
         "modules": list(settings.modules),
         "retain_prompts": retain.prompts,
         "retain_sources": retain.sources,
-        "training_prompts": training,
+        "training_prompts": [it.prompt for it in items],
+        "anchors": [it.anchor for it in items],  # what each training prompt was mapped to
         "moved_states": outcome.edited_states,
         "held_states": outcome.preserved_states,
         "factorisation_error": outcome.factorisation_error,

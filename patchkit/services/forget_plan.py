@@ -78,6 +78,7 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
             load_image_folder(request.images_dir if len(concepts) == 1 else request.images_dir / concept.name)
     given = [check_template(t) for t in request.templates] if request.templates else None
     _check_prompt_text(request)
+    _check_anchor(request)
     ref = request.model.resolve()
     world = world_for(ref)
     if request.score_bench is not False:  # a bench that cannot score the result fails now, not after training
@@ -89,6 +90,8 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
     items = training_prompts(concepts, world.templates, given, world.context_templates)
     if request.robust:
         items += robust_items(world, concepts)
+    if request.anchor is not None:
+        items = [it if concepts[it.concept].target is not None else replace(it, anchor=request.anchor) for it in items]
     templates = {i: list(given or world.templates[c.category]) for i, c in enumerate(concepts)}
     return ForgetPlan(request, ref, world, items, templates)
 
@@ -105,6 +108,26 @@ def robust_items(world: World, concepts: Sequence[Concept]) -> list[TrainingProm
         templates = composition_templates(concept.category, others, world.modifiers)
         out += [replace(item, concept=index) for item in training_prompts([concept], {concept.category: templates})]
     return out
+
+
+def _check_anchor(request: ForgetRequest) -> None:
+    """--anchor-to replaces a forget's anchors; a correction's anchor is its target, a disentanglement's
+    keeps its context, so neither takes one."""
+    if request.anchor is None:
+        return
+    if any(c.target is not None for c in request.concepts):
+        raise UsageError("--anchor-to sets what a forget's prompts become; a correction's is its --to",
+                         hint="drop --anchor-to, or use patchkit forget")  # fmt: skip
+    if any(c.context is not None for c in request.concepts):
+        raise UsageError("--anchor-to cannot be combined with --context: a disentanglement's anchor keeps its context",
+                         hint="drop one of them")  # fmt: skip
+    bad = first_control_character(request.anchor)
+    if bad is not None:
+        raise UsageError(f"--anchor-to holds the control character U+{ord(bad):04X}", hint="prompts are plain text")
+    named = next((c.name for c in request.concepts if mentions(request.anchor, c.name)), None)
+    if named is not None:
+        raise UsageError(f'--anchor-to "{request.anchor}" names "{named}", the concept being forgotten',
+                         hint='name what its prompts should draw instead, or "" for the empty prompt')  # fmt: skip
 
 
 def _check_prompt_text(request: ForgetRequest) -> None:
@@ -124,6 +147,8 @@ def fit_to_model(
     """The training prompts the model reads whole, and the retain set, both for this model's tokenizer."""
     request, concepts = plan.request, list(plan.request.concepts)
     check_retain_fits(pipe.tokenizer, request.retain_prompts)
+    if request.anchor:
+        check_retain_fits(pipe.tokenizer, [request.anchor], what="--anchor-to prompt")
     readable = readable_prompts(pipe.tokenizer, plan.items, concepts, user_written=bool(request.templates), warn=warn)
     lost = set(readable.dropped)
     templates = {i: [t for t in ts if t.format(concepts[i].name) not in lost] for i, ts in plan.templates.items()}

@@ -63,6 +63,9 @@ class ForgetRequest:
     retain_prompts: tuple[str, ...] = ()  # the user's own, added to the default preservation
     default_retain: bool = True  # False: hold only `retain_prompts` (--no-default-retain)
     templates: tuple[str, ...] | None = None  # --prompt: "{}" marks the concept; None: the category's
+    # --anchor-to: what every forget prompt is pulled to, instead of the prompt without the concept
+    # ("" is the empty prompt, ESD's anchor: for a concept the concept-free prompt still draws)
+    anchor: str | None = None
     robust: bool = False  # --robust: also train on compositions with other concepts (core/robust_prompts.py)
     images_dir: Path | None = None  # None: the base model draws the training images
     name: str | None = None

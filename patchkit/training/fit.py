@@ -71,13 +71,13 @@ def readable_prompts(
     return Readable(kept, dropped)
 
 
-def check_retain_fits(tokenizer: Tokenizer, prompts: Sequence[str]) -> None:
+def check_retain_fits(tokenizer: Tokenizer, prompts: Sequence[str], what: str = "retain prompt") -> None:
     """A retain prompt the user gave must fit whole: the part past the context would not be held."""
     limit = tokenizer.model_max_length
     for prompt in prompts:
         count = token_count(tokenizer, prompt)
         if count > limit:
             raise UsageError(
-                f'retain prompt "{prompt}" is {count} tokens; this model reads {limit} (start and end included)',
+                f'{what} "{prompt}" is {count} tokens; this model reads {limit} (start and end included)',
                 hint="shorten it, or split it into prompts that fit",
             )

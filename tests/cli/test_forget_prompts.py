@@ -171,3 +171,40 @@ def test_forget_score_checks_its_bench_before_training(tmp_path, make_bench, cod
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr and not out.exists()
+
+
+def test_anchor_to_replaces_every_forget_anchor_in_both_methods(short_context_model, tmp_path):
+    """--anchor-to "" anchors every prompt to the empty prompt (ESD's anchor); the manifest says so, and the
+    patch is not the default one (the states are mapped somewhere else)."""
+    default, empty = tmp_path / "default.safetensors", tmp_path / "empty.safetensors"
+    common = ("-c", "circle", "--category", "object", "--prompt", "a {}", "--prompt", "a red {}", "--method",
+              "closed-form")  # fmt: skip
+    assert run_cli("forget", str(short_context_model), *common, "-o", str(default)).returncode == 0
+    result = run_cli("forget", str(short_context_model), *common, "--anchor-to", "", "-o", str(empty))
+    assert result.returncode == 0, result.stderr
+    assert _manifest(default)["method"]["settings"]["anchors"] == ["a", "a red"]
+    assert _manifest(empty)["method"]["settings"]["anchors"] == ["", ""]
+    assert _manifest(empty)["patch_id"] != _manifest(default)["patch_id"]
+    fmn = tmp_path / "fmn.safetensors"
+    result = _forget(short_context_model, fmn, "--prompt", "a {}", "--anchor-to", "a shape")
+    assert result.returncode == 0, result.stderr
+    assert _manifest(fmn)["method"]["settings"]["anchors"] == ["a shape"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--anchor-to", "a big circle"], 'names "circle"'),
+        (["--anchor-to", "a \x1b[31mshape"], "control character U+001B"),
+        (["--anchor-to", "", "--context", "noir"], "cannot be combined with --context"),
+        (["--anchor-to", "a very long anchor prompt that cannot fit"], "--anchor-to prompt"),
+    ],
+    ids=["names-the-concept", "control-character", "with-context", "too-long"],
+)
+def test_bad_anchor_to_is_one_line_error_and_writes_nothing(short_context_model, tmp_path, extra, message):
+    out = tmp_path / "p.safetensors"
+    result = _forget(short_context_model, out, *extra)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr and not out.exists()
