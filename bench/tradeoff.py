@@ -1,7 +1,7 @@
 """Choosing the defaults, on world A's tuning split only: target after against collateral, per setting.
 
 Run: .venv/bin/pip install matplotlib   # the bench extra: pip install -e '.[bench]'
-     .venv/bin/python bench/tradeoff.py [--images 4] [--concept C ...] [-o docs/tradeoff.png]
+     .venv/bin/python bench/tradeoff.py [--images 4] [--concept C ...] [--only KNOB=VALUE ...] [-o docs/tradeoff.png]
 
 Never tune on what you measure. Every setting here is scored on the tuning split of
 world A (bench/_testbed.py: the testbed's concepts in its training phrasings, on seeds
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per tuning prompt")
     parser.add_argument("--concept", action="append", default=None, help="only these concepts (repeatable)")
     parser.add_argument("--defaults-only", action="store_true", help="score the defaults alone (a smoke run)")
+    parser.add_argument("--only", action="append", default=None, metavar="KNOB=VALUE",
+                        help="run these settings, not the sweep (repeatable; the defaults not re-run)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/tradeoff.png"))
     args = parser.parse_args()
     import matplotlib
@@ -93,8 +96,12 @@ def main() -> None:
         "| knob | value | concepts meeting the bars | mean target after | mean collateral | missed (target, losses) |"
     )
     print("|---|---:|---:|---:|---:|---|")
-    runs: list[tuple[str, object, ForgetSettings]] = [("defaults", None, DEFAULTS)]
-    if not args.defaults_only:
+    runs: list[tuple[str, object, ForgetSettings]] = [] if args.only else [("defaults", None, DEFAULTS)]
+    for item in args.only or []:
+        knob, value = item.split("=", 1)
+        parsed = json.loads(value)
+        runs.append((knob, parsed, dataclasses.replace(DEFAULTS, **{knob: parsed})))
+    if not args.defaults_only and not args.only:
         runs += [
             (knob, v, dataclasses.replace(DEFAULTS, **{knob: v})) for knob, values in SWEEP.items() for v in values
         ]
