@@ -3,9 +3,10 @@
 Three ways to score, kept apart on purpose (never tune on what you measure):
 - `WorldBench.report("testbed")` and `WorldBench.report("validation")`: the shipped
   ConceptBenches of world A and world B, which the README's quality tables report;
-- `WorldBench.tuning()`: world A's concepts in the phrasings a forget trains with (the
-  testbed world's templates, never the bench's) on seeds from 500,000 up, which the
-  bench never uses. Defaults are chosen on this split only (bench/tradeoff.py).
+- `WorldBench.tuning()` and `WorldBench.transfer()`: world A's tuning split
+  (patchkit/testbed/tuning.py), its concepts in the phrasings a forget trains with and in
+  phrasings nothing trains, benches or attacks with, on seeds from 500,000 up, which no
+  bench uses. Defaults are chosen on this split only (bench/tradeoff.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from patchkit.services.worlds import judge_folders
 from patchkit.testbed import world_b
 from patchkit.testbed.paths import TESTBED_BENCH, VALIDATION_BENCH, VALIDATION_MODEL
 from patchkit.testbed.testbed_world import testbed_world
+from patchkit.testbed.tuning import TRAINED_SEED, TRANSFER_SEED, split_seeds, transfer_prompts
 from patchkit.training.settings import ForgetSettings
 
-TUNING_SEED = 500_000
 BENCHES = {"testbed": TESTBED_BENCH, "validation": VALIDATION_BENCH}
 MODELS = {"testbed": "testbed", "validation": str(VALIDATION_MODEL)}
 
@@ -67,16 +68,27 @@ class WorldBench:
 
     @classmethod
     def tuning(cls, images: int) -> WorldBench:
-        data = json.loads(TESTBED_BENCH.read_text())
+        """The trained phrasings of world A's tuning split: collateral where the forget trained."""
         prompts = testbed_world().concept_prompts
+        return cls._split(images, lambda c: list(prompts[c["name"]]), TRAINED_SEED, "trained phrasings")
+
+    @classmethod
+    def transfer(cls, images: int) -> WorldBench:
+        """The transfer phrasings of world A's tuning split: forgetting in words no forget saw."""
+        return cls._split(images, lambda c: transfer_prompts(c["name"], c["category"]), TRANSFER_SEED, "transfer")
+
+    @classmethod
+    def _split(cls, images: int, prompts_of: Any, first_seed: int, label: str) -> WorldBench:
+        data = json.loads(TESTBED_BENCH.read_text())
         bench_prompts = {p for c in data["concepts"] for p in c["prompts"]}
         concepts = []
         for index, concept in enumerate(data["concepts"]):
-            mine = list(prompts[concept["name"]])
+            mine = prompts_of(concept)
             assert not set(mine) & bench_prompts, "the tuning split must never hold a bench prompt"
-            concepts.append(dict(concept, prompts=mine, images_per_prompt=images, seed=TUNING_SEED + 1000 * index))
+            seeds = split_seeds(first_seed, index, images * len(mine))
+            concepts.append(dict(concept, prompts=mine, images_per_prompt=images, seed=seeds.start))
         data["concepts"] = concepts
-        return cls(data, TESTBED_BENCH.parent, f"testbed tuning split ({images} images per prompt)")
+        return cls(data, TESTBED_BENCH.parent, f"testbed tuning split, {label} ({images} images per prompt)")
 
     def scores(self, pipe: Any, label: str) -> dict[str, float]:
         """Each concept's M-Score with `pipe` as it is (patched or not)."""

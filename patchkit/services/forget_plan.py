@@ -88,12 +88,33 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
         bench, _ = load_bench(request.attack.bench, world)
         check_targets(bench, [c.name for c in concepts], "forget")
     items = training_prompts(concepts, world.templates, given, world.context_templates)
+    if request.method == "fmn" and settings.every_template and not given:
+        items += other_category_items(world, concepts, items)
     if request.robust:
         items += robust_items(world, concepts)
     if request.anchor is not None:
         items = [it if concepts[it.concept].target is not None else replace(it, anchor=request.anchor) for it in items]
     templates = {i: list(given or world.templates[c.category]) for i, c in enumerate(concepts)}
     return ForgetPlan(request, ref, world, items, templates)
+
+
+def other_category_items(
+    world: World, concepts: Sequence[Concept], items: Sequence[TrainingPrompt]
+) -> list[TrainingPrompt]:
+    """Each plain forget's concept also in the other categories' templates ("a portrait of circle"):
+    the name in more contexts than its own category's phrasings give it. Corrections and
+    disentanglements keep their own phrasings, which name a target or a context."""
+    seen = {(it.concept, it.prompt) for it in items}
+    out: list[TrainingPrompt] = []
+    for index, concept in enumerate(concepts):
+        if concept.target is not None or concept.context is not None:
+            continue
+        others = {c: ts for c, ts in world.templates.items() if c != concept.category}
+        for item in training_prompts([replace(concept, category=c) for c in others], others):
+            if (index, item.prompt) not in seen:
+                seen.add((index, item.prompt))
+                out.append(replace(item, concept=index, quiet=True))
+    return out
 
 
 def robust_items(world: World, concepts: Sequence[Concept]) -> list[TrainingPrompt]:

@@ -60,10 +60,12 @@ def readable_prompts(
             kept.append(item)
             continue
         dropped.append(item.prompt)
-        if warn:
+        if warn and not item.quiet:
             warn(f'"{item.prompt}" loses "{phrase}" to truncation at {limit} tokens; not trained on')
     for index, concept in enumerate(concepts):
-        if not any(item.concept == index for item in kept):
+        # the phrasings added for it (quiet) do not count: a run in those alone would train a
+        # concept in no phrasing of its own category
+        if not any(item.concept == index and not item.quiet for item in kept):
             raise UsageError(
                 f'no training prompt keeps "{concept.name}" within this model\'s {limit}-token context',
                 hint='give prompts in the model\'s own phrasing: --prompt "a {}" --prompt "a photo of {}"',

@@ -36,6 +36,9 @@ class TrainingPrompt:
     prompt: str
     anchor: str
     phrase: str | None = None  # the words whose attention is re-steered, when not the concept's name (--ti)
+    # added by patchkit beyond the phrasings asked for (--every-template): a model whose context
+    # cuts it off drops it without a warning, since nobody chose it
+    quiet: bool = False
 
 
 def pair_concepts(names: Sequence[str], categories: Sequence[str]) -> list[Concept]:

@@ -26,9 +26,10 @@ def training_noise_seed(seed: int) -> int:
 
 @dataclass(frozen=True)
 class ForgetSettings:
-    """The defaults of patchkit 0.1, chosen by a sweep that was in-sample (it scored the
-    prompts it preserved). Not yet re-picked on world A's tuning split (bench/tradeoff.py,
-    README "The trade-off"); the README reports them out of sample on both worlds.
+    """FMN's defaults. Those of patchkit 0.1 came from an in-sample sweep; on 2026-12-07 a sweep
+    on world A's tuning split (bench/tradeoff.py: trained and transfer phrasings, never a
+    bench) moved one, `every_template`, and kept the rest (README "The trade-off"). The
+    README reports them on world A's bench and on world B, which chose nothing.
     """
 
     steps: int = 60
@@ -45,6 +46,11 @@ class ForgetSettings:
     full: bool = False  # train full deltas, then export their rank-`rank` SVD
     textual_inversion: bool = False  # --ti: learn a placeholder token per concept first, forget through it too
     ti_steps: int = 150
+    # train each concept in every category's phrasings of its world, not only its own: more
+    # of the states its name takes in context, so the forget carries to phrasings it never saw.
+    # Chosen on world A's tuning split (bench/tradeoff.py, 2026-12-07: 10 of 13 concepts meet
+    # the bars on both halves, against 6 without it), the one change that split picked.
+    every_template: bool = True
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from patchkit.core.world import GENERIC_TEMPLATES
 from patchkit.models.refs import TESTBED_MODEL
 from patchkit.testbed.conceptbench_build import build_testbed_bench
 from tests.cli.test_cli import run_cli
@@ -47,12 +48,28 @@ def test_truncated_generic_templates_are_dropped_with_a_warning_each(short_conte
     assert len(warnings) == 1, result.stderr
     assert '"a close-up photo of a circle"' in warnings[0] and "8 tokens" in warnings[0]
     settings = _manifest(out)["method"]["settings"]
-    assert settings["training_prompts"] == ["a photo of a circle", "a circle", "a circle on a table"]
+    own = ["a photo of a circle", "a circle", "a circle on a table"]
+    assert settings["training_prompts"][:3] == own
+    # --every-template (the default) adds the other categories' templates; those the context
+    # cuts off go without a warning (nobody chose them), and the rest are trained on
+    others = {t.format("circle") for c, ts in GENERIC_TEMPLATES.items() if c != "object" for t in ts}
+    extra = settings["training_prompts"][3:]
+    assert extra and set(extra) < others and "a portrait of circle" in extra
+    assert settings["every_template"] is True
     # the manifest lists the retain prompts used, not a count, with where they came from
     assert isinstance(settings["retain_prompts"], list) and settings["retain_prompts"]
     assert set(settings["retain_sources"]) <= {"generic", "neighbours", "world", "given"}
     assert "world" not in settings["retain_sources"]  # a user's folder: patchkit knows none of its concepts
     assert not any("circle" in p.split() for p in settings["retain_prompts"])
+
+
+def test_own_templates_trains_the_category_s_templates_alone(short_context_model, tmp_path):
+    out = tmp_path / "p.safetensors"
+    result = _forget(short_context_model, out, "--own-templates")
+    assert result.returncode == 0, result.stderr
+    settings = _manifest(out)["method"]["settings"]
+    assert settings["training_prompts"] == ["a photo of a circle", "a circle", "a circle on a table"]
+    assert settings["every_template"] is False
 
 
 def test_user_prompts_replace_the_templates_and_retain_file_adds(short_context_model, tmp_path):

@@ -185,6 +185,7 @@ def test_testbed_forgets_circle_and_keeps_square(tmp_path):
         (["--steps", "5"], "--steps trains Forget-Me-Not"),
         (["--images", "."], "--images trains Forget-Me-Not"),
         (["--ti"], "--ti trains Forget-Me-Not"),
+        (["--own-templates"], "--every-template/--own-templates trains Forget-Me-Not"),
         (["--ridge", "nan"], "--ridge nan is outside"),
         (["--preserve", "-1"], "--preserve -1.0 is outside"),
         (["--rank", "0"], "rank 0 is outside"),
