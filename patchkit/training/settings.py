@@ -51,6 +51,8 @@ class ForgetSettings:
     # Chosen on world A's tuning split (bench/tradeoff.py, 2026-12-07: 10 of 13 concepts meet
     # the bars on both halves, against 6 without it), the one change that split picked.
     every_template: bool = True
+    # (with it, the base draws the training images from those phrasings too: drawing them from
+    # the concept's own alone met the bars on 9 of 13 on the split, against 10)
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
 
 
