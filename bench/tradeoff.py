@@ -152,6 +152,10 @@ def main() -> None:
             print(f"| {knob} | {shown} | {out.met} of {n} | {out.met_trained} | {out.met_transfer} | {target:.3f} "
                   f"| {collateral:+.3f} | {'; '.join(out.missed) or '—'} |", flush=True)  # fmt: skip
 
+    # the rule of the docstring: most concepts meeting the bars, then forgetting that carries, then collateral
+    knob, value, met, target, collateral = min(points, key=lambda p: (-p[2], p[3], p[4]))
+    print(f"picked by the rule: {knob} {'' if value is None else value} ({met} of {n} meet the bars)")
+
     figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
     for knob, value, met, target, collateral in points:
         label = "defaults" if value is None else f"{knob} {value}"
