@@ -153,8 +153,9 @@ def main() -> None:
                   f"| {collateral:+.3f} | {'; '.join(out.missed) or '—'} |", flush=True)  # fmt: skip
 
     # the rule of the docstring: most concepts meeting the bars, then forgetting that carries, then collateral
-    knob, value, met, target, collateral = min(points, key=lambda p: (-p[2], p[3], p[4]))
-    print(f"picked by the rule: {knob} {'' if value is None else value} ({met} of {n} meet the bars)")
+    if points:
+        knob, value, met, target, collateral = min(points, key=lambda p: (-p[2], p[3], p[4]))
+        print(f"picked by the rule: {knob} {'' if value is None else value} ({met} of {n} meet the bars)")
 
     figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
     for knob, value, met, target, collateral in points:
