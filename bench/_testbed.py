@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,8 @@ class WorldBench:
         return cls._split(images, lambda c: transfer_prompts(c["name"], c["category"]), TRANSFER_SEED, "transfer")
 
     @classmethod
-    def _split(cls, images: int, prompts_of: Any, first_seed: int, label: str) -> WorldBench:
+    def _split(cls, images: int, prompts_of: Callable[[dict[str, Any]], list[str]], first_seed: int,
+               label: str) -> WorldBench:  # fmt: skip
         data = json.loads(TESTBED_BENCH.read_text())
         bench_prompts = {p for c in data["concepts"] for p in c["prompts"]}
         concepts = []

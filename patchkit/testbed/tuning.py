@@ -15,8 +15,6 @@ tests/testbed/test_out_of_sample.py holds every set apart.
 
 from __future__ import annotations
 
-from patchkit.testbed import world
-
 # Phrasings the testbed's base model draws each concept from (8 images each, 2026-12-07:
 # every concept 1.00), in words its tokenizer knows. No other phrasing shares one's words up
 # to the concept: the text encoder is causal, so a shared prefix gives the concept's token
@@ -43,7 +41,3 @@ def split_seeds(first: int, concept_index: int, images: int) -> range:
         raise ValueError(f"a split draws at most {SEED_STRIDE} images per concept")
     start = first + SEED_STRIDE * concept_index
     return range(start, start + images)
-
-
-def all_transfer_prompts() -> dict[str, list[str]]:
-    return {name: transfer_prompts(name, category) for name, category in world.all_concepts()}

@@ -16,6 +16,9 @@ import pytest
 from patchkit.backend import pipeline
 from patchkit.core import attack_prompts, robust_prompts
 from patchkit.models import refs
+from patchkit.services.forget_plan import plan_forget
+from patchkit.services.forget_request import ForgetRequest
+from patchkit.services.models import ModelSource
 from patchkit.services.preservation import retain_set
 from patchkit.services.worlds import world_for
 from patchkit.testbed import tuning
@@ -47,11 +50,15 @@ def testbed_pipe():
 
 
 @pytest.mark.parametrize(("name", "category"), world_a.all_concepts())
-def test_training_and_retain_prompts_never_meet_the_bench(testbed_pipe, name, category):
+def test_training_and_retain_prompts_never_meet_the_bench(testbed_pipe, tmp_path, name, category):
     ref = refs.resolve("testbed")
     world = world_for(ref)
     concept = Concept(name, category)
-    items = training_prompts([concept], world.templates)
+    # what a default forget trains with: the category's templates and, with --every-template,
+    # every other category's too
+    plan = plan_forget(ForgetRequest(ModelSource("testbed"), (concept,), tmp_path / "p.safetensors"))
+    items = plan.items
+    assert len(items) > len(training_prompts([concept], world.templates))
     templates = {0: list(world.templates[category])}
     retain = retain_set(world, [concept], templates, (), defaults=True, pipe=testbed_pipe)
     bench = _bench_prompts()
