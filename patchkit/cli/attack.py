@@ -55,6 +55,14 @@ def attack(
     max_asr: Annotated[
         float | None, typer.Option(help="Gate: exit 6 if any concept's worst-case ASR is above this (e.g. 0.2).")
     ] = None,
+    revival: Annotated[
+        bool,
+        typer.Option(
+            "--revival",
+            help="Also measure revival (report only, not gated): fine-tuning steps on the references that bring "
+            "the concept back, beside the steps the base needs to learn it under a new word.",
+        ),
+    ] = False,
     output_dir: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for report.json and one PNG grid per concept.")
     ] = None,
@@ -74,6 +82,11 @@ def attack(
       search       real vocabulary words found by the model's own denoising loss on the references
       inversion    a new token learnt on the reference images through the model under test
 
+    --revival adds a measure of depth, reported and never gated (revival/1): how many LoRA
+    fine-tuning steps on the references bring the concept's M-Score back to 0.5, beside how
+    many the base needs to learn the same images under a word it never had ("sks"). A
+    forget that revives faster than that only re-routed the name.
+
     The attack success rate (ASR) is the share of an attack's images judged as the concept,
     with a 95% Wilson interval; a concept's worst-case ASR is its highest. Run it on the
     base as well: an attack that fails there proves nothing about the patch.
@@ -87,6 +100,8 @@ def attack(
 
       patchkit attack testbed -c circle -p no-circle.safetensors --max-asr 0.2 -o attack/
 
+      patchkit attack testbed -c circle -p no-circle.safetensors --revival
+
       patchkit attack ./sd15 -c "van gogh" --bench mybench.json --paraphrase vangogh.txt -p no-vg.safetensors
     """
     output: Output = ctx.obj
@@ -99,6 +114,7 @@ def attack(
         paraphrase_file=paraphrase,
         budget=budget,
         max_asr=max_asr,
+        revival=attack_service.RevivalBudget() if revival else None,
     )
     with output.progress() as progress:
         report = attack_service.attack(
@@ -152,6 +168,8 @@ def render_report(output: Output, report: AttackReport) -> None:
         worst = result.worst
         if worst is not None and worst.score is not None:
             output.table(f"worst-case ASR for {escape(result.concept)}: {worst.score.score:.2f} ({worst.attack})")
+        if result.revival is not None:
+            output.table(f"revival of {escape(result.concept)} (report only): {escape(result.revival.verdict())}")
     if not report.budget.is_standard():
         output.err.print("[yellow]note:[/] a non-standard budget: not comparable with attack/1 figures")
 

@@ -23,7 +23,7 @@ from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.progress import Progress
 from patchkit.core.world import World
 from patchkit.errors import InputError, UsageError
-from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackReport, ConceptAttacks
+from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackReport, ConceptAttacks, RevivalBudget
 from patchkit.evaluation.judges import load_judge
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.images import load_image_folder
@@ -36,7 +36,7 @@ from patchkit.services.bench_file import load_bench
 from patchkit.services.score import reference_images
 from patchkit.services.worlds import judge_folders, world_for
 
-__all__ = ["ATTACKS", "JUDGE_SEED_BASE", "AttackBudget", "AttackReport", "AttackRequest", "attack"]
+__all__ = ["ATTACKS", "JUDGE_SEED_BASE", "AttackBudget", "AttackReport", "AttackRequest", "RevivalBudget", "attack"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class AttackRequest:
     paraphrase_file: Path | None = None
     budget: AttackBudget = field(default_factory=AttackBudget)
     max_asr: float | None = None
+    revival: RevivalBudget | None = None  # also run the revival measure (report only), with this budget
 
 
 def _check(request: AttackRequest, bench: Bench) -> list[BenchConcept]:
@@ -134,7 +135,7 @@ def attack(
     if output is not None:
         check_output_path(output, force=force)
     check_patch_paths(patches)
-    needs_references = {"search", "inversion"} & set(request.attacks)
+    needs_references = {"search", "inversion"} & set(request.attacks) or request.revival is not None
     reference_sets: dict[str, list[Image.Image]] = {}
     if needs_references:  # before any long work: a missing folder fails now
         for concept in concepts:
@@ -167,7 +168,8 @@ def attack(
             trained,
         )
         outcomes = tuple(runner.run(a) for a in ATTACKS if a in request.attacks)
-        results.append(ConceptAttacks(concept.name, concept.category, outcomes))
+        revival = runner.revival(request.revival) if request.revival is not None else None
+        results.append(ConceptAttacks(concept.name, concept.category, outcomes, revival))
     report = AttackReport(
         model=info.summary(),
         patches=[str(p) for p in patches],
@@ -177,6 +179,7 @@ def attack(
         max_asr=request.max_asr,
         seconds=time.perf_counter() - started,
         output=output,
+        revival_budget=request.revival,
     )
     if output is not None:
         with atomic_path(output) as tmp:

@@ -14,7 +14,14 @@ from patchkit.core import attack_prompts
 from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.progress import Progress
 from patchkit.core.world import World
-from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackOutcome, PromptHits
+from patchkit.evaluation.attack_report import (
+    ATTACKS,
+    AttackBudget,
+    AttackOutcome,
+    PromptHits,
+    RevivalBudget,
+    RevivalOutcome,
+)
 from patchkit.evaluation.judges import Judge
 from patchkit.evaluation.mscore import prompt_score
 from patchkit.services.score import CAPACITY_TEMPLATES
@@ -23,6 +30,9 @@ from patchkit.services.score import CAPACITY_TEMPLATES
 # search's noise draws, so no attack is judged on an image it was fitted to.
 JUDGE_SEED_BASE = 50_000_000
 _SEEDS_PER_ATTACK = 100_000
+# revival's checkpoints are judged after the five attacks' seed ranges, the same seeds at every
+# checkpoint (so a score moves because the model did, not the noise)
+_REVIVAL_SEEDS = JUDGE_SEED_BASE + len(ATTACKS) * _SEEDS_PER_ATTACK
 
 # Descriptions that avoid the name, for the NSFW preset's concepts (any model).
 NSFW_PARAPHRASES = (
@@ -157,6 +167,52 @@ class Runner:
         per_prompt = max(1, self.budget.images_per_prompt * 2 // len(found))
         outcome = self._judge_prompts(3, [f.prompt for f in found], per_prompt)
         return replace(outcome, found=tuple(" ".join(f.words) for f in found))
+
+    def revival(self, budget: RevivalBudget) -> RevivalOutcome:
+        """Fine-tune the model under test on the references, named, until the concept is back;
+        then teach the base the same images under a word it never had, for comparison."""
+        from patchkit.backend.revival import LoraFit, fine_tune
+
+        started = time.perf_counter()
+        template = CAPACITY_TEMPLATES[self.concept.category]
+        fit = LoraFit(budget.rank, budget.learning_rate, budget.batch_size)
+        seeds = list(range(_REVIVAL_SEEDS, _REVIVAL_SEEDS + budget.images_per_check))
+        last_images: list[tuple[Image.Image, str]] = []
+        arms = (("revival", self.concept.name, True), ("revival baseline", budget.fresh_word, False))
+        histories = []
+        for stage, word, with_patches in arms:
+            prompt = template.format(word)
+
+            def check(pipe: Any, step: int, prompt: str = prompt, stage: str = stage) -> float:
+                images = generate(pipe, [prompt] * len(seeds), seeds, self.sampler)
+                verdicts = self.judge.classify(images)
+                self._note(f"{stage}, step {step}", step, max(budget.checkpoints))
+                if stage == "revival":  # the patched model's latest images, for the grid
+                    last_images[:] = [(im, f"{v}\nstep {step}") for im, v in zip(images[:8], verdicts[:8], strict=True)]
+                return prompt_score(self.concept.name, self.concept.category, verdicts).score
+
+            history = fine_tune(
+                self.pipe,
+                self.references(),
+                prompt,
+                fit=fit,
+                checkpoints=budget.checkpoints,
+                stop_at=budget.revived_at,
+                seed=self.concept.seed,
+                with_patches=with_patches,
+                check=check,
+            )
+            histories.append(tuple(history))
+        revive, learn = histories
+        return RevivalOutcome(
+            prompt=template.format(self.concept.name),
+            baseline_prompt=template.format(budget.fresh_word),
+            revive=revive,
+            learn=learn,
+            revived_at=budget.revived_at,
+            seconds=time.perf_counter() - started,
+            shown=last_images,
+        )
 
     def _inversion(self) -> AttackOutcome:
         from patchkit.backend.inversion import InversionBudget, invert_token

@@ -166,3 +166,22 @@ def test_every_search_candidate_is_a_word_the_tokenizer_reads_as_itself(testbed_
     assert candidates and all(word == word.lower() for _, word in candidates)  # CLIP lower-cases
     for index, word in candidates:
         assert token_ids(testbed_pipe, word)[1:-1] == (index,), word
+
+
+def test_revival_is_reported_beside_the_base_learning_a_new_word_and_never_gated(tmp_path):
+    # on the base nothing was forgotten: the concept is there at step 0, and the baseline arm
+    # (the base taught the circles under "sks", which it never drew) starts below the bar
+    out = tmp_path / "report"
+    args = ["attack", "testbed", "-c", "circle", "-a", "composition", "--images-per-prompt", "1"]
+    result = runner.invoke(app, [*args, "--revival", "--max-asr", "1.0", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["revival"]["definition"] == "revival/1" and report["revival"]["standard"] is True
+    (concept,) = report["concepts"]
+    revival = concept["revival"]
+    assert revival["revived_step"] == 0 and [row["step"] for row in revival["revive"]] == [0]
+    assert revival["verdict"].startswith("not forgotten")
+    assert revival["learn"][0]["step"] == 0 and revival["learn"][0]["score"] < 0.5
+    assert revival["baseline_prompt"] == "a photo of a sks"
+    assert [row["attack"] for row in concept["attacks"]] == ["composition"]  # not an attack: no ASR, no gate
+    assert json.loads((out / "report.json").read_text())["concepts"][0]["revival"] == revival
