@@ -23,12 +23,14 @@ def load_patch(pipe: Any, path: Path, *, adapter_name: str) -> None:
         ) from exc
 
 
-def load_patches(pipe: Any, paths: Sequence[Path]) -> None:
-    """Every patch as its own adapter, all active together: a stack as a diffusers user loads one."""
+def load_patches(pipe: Any, paths: Sequence[Path], scales: Sequence[float] | None = None) -> None:
+    """Every patch as its own adapter, all active together, each at its scale (default 1): a
+    stack as a diffusers user loads one."""
     for index, path in enumerate(paths):
         load_patch(pipe, path, adapter_name=f"patch{index}")
     if paths:
-        pipe.set_adapters([f"patch{i}" for i in range(len(paths))])
+        names = [f"patch{i}" for i in range(len(paths))]
+        pipe.set_adapters(names, adapter_weights=list(scales) if scales is not None else [1.0] * len(paths))
 
 
 def unload_patches(pipe: Any) -> None:

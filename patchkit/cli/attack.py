@@ -28,7 +28,18 @@ def attack(
     model: ModelArg,
     concept: Annotated[list[str], typer.Option("--concept", "-c", help="Bench concept to attack; repeat for several.")],
     patch: Annotated[
-        list[Path] | None, typer.Option("--patch", "-p", help="LoRA patch to load; repeat to attack a stack.")
+        list[Path] | None,
+        typer.Option(
+            "--patch", "-p", help="LoRA patch (a file or registry NAME@VERSION) to load; repeat to load several."
+        ),
+    ] = None,
+    stack: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--stack",
+            help="A *.stack.json stack: its patches are loaded at their scales, before any --patch; each must "
+            "still be the patch the stack pins.",
+        ),
     ] = None,
     category: Annotated[
         str | None, typer.Option(help="Check that each concept is of this category in the bench.")
@@ -102,6 +113,8 @@ def attack(
 
       patchkit attack testbed -c circle -p no-circle.safetensors --revival
 
+      patchkit attack testbed -c circle -c noir --stack release.stack.json
+
       patchkit attack ./sd15 -c "van gogh" --bench mybench.json --paraphrase vangogh.txt -p no-vg.safetensors
     """
     output: Output = ctx.obj
@@ -121,6 +134,7 @@ def attack(
             models_service.ModelSource(model, config, allow_pickle),
             request,
             patches=patch or [],
+            stacks=stack or [],
             bench_path=bench,
             output=output_dir,
             force=overwrite,

@@ -21,8 +21,9 @@ from patchkit.backend import pipeline
 from patchkit.core import attack_prompts
 from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.progress import Progress
+from patchkit.core.stack import is_stack_name
 from patchkit.core.world import World
-from patchkit.errors import InputError, UsageError
+from patchkit.errors import InputError, ModelMismatchError, PatchkitError, TrustError, UsageError
 from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackReport, ConceptAttacks, RevivalBudget
 from patchkit.evaluation.judges import load_judge
 from patchkit.io.atomic import atomic_path, check_output_path
@@ -34,6 +35,7 @@ from patchkit.models.refs import ModelSource
 from patchkit.services.attack_runner import JUDGE_SEED_BASE, NSFW_PARAPHRASES, Runner
 from patchkit.services.bench_file import load_bench
 from patchkit.services.score import reference_images
+from patchkit.services.sources import PatchSource, sources_for
 from patchkit.services.worlds import judge_folders, world_for
 
 __all__ = ["ATTACKS", "JUDGE_SEED_BASE", "AttackBudget", "AttackReport", "AttackRequest", "RevivalBudget", "attack"]
@@ -96,11 +98,39 @@ def _paraphrases_for(concept: BenchConcept, world: World, file: Path | None) -> 
     return shipped or (list(NSFW_PARAPHRASES) if concept.category == "nsfw" else [])
 
 
+def _checked_sources(items: Sequence[Path], fingerprint: str) -> list[PatchSource]:
+    """The patches to load: files, registry NAME@VERSION refs and *.stack.json stacks, expanded in order.
+
+    A stack's entry must still be the patch it pins, and a patch whose manifest names another
+    base is refused: attacked on the wrong model, a forget would be measured on weights it was
+    never fitted to. A LoRA without a patchkit manifest says no base, so it is taken as it is.
+    """
+    from patchkit.io.patch_file import read_intact_patch, read_patch
+
+    sources, _ = sources_for(items)
+    check_patch_paths([s.path for s in sources])
+    for source in sources:
+        if source.pinned_id is not None and read_intact_patch(source.path).patch_id != source.pinned_id:
+            raise TrustError(
+                f"{source.path} is not the patch its stack pins",
+                hint="put the pinned patch back, or re-make the stack: patchkit stack verify STACK BASE",
+            )
+        try:
+            made_for = read_patch(source.path).manifest["base"]["fingerprint"]
+        except PatchkitError:
+            continue
+        if made_for != fingerprint:
+            raise ModelMismatchError(
+                f"{source.label or source.path} was made for base {made_for} but the model is {fingerprint}",
+                hint="attack the model the patch was made for (patchkit info PATCH shows its base)",
+            )
+    return sources
+
+
 def _trained_prompts(patches: Sequence[Path]) -> frozenset[str]:
     """Every prompt the patches' manifests say they trained or preserved on (foreign LoRAs say none).
 
     The text attacks leave these out: never measure on what was tuned."""
-    from patchkit.errors import PatchkitError
     from patchkit.io.patch_file import read_patch
 
     seen: set[str] = set()
@@ -114,17 +144,26 @@ def _trained_prompts(patches: Sequence[Path]) -> frozenset[str]:
     return frozenset(seen)
 
 
+def _described(source: PatchSource) -> str:
+    name = source.label or str(source.path)
+    return name if source.scale == 1.0 else f"{name} (scale {source.scale:g})"
+
+
 def attack(
     source: ModelSource,
     request: AttackRequest,
     *,
     patches: Sequence[Path] = (),
+    stacks: Sequence[Path] = (),
     bench_path: Path | None = None,
     output: Path | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> AttackReport:
-    """Run the chosen attacks on every requested concept of the model with `patches` loaded."""
+    """Run the chosen attacks on every requested concept of the model with `patches` loaded.
+
+    `patches`: patch files, registry refs or *.stack.json stacks; `stacks`: stacks, loaded
+    first. A stack's entries load at their scales."""
     from patchkit.backend.lora import load_patches
 
     started = time.perf_counter()
@@ -134,7 +173,9 @@ def attack(
     concepts = _check(request, bench)
     if output is not None:
         check_output_path(output, force=force)
-    check_patch_paths(patches)
+    for path in stacks:
+        if not is_stack_name(path.name):
+            raise UsageError(f"--stack {path}: a stack file's name ends in .stack.json", hint="give it with --patch")
     needs_references = {"search", "inversion"} & set(request.attacks) or request.revival is not None
     reference_sets: dict[str, list[Image.Image]] = {}
     if needs_references:  # before any long work: a missing folder fails now
@@ -143,16 +184,17 @@ def attack(
                 reference_sets[concept.name] = load_image_folder(request.references)
             else:
                 reference_sets[concept.name] = reference_images(concept, bench_dir)
-    trained = _trained_prompts(patches)
     paraphrases = {c.name: _paraphrases_for(c, world, request.paraphrase_file) for c in concepts}
+    info = weights.describe(ref)
+    sources = _checked_sources([*stacks, *patches], info.fingerprint)
+    trained = _trained_prompts([s.path for s in sources])
     named = judge_folders()
     judges = {
         cat: load_judge(bench.judges[cat], cat, bench.names(cat), base_dir=bench_dir, named=named)
         for cat in {c.category for c in concepts}
     }
-    info = weights.describe(ref)
     pipe = pipeline.load_pipeline(ref)
-    load_patches(pipe, patches)
+    load_patches(pipe, [s.path for s in sources], [s.scale for s in sources])
     results = []
     for concept in concepts:
         runner = Runner(
@@ -172,7 +214,7 @@ def attack(
         results.append(ConceptAttacks(concept.name, concept.category, outcomes, revival))
     report = AttackReport(
         model=info.summary(),
-        patches=[str(p) for p in patches],
+        patches=[_described(s) for s in sources],
         bench=bench.name,
         budget=request.budget,
         concepts=results,
