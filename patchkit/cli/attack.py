@@ -141,6 +141,9 @@ def attack(
             progress=progress,
         )
 
+    if not attack_service.is_main_process():  # under `accelerate launch`, one process speaks
+        return
+
     def human() -> None:
         render_report(output, report)
         if report.output:

@@ -112,8 +112,8 @@ def score(
             output=output_dir,
             force=overwrite,
             progress=progress,
-            # under accelerate, the attack (not split yet) runs once, in the process that reports
-            then_attack=then_attack if attack and score_service.is_main_process() else None,
+            # under accelerate every process runs the attack: its jobs are shared out between them
+            then_attack=then_attack if attack else None,
         )
     if not score_service.is_main_process():  # under `accelerate launch`, one process speaks
         return

@@ -18,13 +18,22 @@ from pathlib import Path
 from PIL import Image
 
 from patchkit.backend import pipeline
+from patchkit.backend.distributed import is_main_process, map_split
 from patchkit.core import attack_prompts
 from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.progress import Progress
 from patchkit.core.stack import is_stack_name
 from patchkit.core.world import World
 from patchkit.errors import InputError, ModelMismatchError, PatchkitError, TrustError, UsageError
-from patchkit.evaluation.attack_report import ATTACKS, AttackBudget, AttackReport, ConceptAttacks, RevivalBudget
+from patchkit.evaluation.attack_report import (
+    ATTACKS,
+    AttackBudget,
+    AttackOutcome,
+    AttackReport,
+    ConceptAttacks,
+    RevivalBudget,
+    RevivalOutcome,
+)
 from patchkit.evaluation.judges import load_judge
 from patchkit.io.atomic import atomic_path, check_output_path
 from patchkit.io.images import load_image_folder
@@ -38,7 +47,18 @@ from patchkit.services.score import reference_images
 from patchkit.services.sources import PatchSource, sources_for
 from patchkit.services.worlds import judge_folders, world_for
 
-__all__ = ["ATTACKS", "JUDGE_SEED_BASE", "AttackBudget", "AttackReport", "AttackRequest", "RevivalBudget", "attack"]
+REVIVAL = "revival"  # the job name of a concept's revival measure (report only, not one of ATTACKS)
+
+__all__ = [
+    "ATTACKS",
+    "JUDGE_SEED_BASE",
+    "AttackBudget",
+    "AttackReport",
+    "AttackRequest",
+    "RevivalBudget",
+    "attack",
+    "is_main_process",
+]
 
 
 @dataclass(frozen=True)
@@ -195,9 +215,8 @@ def attack(
     }
     pipe = pipeline.load_pipeline(ref)
     load_patches(pipe, [s.path for s in sources], [s.scale for s in sources])
-    results = []
-    for concept in concepts:
-        runner = Runner(
+    runners = [
+        Runner(
             pipe,
             bench,
             world,
@@ -209,9 +228,29 @@ def attack(
             progress,
             trained,
         )
-        outcomes = tuple(runner.run(a) for a in ATTACKS if a in request.attacks)
-        revival = runner.revival(request.revival) if request.revival is not None else None
-        results.append(ConceptAttacks(concept.name, concept.category, outcomes, revival))
+        for concept in concepts
+    ]
+    # one job per (concept, attack), and one per concept's revival: under `accelerate launch`
+    # the processes share them out; every job's seeds are its own, so the split changes nothing
+    jobs = [(i, a) for i in range(len(concepts)) for a in ATTACKS if a in request.attacks]
+    jobs += [(i, REVIVAL) for i in range(len(concepts))] if request.revival is not None else []
+
+    def work(part: list[tuple[int, str]]) -> list[AttackOutcome | RevivalOutcome]:
+        return [
+            runners[i].revival(request.revival) if a == REVIVAL and request.revival else runners[i].run(a)
+            for i, a in part
+        ]
+
+    done = dict(zip(jobs, map_split(jobs, work), strict=True))
+    results = []
+    for i, concept in enumerate(concepts):
+        outcomes = tuple(o for (j, a), o in done.items() if j == i and isinstance(o, AttackOutcome))
+        revival = done.get((i, REVIVAL))
+        results.append(
+            ConceptAttacks(
+                concept.name, concept.category, outcomes, revival if isinstance(revival, RevivalOutcome) else None
+            )
+        )
     report = AttackReport(
         model=info.summary(),
         patches=[_described(s) for s in sources],
@@ -223,7 +262,7 @@ def attack(
         output=output,
         revival_budget=request.revival,
     )
-    if output is not None:
+    if output is not None and is_main_process():
         with atomic_path(output) as tmp:
             tmp.mkdir()
             names = report.write(tmp)
