@@ -91,11 +91,12 @@ class RevivalOutcome:
         revived, learnt = self.revived_step, self.learnt_step
         if revived == 0:
             return "not forgotten: the concept is there before any fine-tuning"
-        baseline = (
-            f"the base learns the same images under a new word in {learnt}"
-            if learnt is not None
-            else "the base did not learn them under a new word within the budget either"
-        )
+        if learnt == 0:
+            baseline = f"no baseline: the base already draws it from {self.baseline_prompt!r}"
+        elif learnt is not None:
+            baseline = f"the base learns the same images under a new word in {learnt}"
+        else:
+            baseline = "the base did not learn them under a new word within the budget either"
         if revived is None:
             return f"not revived within the budget; {baseline}"
         ratio = f" (ratio {revived / learnt:.1f})" if learnt else ""
