@@ -32,14 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ARMS = ("base", "fmn-plain", "fmn", "fmn-ti", "fmn-adv", "closed-form", "fmn-robust", "closed-form-robust")
+ARMS = ("base", "fmn-plain", "fmn", "fmn-ti", "closed-form", "fmn-robust", "closed-form-robust")
 ATTACKS = ("composition", "misspelling", "paraphrase", "search", "inversion")
 ARM_FLAGS = {
     "fmn-plain": ["--method", "fmn", "--anchor", "0", "--preserve", "0", "--own-templates"],
     "fmn": ["--method", "fmn"],
     "closed-form": ["--method", "closed-form"],
     "fmn-ti": ["--method", "fmn", "--ti"],
-    "fmn-adv": ["--method", "fmn", "--adversarial-rounds", "3"],
     "fmn-robust": ["--method", "fmn", "--robust"],
     "closed-form-robust": ["--method", "closed-form", "--robust"],
 }

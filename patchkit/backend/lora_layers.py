@@ -8,7 +8,7 @@ LoRA layout that `load_lora_weights` reads (`unet.<module>.lora_A.weight` / `lor
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -95,31 +95,6 @@ def disabled(adapters: dict[str, Adapter]) -> Iterator[None]:
     finally:
         for adapter in adapters.values():
             adapter.enabled = True
-
-
-def load_state(adapters: dict[str, Adapter], tensors: Mapping[str, torch.Tensor], prefix: str = "unet") -> None:
-    """Set rank-r adapters to PEFT-keyed factors (what peft_state wrote), e.g. to continue training them."""
-    with torch.no_grad():
-        for name, adapter in adapters.items():
-            if not isinstance(adapter, LoRALinear):
-                raise UsageError("only rank-r adapters can start from saved factors", hint="drop --full")
-            adapter.lora_A.copy_(tensors[f"{prefix}.{name}.lora_A.weight"])
-            adapter.lora_B.copy_(tensors[f"{prefix}.{name}.lora_B.weight"])
-
-
-@contextmanager
-def applied(
-    model: nn.Module, suffixes: Sequence[str], tensors: Mapping[str, torch.Tensor], rank: int
-) -> Iterator[None]:
-    """`model` with frozen adapters holding `tensors` in place, removed on exit: the patched model, in memory."""
-    adapters = inject(model, suffixes, rank, 0)
-    try:
-        load_state(adapters, tensors)
-        for parameter in parameters(adapters):
-            parameter.requires_grad_(False)
-        yield
-    finally:
-        remove(model, adapters)
 
 
 def parameters(adapters: dict[str, Adapter]) -> list[nn.Parameter]:

@@ -127,7 +127,7 @@ D = ForgetSettings()
 CF = ClosedFormSettings()
 # FMN's training options: --method closed-form refuses them rather than ignore them
 _FMN_ONLY = ("steps", "lr", "seed", "full", "ti", "ti_steps", "use_pooler", "attention", "anchor", "images_dir",
-             "every_template", "adversarial_rounds", "adversarial_steps")  # fmt: skip
+             "every_template")  # fmt: skip
 _OPTION_NAMES = {"images_dir": "--images", "every_template": "--every-template/--own-templates"}
 # command-line parameter -> the ForgetSettings field it sets, for the ones presets override
 _SETTING_PARAMS = {"steps": "steps", "ti": "textual_inversion"}
@@ -286,16 +286,6 @@ def forget(
         ),
     ] = D.textual_inversion,
     ti_steps: Annotated[int, typer.Option(help="Textual-inversion steps per concept, with --ti.")] = D.ti_steps,
-    adversarial_rounds: Annotated[
-        int,
-        typer.Option(
-            help="After training, this many adversarial rounds: learn a token that still draws the concept through "
-            "the patch (the inversion attack, on the training images), then train on, forgetting through it too.",
-        ),
-    ] = D.adversarial_rounds,
-    adversarial_steps: Annotated[
-        int, typer.Option(help="Inversion steps per concept in each adversarial round.")
-    ] = D.adversarial_steps,
     use_pooler: Annotated[
         bool, typer.Option(help="Also re-steer the end-of-text and padding tokens, which carry the concept onward.")
     ] = D.use_pooler,
@@ -399,7 +389,6 @@ def forget(
         steps=steps, learning_rate=lr, rank=rank, use_pooler=use_pooler, attention_weight=attention,
         anchor_weight=anchor, negative_guidance=guidance, preserve_weight=preserve, seed=seed, full=full,
         textual_inversion=ti, ti_steps=ti_steps, every_template=every_template,
-        adversarial_rounds=adversarial_rounds, adversarial_steps=adversarial_steps,
     )  # fmt: skip
     given = {field for param, field in _SETTING_PARAMS.items() if _given(ctx, param)}
     request = _request(

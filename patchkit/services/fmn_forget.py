@@ -23,7 +23,6 @@ from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_p
 from patchkit.services.forget_record import ForgetResult, clock, concept_records, score_attack_and_write
 from patchkit.services.patches import base_record
 from patchkit.services.preservation import RetainSet
-from patchkit.training.adversarial import adversarial_rounds
 from patchkit.training.fmn import ForgetOutcome, train
 from patchkit.training.prompts import Concept, TrainingPrompt, with_placeholders
 from patchkit.training.settings import ForgetSettings, training_image_seeds
@@ -89,10 +88,6 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
                                                          settings, progress)  # fmt: skip
         items = with_placeholders(items, concepts, placeholders)
     outcome = train(pipe, concepts, items, images, owners, retain.prompts, settings, progress)
-    if settings.adversarial_rounds:
-        rounds = adversarial_rounds(pipe, concepts, items, images, owners, retain.prompts, plan.templates,
-                                    settings, outcome, progress)  # fmt: skip
-        outcome, pipe = rounds.outcome, rounds.pipe
     del pipe
     manifest = _manifest(plan, info, outcome, items, retain, placeholders, images_digest(images))
     report, attacks = score_attack_and_write(

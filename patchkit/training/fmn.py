@@ -13,7 +13,7 @@ Only adapters on the chosen projections train; images are VAE-encoded once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,13 +186,8 @@ def train(
     retain_prompts: Sequence[str],
     settings: ForgetSettings,
     progress: Progress | None = None,
-    initial: Mapping[str, torch.Tensor] | None = None,
 ) -> ForgetOutcome:
-    """Train the adapters and return them in PEFT key format; `pipe` is left as it was.
-
-    `initial` (PEFT-keyed tensors of the same modules and rank) starts the adapters where an
-    earlier run left them, as the adversarial rounds do; without it B starts at zero.
-    """
+    """Train the adapters and return them in PEFT key format; `pipe` is left as it was."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(training_noise_seed(settings.seed))
     prompts = conditioning.encode(pipe, [item.prompt for item in items])
@@ -214,8 +209,6 @@ def train(
     scheduler, unet = pipe.scheduler, pipe.unet
     unet.requires_grad_(False)
     adapters = lora_layers.inject(unet, settings.modules, settings.rank, settings.seed, full=settings.full)
-    if initial is not None:
-        lora_layers.load_state(adapters, initial)
     batch = settings.batch_size
     draws = _draw_steps(settings.steps, batch, items, by_concept, 0 if retain is None else retain.ids.shape[0],
                         latents.shape[1:], scheduler.config.num_train_timesteps, generator)  # fmt: skip

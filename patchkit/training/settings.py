@@ -54,11 +54,6 @@ class ForgetSettings:
     # (with it, the base draws the training images from those phrasings too: drawing them from
     # the concept's own alone met the bars on 9 of 13 on the split, against 10)
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
-    # --adversarial-rounds: after training, this many rounds of (textual inversion through the
-    # patch, then adversarial_train_steps more steps forgetting through the tokens found)
-    adversarial_rounds: int = 0
-    adversarial_steps: int = 100
-    adversarial_train_steps: int = 30
 
 
 def correction_settings(**overrides: Any) -> ForgetSettings:
@@ -77,8 +72,6 @@ _BOUNDS: dict[str, tuple[str, float, float]] = {
     "preserve_weight": ("--preserve", 0.0, 1e4),
     "images_per_concept": ("images per concept", 1, 10_000),
     "batch_size": ("batch size", 1, 4096),
-    "adversarial_rounds": ("--adversarial-rounds", 0, 100),
-    "adversarial_steps": ("--adversarial-steps", 1, 100_000),
 }
 
 
