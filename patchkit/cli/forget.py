@@ -295,7 +295,8 @@ def forget(
             "--every-template/--own-templates",
             help='Train each concept in the other categories\' phrasings too ("a portrait of circle"), not only '
             "its own: the forget then carries further to phrasings it never trained on (on world A's tuning "
-            "split, 10 of 13 concepts met the bars against 6). Not used with --prompt, corrections or --context.",
+            "split, 10 of 13 concepts met the bars against 6). With --prompt, the other categories' phrasings are "
+            "added in words the model's tokenizer reads whole. Not used with corrections or --context.",
         ),
     ] = D.every_template,
     attention: Annotated[float, typer.Option(help="Weight of the attention re-steering loss.")] = D.attention_weight,

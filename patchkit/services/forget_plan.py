@@ -24,7 +24,7 @@ from patchkit.services.bench_file import check_targets, load_bench
 from patchkit.services.forget_request import ForgetRequest
 from patchkit.services.preservation import RetainSet, retain_set
 from patchkit.services.worlds import world_for
-from patchkit.training.fit import check_retain_fits, readable_prompts
+from patchkit.training.fit import check_retain_fits, in_own_words, readable_prompts
 from patchkit.training.prompts import (
     Concept,
     TrainingPrompt,
@@ -88,7 +88,7 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
         bench, _ = load_bench(request.attack.bench, world)
         check_targets(bench, [c.name for c in concepts], "forget")
     items = training_prompts(concepts, world.templates, given, world.context_templates)
-    if request.method == "fmn" and settings.every_template and not given:
+    if request.method == "fmn" and settings.every_template:
         items += other_category_items(world, concepts, items)
     if request.robust:
         items += robust_items(world, concepts)
@@ -170,7 +170,8 @@ def fit_to_model(
     check_retain_fits(pipe.tokenizer, request.retain_prompts)
     if request.anchor:
         check_retain_fits(pipe.tokenizer, [request.anchor], what="--anchor-to prompt")
-    readable = readable_prompts(pipe.tokenizer, plan.items, concepts, user_written=bool(request.templates), warn=warn)
+    items = in_own_words(pipe.tokenizer, plan.items, concepts)
+    readable = readable_prompts(pipe.tokenizer, items, concepts, user_written=bool(request.templates), warn=warn)
     lost = set(readable.dropped)
     templates = {i: [t for t in ts if t.format(concepts[i].name) not in lost] for i, ts in plan.templates.items()}
     retain = retain_set(plan.world, concepts, templates, request.retain_prompts,

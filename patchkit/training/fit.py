@@ -7,13 +7,14 @@ wrote that does not fit is refused, because the user meant every word of it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from patchkit.backend.protocols import Tokenizer
 from patchkit.core.tokens import concept_positions
 from patchkit.errors import UsageError
-from patchkit.training.prompts import Concept, TrainingPrompt
+from patchkit.training.prompts import Concept, TrainingPrompt, without
 
 
 def token_count(tokenizer: Tokenizer, prompt: str) -> int:
@@ -47,6 +48,8 @@ def readable_prompts(
     limit = tokenizer.model_max_length
     if user_written:
         for item in items:
+            if item.quiet:  # patchkit's own additions are dropped, never refused
+                continue
             count = token_count(tokenizer, item.prompt)
             if count > limit:
                 raise UsageError(
@@ -71,6 +74,35 @@ def readable_prompts(
                 hint='give prompts in the model\'s own phrasing: --prompt "a {}" --prompt "a photo of {}"',
             )
     return Readable(kept, dropped)
+
+
+def _single_token(tokenizer: Tokenizer, word: str) -> bool:
+    return len(tokenizer(word, add_special_tokens=False).input_ids) == 1
+
+
+def in_own_words(
+    tokenizer: Tokenizer, items: Sequence[TrainingPrompt], concepts: Sequence[Concept]
+) -> list[TrainingPrompt]:
+    """`items` without the phrasings patchkit added (quiet) that use words the model does not know.
+
+    A word the model knows is one token in its vocabulary ("portrait" in SD's CLIP); a word it
+    spells out in pieces ("p", "or", "tra", "it" in a small vocabulary) is noise in its context,
+    not a phrasing. What the user gave and the concept's own name are never judged this way.
+    """
+    known: dict[str, bool] = {}
+
+    def reads(word: str) -> bool:
+        if word not in known:
+            known[word] = _single_token(tokenizer, word)
+        return known[word]
+
+    kept = []
+    for item in items:
+        rest = without(item.prompt, concepts[item.concept].name)
+        if item.quiet and not all(reads(word) for word in re.findall(r"[^\W\d_]+", rest)):
+            continue
+        kept.append(item)
+    return kept
 
 
 def check_retain_fits(tokenizer: Tokenizer, prompts: Sequence[str], what: str = "retain prompt") -> None:

@@ -80,9 +80,21 @@ def test_user_prompts_replace_the_templates_and_retain_file_adds(short_context_m
                      "a triangle", "--retain-file", str(retain_file), "--no-default-retain")  # fmt: skip
     assert result.returncode == 0, result.stderr
     settings = _manifest(out)["method"]["settings"]
-    assert settings["training_prompts"] == ["a circle", "a red circle"]
+    # the user's phrasings first, then (--every-template, the default) the other categories'
+    # generic ones that fit the context, in words this tokenizer reads whole
+    assert settings["training_prompts"][:2] == ["a circle", "a red circle"]
+    others = {t.format("circle") for c, ts in GENERIC_TEMPLATES.items() if c != "object" for t in ts}
+    extra = settings["training_prompts"][2:]
+    assert extra and set(extra) < others and "a portrait of circle" in extra
     assert settings["retain_prompts"] == ["a triangle", "a ring", "a square"]
     assert settings["retain_sources"] == {"given": 3}
+
+
+def test_own_templates_with_user_prompts_trains_those_alone(short_context_model, tmp_path):
+    out = tmp_path / "p.safetensors"
+    result = _forget(short_context_model, out, "--prompt", "a {}", "--prompt", "a red {}", "--own-templates")
+    assert result.returncode == 0, result.stderr
+    assert _manifest(out)["method"]["settings"]["training_prompts"] == ["a circle", "a red circle"]
 
 
 def test_every_prompt_lost_is_refused_with_the_context_length(short_context_model, tmp_path):
@@ -205,7 +217,9 @@ def test_anchor_to_replaces_every_forget_anchor_in_both_methods(short_context_mo
     fmn = tmp_path / "fmn.safetensors"
     result = _forget(short_context_model, fmn, "--prompt", "a {}", "--anchor-to", "a shape")
     assert result.returncode == 0, result.stderr
-    assert _manifest(fmn)["method"]["settings"]["anchors"] == ["a shape"]
+    settings = _manifest(fmn)["method"]["settings"]
+    assert len(settings["anchors"]) == len(settings["training_prompts"]) > 1  # with the other categories' phrasings
+    assert set(settings["anchors"]) == {"a shape"}
 
 
 @pytest.mark.parametrize(

@@ -37,16 +37,28 @@ def test_every_template_adds_each_other_categorys_phrasings_once(tmp_path):
     assert every.templates == plain.templates  # preservation is not widened with it
 
 
-def test_corrections_disentanglements_and_user_prompts_keep_their_own_phrasings(tmp_path):
+def test_corrections_and_disentanglements_keep_their_own_phrasings(tmp_path):
     out = tmp_path / "p.safetensors"
-    for concepts, templates in (
-        ((Concept("square", "object", target="circle"),), None),
-        ((Concept("noir", "style", context="circle"),), None),
-        ((Concept("circle", "object"),), ("a {} on a plate",)),
-    ):
-        plain = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, templates=templates, settings=OWN))
-        every = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, templates=templates, settings=EVERY))
+    for concepts in ((Concept("square", "object", target="circle"),), (Concept("noir", "style", context="circle"),)):
+        plain = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, settings=OWN))
+        every = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, settings=EVERY))
         assert every.items == plain.items
+
+
+def test_user_prompts_come_first_and_the_other_categories_follow_quietly(tmp_path):
+    # a user's --prompt replaces the concept's own category's phrasings, never the others'
+    out = tmp_path / "p.safetensors"
+    concepts = (Concept("circle", "object"),)
+    given = ("a {} on a plate",)
+    plain = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, templates=given, settings=OWN))
+    every = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, templates=given, settings=EVERY))
+    assert [it.prompt for it in plain.items] == ["a circle on a plate"]
+    assert every.items[:1] == plain.items
+    added = every.items[1:]
+    others = {t.format("circle") for c, ts in world_a_of().templates.items() if c != "object" for t in ts}
+    assert {it.prompt for it in added} == others - {"a circle on a plate"}
+    assert all(it.quiet for it in added) and not plain.items[0].quiet
+    assert every.templates == plain.templates
 
 
 def test_the_closed_form_never_takes_them(tmp_path):
@@ -55,3 +67,26 @@ def test_the_closed_form_never_takes_them(tmp_path):
     own = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, settings=OWN))
     closed = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, out, settings=EVERY, method="closed-form"))
     assert closed.items == own.items
+
+
+def test_added_phrasings_in_words_the_model_spells_out_are_dropped():
+    # World B's tokenizer (595 tokens) knows "a", "of", "drawing" but spells "photo" and
+    # "portrait" in pieces: of the generic templates only "a {}" and "{}" are in its words.
+    # What the user wrote is theirs to choose and is never dropped this way.
+    from transformers import CLIPTokenizer
+
+    from patchkit.core.world import GENERIC_TEMPLATES
+    from patchkit.testbed.paths import TESTBED_MODEL, VALIDATION_MODEL
+    from patchkit.training.fit import in_own_words
+    from patchkit.training.prompts import TrainingPrompt
+
+    concepts = [Concept("bolt", "id")]
+    generic = [TrainingPrompt(0, t.format("bolt"), "", quiet=True) for ts in GENERIC_TEMPLATES.values() for t in ts]
+    users = TrainingPrompt(0, "a photo of bolt", "a photo of")
+    kept = in_own_words(CLIPTokenizer.from_pretrained(VALIDATION_MODEL / "tokenizer"), [users, *generic], concepts)
+    assert kept[0] is users
+    assert {it.prompt for it in kept[1:]} == {"a bolt", "bolt"}
+    world_a = [TrainingPrompt(0, t.format("circle"), "", quiet=True) for ts in world_a_of().templates.values()
+               for t in ts]  # fmt: skip
+    tokenizer_a = CLIPTokenizer.from_pretrained(TESTBED_MODEL / "tokenizer")
+    assert in_own_words(tokenizer_a, world_a, [Concept("circle", "object")]) == world_a
