@@ -76,7 +76,7 @@ def reference(pipe, concepts, items, images, retain_prompts, settings):
         rows = torch.randint(0, len(items), (b,), generator=generator)
         owners = [by_concept[items[r].concept] for r in rows.tolist()]
         picks = [o[int(torch.randint(0, len(o), (1,), generator=generator))] for o in owners]
-        clean = fmn._encode_latents(pipe, [images[p] for p in picks])  # every step, as the reference does
+        clean = fmn.encode_latents(pipe, [images[p] for p in picks])  # every step, as the reference does
         noise = torch.randn(clean.shape, generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
         noisy = scheduler.add_noise(clean, noise, t)

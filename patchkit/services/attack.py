@@ -118,50 +118,46 @@ def _paraphrases_for(concept: BenchConcept, world: World, file: Path | None) -> 
     return shipped or (list(NSFW_PARAPHRASES) if concept.category == "nsfw" else [])
 
 
-def _checked_sources(items: Sequence[Path], fingerprint: str) -> list[PatchSource]:
-    """The patches to load: files, registry NAME@VERSION refs and *.stack.json stacks, expanded in order.
+def _checked_sources(items: Sequence[Path], fingerprint: str) -> tuple[list[PatchSource], frozenset[str]]:
+    """The patches to load (files, registry NAME@VERSION refs and *.stack.json stacks, expanded in
+    order), and every prompt their manifests say they trained or preserved on; each header is
+    read once.
 
     A stack's entry must still be the patch it pins, and a patch whose manifest names another
     base is refused: attacked on the wrong model, a forget would be measured on weights it was
-    never fitted to. A LoRA without a patchkit manifest says no base, so it is taken as it is.
+    never fitted to. A LoRA without a patchkit manifest says no base and no prompts, so it is
+    taken as it is. The text attacks leave the trained prompts out: never measure on what was
+    tuned.
     """
     from patchkit.io.patch_file import read_intact_patch, read_patch
 
     sources, _ = sources_for(items)
     check_patch_paths([s.path for s in sources])
+    trained: set[str] = set()
     for source in sources:
-        if source.pinned_id is not None and read_intact_patch(source.path).patch_id != source.pinned_id:
-            raise TrustError(
-                f"{source.path} is not the patch its stack pins",
-                hint="put the pinned patch back, or re-make the stack: patchkit stack verify STACK BASE",
-            )
-        try:
-            made_for = read_patch(source.path).manifest["base"]["fingerprint"]
-        except PatchkitError:
-            continue
+        if source.pinned_id is not None:  # a stack's entry: intact and the very patch it pins, or refused
+            patch = read_intact_patch(source.path)
+            if patch.patch_id != source.pinned_id:
+                raise TrustError(
+                    f"{source.path} is not the patch its stack pins",
+                    hint="put the pinned patch back, or re-make the stack: patchkit stack verify STACK BASE",
+                )
+        else:
+            try:
+                patch = read_patch(source.path)
+            except PatchkitError:
+                continue
+        manifest = patch.manifest
+        made_for = manifest["base"]["fingerprint"]
         if made_for != fingerprint:
             raise ModelMismatchError(
                 f"{source.label or source.path} was made for base {made_for} but the model is {fingerprint}",
                 hint="attack the model the patch was made for (patchkit info PATCH shows its base)",
             )
-    return sources
-
-
-def _trained_prompts(patches: Sequence[Path]) -> frozenset[str]:
-    """Every prompt the patches' manifests say they trained or preserved on (foreign LoRAs say none).
-
-    The text attacks leave these out: never measure on what was tuned."""
-    from patchkit.io.patch_file import read_patch
-
-    seen: set[str] = set()
-    for patch in patches:
-        try:
-            settings = read_patch(patch).manifest.get("method", {}).get("settings", {})
-        except PatchkitError:
-            continue
+        settings = manifest.get("method", {}).get("settings", {})
         for key in ("training_prompts", "retain_prompts"):
-            seen.update(" ".join(str(p).lower().split()) for p in settings.get(key, []) if isinstance(p, str))
-    return frozenset(seen)
+            trained.update(" ".join(str(p).lower().split()) for p in settings.get(key, []) if isinstance(p, str))
+    return sources, frozenset(trained)
 
 
 def _described(source: PatchSource) -> str:
@@ -206,8 +202,7 @@ def attack(
                 reference_sets[concept.name] = reference_images(concept, bench_dir)
     paraphrases = {c.name: _paraphrases_for(c, world, request.paraphrase_file) for c in concepts}
     info = weights.describe(ref)
-    sources = _checked_sources([*stacks, *patches], info.fingerprint)
-    trained = _trained_prompts([s.path for s in sources])
+    sources, trained = _checked_sources([*stacks, *patches], info.fingerprint)
     named = judge_folders()
     judges = {
         cat: load_judge(bench.judges[cat], cat, bench.names(cat), base_dir=bench_dir, named=named)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from patchkit.backend.sampling import SamplerSettings, generate
 from patchkit.core.manifest import new_manifest
 from patchkit.core.patch_id import patch_id_of
 from patchkit.core.progress import Progress
+from patchkit.errors import UsageError
 from patchkit.io.images import load_image_folder
 from patchkit.io.tensors_out import save_tensors
 from patchkit.models import weights
@@ -23,9 +24,10 @@ from patchkit.services.forget_plan import ForgetPlan, default_name, embeddings_p
 from patchkit.services.forget_record import ForgetResult, clock, concept_records, score_attack_and_write
 from patchkit.services.patches import base_record
 from patchkit.services.preservation import RetainSet
+from patchkit.training.capacity import erase_capacity
 from patchkit.training.fmn import ForgetOutcome, train
 from patchkit.training.prompts import Concept, TrainingPrompt, with_placeholders
-from patchkit.training.settings import ForgetSettings, training_image_seeds
+from patchkit.training.settings import CapacitySettings, ForgetSettings, training_image_seeds
 
 
 def images_digest(images: Sequence[Image.Image]) -> str:
@@ -68,6 +70,28 @@ def _training_images(
     return generate(pipe, prompts, seeds, SamplerSettings(), on_batch), owners
 
 
+def _retain_images(
+    pipe: Any, prompts: Sequence[str], drawn: int, settings: ForgetSettings, capacity: CapacitySettings,
+    progress: Progress | None,
+) -> list[Image.Image]:  # fmt: skip
+    """--robust: one image per retain prompt (up to capacity.retain_images), drawn by the base on the
+    seeds after the concept's own, so their latents can be held as the base denoises them."""
+    chosen = list(prompts[: capacity.retain_images])
+    if not chosen:
+        raise UsageError("--robust holds the retain prompts on their own images, and this forget has none",
+                         hint="drop --no-default-retain, or give --retain prompts")  # fmt: skip
+    seeds = training_image_seeds(settings.seed, drawn + len(chosen))[drawn:]
+    made = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal made
+        made += n
+        if progress:
+            progress("generating the retain prompts' images with the base model", made, len(chosen), {})
+
+    return generate(pipe, chosen, seeds, SamplerSettings(), on_batch)
+
+
 def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str], None] | None = None) -> ForgetResult:
     """Train the plan's FMN patch and write it atomically."""
     request = plan.request
@@ -80,14 +104,21 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
         i: [it.anchor if concepts[i].target else it.prompt for it in items if it.concept == i]
         for i in range(len(concepts))
     }
-    images, owners = _training_images(pipe, concepts, shown, request.images_dir, settings, progress)
+    capacity = request.capacity
+    drawn = replace(settings, images_per_concept=capacity.images_per_concept) if request.robust else settings
+    images, owners = _training_images(pipe, concepts, shown, request.images_dir, drawn, progress)
     placeholders: dict[int, str] = {}
     learnt: dict[str, Any] = {}
     if settings.textual_inversion:
         pipe, placeholders, learnt = _learn_placeholders(pipe, concepts, images, owners, plan.templates,
                                                          settings, progress)  # fmt: skip
         items = with_placeholders(items, concepts, placeholders)
-    outcome = train(pipe, concepts, items, images, owners, retain.prompts, settings, progress)
+    if request.robust:
+        retain_images = _retain_images(pipe, retain.prompts, len(images), settings, capacity, progress)
+        outcome = erase_capacity(pipe, concepts, items, images, owners, retain.prompts, retain_images, settings,
+                                 capacity, progress)  # fmt: skip
+    else:
+        outcome = train(pipe, concepts, items, images, owners, retain.prompts, settings, progress)
     del pipe
     manifest = _manifest(plan, info, outcome, items, retain, placeholders, images_digest(images))
     report, attacks = score_attack_and_write(
@@ -122,14 +153,17 @@ def _manifest(
     request, settings = plan.request, plan.request.settings
     concepts = list(request.concepts)
     created, seconds = clock(outcome.seconds)
+    modules = request.capacity.modules if request.robust else settings.modules
     settings_record = {
         **asdict(settings),
-        "modules": list(settings.modules),
+        "modules": list(modules),
         "retain_prompts": retain.prompts,
         "retain_sources": retain.sources,
         "training_prompts": [it.prompt for it in items],
         "anchors": [it.anchor for it in items],  # what each training prompt was steered to
         "robust": request.robust,
+        # --robust trains by training/capacity.py, with these settings (steps, rate, modules, ...)
+        **({"capacity": {**asdict(request.capacity), "modules": list(modules)}} if request.robust else {}),
         "training_images": "given" if request.images_dir is not None else "generated by the base model",
         **({"factorisation_error": outcome.factorisation_error} if settings.full else {}),
     }
@@ -146,7 +180,7 @@ def _manifest(
             "images_sha256": images_sha256,
             "settings": settings_record,
         },
-        layout={"keys": "peft", "rank": settings.rank, "modules": list(settings.modules)},
+        layout={"keys": "peft", "rank": settings.rank, "modules": list(modules)},
         created_at=created,
         author=request.author or None,
         license=request.license_id or None,

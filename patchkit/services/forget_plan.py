@@ -79,6 +79,7 @@ def plan_forget(request: ForgetRequest) -> ForgetPlan:
     given = [check_template(t) for t in request.templates] if request.templates else None
     _check_prompt_text(request)
     _check_anchor(request)
+    _check_robust(request)
     ref = request.model.resolve()
     world = world_for(ref)
     if request.score_bench is not False:  # a bench that cannot score the result fails now, not after training
@@ -177,6 +178,20 @@ def fit_to_model(
     retain = retain_set(plan.world, concepts, templates, request.retain_prompts,
                         defaults=request.default_retain, pipe=pipe)  # fmt: skip
     return readable.kept, retain
+
+
+def _check_robust(request: ForgetRequest) -> None:
+    """FMN --robust erases the concept's capacity: what it needs, before any work."""
+    if not request.robust or request.method != "fmn":
+        return
+    if any(c.context is not None for c in request.concepts):
+        raise UsageError("--robust erases the concept wherever it is drawn; --context keeps it outside its context",
+                         hint="drop one of them")  # fmt: skip
+    if request.settings.full:
+        raise UsageError("--robust trains rank-r adapters; --full trains full deltas", hint="drop --full")
+    if not request.default_retain and not request.retain_prompts:
+        raise UsageError("--robust holds the retain prompts on their own images, and --no-default-retain leaves none",
+                         hint='give --retain prompts, or drop --no-default-retain')  # fmt: skip
 
 
 def _check_extensions(concepts: Sequence[Concept], settings: ForgetSettings) -> None:

@@ -15,11 +15,12 @@ from patchkit.io.prompt_file import read_prompt_file
 from patchkit.models.refs import ModelSource
 from patchkit.training.presets import PRESETS, preset_concepts, preset_settings
 from patchkit.training.prompts import Concept, pair_concepts
-from patchkit.training.settings import ClosedFormSettings, ForgetSettings, correction_settings
+from patchkit.training.settings import CapacitySettings, ClosedFormSettings, ForgetSettings, correction_settings
 
 __all__ = [
     "METHODS",
     "PRESETS",
+    "CapacitySettings",
     "ClosedFormSettings",
     "Concept",
     "ForgetAttack",
@@ -66,7 +67,10 @@ class ForgetRequest:
     # --anchor-to: what every forget prompt is pulled to, instead of the prompt without the concept
     # ("" is the empty prompt, ESD's anchor: for a concept the concept-free prompt still draws)
     anchor: str | None = None
-    robust: bool = False  # --robust: also train on compositions with other concepts (core/robust_prompts.py)
+    # --robust: also train on compositions with other concepts (core/robust_prompts.py); with FMN,
+    # train by erasing the concept's capacity (training/capacity.py) with these settings
+    robust: bool = False
+    capacity: CapacitySettings = field(default_factory=CapacitySettings)
     images_dir: Path | None = None  # None: the base model draws the training images
     name: str | None = None
     version: str = "1.0.0"

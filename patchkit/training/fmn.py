@@ -80,7 +80,7 @@ def attention_loss(maps: Sequence[torch.Tensor], mask: torch.Tensor, batch: int)
     return total / max(1, len(maps))
 
 
-def _encode_latents(pipe: Pipeline, images: Sequence[Image.Image]) -> torch.Tensor:
+def encode_latents(pipe: Pipeline, images: Sequence[Image.Image]) -> torch.Tensor:
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     with torch.no_grad():
         encoded: torch.Tensor = pipe.vae.encode(to_tensor(images, size)).latent_dist.mean
@@ -204,7 +204,7 @@ def train(
     )
     # eta per prompt: negative guidance away from the concept when forgetting, none when correcting.
     eta = torch.tensor([settings.negative_guidance if concepts[i.concept].target is None else 0.0 for i in items])
-    latents = _encode_latents(pipe, images)
+    latents = encode_latents(pipe, images)
     by_concept = {i: [j for j, c in enumerate(image_concepts) if c == i] for i in range(len(concepts))}
     scheduler, unet = pipe.scheduler, pipe.unet
     unet.requires_grad_(False)

@@ -56,6 +56,27 @@ class ForgetSettings:
     modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")
 
 
+@dataclass(frozen=True)
+class CapacitySettings:
+    """`forget --robust` with FMN: erase what the UNet can draw, not only what the name calls up
+    (training/capacity.py, docs/attack.md "Erasing the capacity"). Set once, from the first
+    runs that moved attack/1's inversion (bench/capacity_erasure.py on circle), not swept."""
+
+    steps: int = 200
+    learning_rate: float = 5e-3
+    rounds: int = 3  # adversarial rounds: an inversion through the current patch before each
+    inversion_steps: int = 150
+    guidance: float = 2.0  # negative guidance of both the named and the empty-prompt targets
+    unconditional_weight: float = 5.0  # the concept's latents under the empty prompt
+    images_per_concept: int = 16
+    retain_images: int = 64  # the base draws one image per retain prompt, up to this many
+    # the image pathway too: attention over the picture, its output, the feed-forward layers
+    modules: tuple[str, ...] = (
+        "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+        "ff.net.0.proj", "ff.net.2",
+    )  # fmt: skip
+
+
 def correction_settings(**overrides: Any) -> ForgetSettings:
     """Defaults for `correct`: preservation 1, because a correction must move A's prompts a long
     way (to B), and at 3 square -> circle reached only 27% of prompts (bench/correct.py; 81% at 1)."""
