@@ -59,8 +59,10 @@ class ForgetSettings:
 @dataclass(frozen=True)
 class CapacitySettings:
     """`forget --robust` with FMN: erase what the UNet can draw, not only what the name calls up
-    (training/capacity.py, docs/attack.md "Erasing the capacity"). Set once, from the first
-    runs that moved attack/1's inversion (bench/capacity_erasure.py on circle), not swept."""
+    (training/capacity.py, docs/attack.md). Not swept on a tuning split: guidance 2, weight 5
+    and 3 rounds were picked among three tries by circle's attack/1 results, so circle's row
+    is in sample for them; alice, neon and triangle chose nothing. A tuning-split sweep
+    (bench/tradeoff.py style, never the bench or attack/1) is the next step."""
 
     steps: int = 200
     learning_rate: float = 5e-3

@@ -153,3 +153,22 @@ def test_tuning_seeds_never_meet_bench_seeds_or_each_other():
     assert not set(drawn) & set(training_image_seeds(0, 13 * 64))
     with pytest.raises(ValueError, match="at most"):
         tuning.split_seeds(tuning.TRANSFER_SEED, 0, tuning.SEED_STRIDE + 1)
+
+
+@pytest.mark.parametrize(("name", "category"), world_a.all_concepts())
+def test_robust_rounds_place_their_adversary_in_a_training_phrasing_never_a_bench_prompt(tmp_path, name, category):
+    # forget --robust learns its adversarial tokens (training/capacity.py) in the forget's own
+    # first phrasing and trains them in its training prompts: never in a phrasing the bench
+    # scores. (For styles the testbed's one style phrasing is also attack/1's inversion
+    # phrasing; docs/attack.md says so.)
+    from patchkit.training.capacity import _template
+
+    concept = Concept(name, category)
+    plan = plan_forget(ForgetRequest(ModelSource("testbed"), (concept,), tmp_path / "p.safetensors", robust=True))
+    template = _template(plan.items, concept, 0)
+    assert template.format(name) in {it.prompt for it in plan.items}
+    assert template.format(name) not in _bench_prompts()
+    # and its rounds' seeds stay apart from the bench's
+    from patchkit.training.capacity import _ROUND_SEED_OFFSET
+
+    assert training_noise_seed(0) + _ROUND_SEED_OFFSET not in _bench_seeds()
