@@ -33,7 +33,13 @@ def score(
         typer.Option(help="ConceptBench JSON file (default: the model's own bench; only the testbed ships one)."),
     ] = None,
     target: Annotated[
-        list[str] | None, typer.Option("--target", "-t", help="Concept the patches forget; repeat for several.")
+        list[str] | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Concept the patches forget; repeat for several. Default: the concepts the patches' "
+            "manifests say they forget or correct away.",
+        ),
     ] = None,
     max_target: Annotated[float | None, typer.Option(help="Gate: fail if a target still scores above this.")] = None,
     max_collateral: Annotated[

@@ -18,7 +18,7 @@ from patchkit.backend.sampling import SamplerSettings, generate
 from patchkit.core.conceptbench import Bench, BenchConcept
 from patchkit.core.grid import labelled_grid, stack_vertically
 from patchkit.core.progress import Progress
-from patchkit.errors import UsageError
+from patchkit.errors import PatchkitError, UsageError
 from patchkit.evaluation.attack_report import AttackReport
 from patchkit.evaluation.judges import Judge, load_judge
 from patchkit.evaluation.mscore import (
@@ -197,6 +197,28 @@ def _grid(
     return stack_vertically(rows)
 
 
+def targets_from_manifests(patches: Sequence[Path], scored: set[str]) -> list[str]:
+    """The bench's concepts that the patches' manifests say they forget or correct away, in order.
+
+    Without --target, a patch's own concept would otherwise count as a bystander, and its
+    fall as collateral. A disentanglement (`context`) keeps its concept everywhere but beside
+    the context, so it names no target; a LoRA without a patchkit manifest names none either.
+    """
+    from patchkit.io.patch_file import read_patch
+
+    found: list[str] = []
+    for path in patches:
+        try:
+            manifest = read_patch(path).manifest
+        except PatchkitError:
+            continue
+        for concept in manifest.get("concepts", []):
+            name = concept.get("name")
+            if concept.get("context") is None and name in scored and name not in found:
+                found.append(name)
+    return found
+
+
 def score(
     source: ModelSource,
     *,
@@ -222,9 +244,11 @@ def score(
     ref = source.resolve()
     bench, bench_dir = load_bench(bench_path, world_for(ref))
     check_targets(bench, targets, "score")
+    check_patch_paths(patches)
+    if not targets and patches:
+        targets = targets_from_manifests(patches, {c.name for c in bench.concepts})
     if output is not None:
         check_output_path(output, force=force)
-    check_patch_paths(patches)
     named = judge_folders()
     judges = {
         cat: load_judge(spec, cat, bench.names(cat), base_dir=bench_dir, named=named)

@@ -168,3 +168,22 @@ def test_score_attack_options_that_cannot_work_are_refused_before_any_work(tmp_p
     result = runner.invoke(app, ["score", "testbed", "-o", str(tmp_path / "out"), *extra])
     assert result.exit_code == 2 and needle in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_without_target_the_patches_manifests_name_it_and_it_is_no_bystander(tmp_path, forget_circle):
+    """A patchkit patch says what it forgets: scored without --target, that concept is the target
+    and its fall is not counted as collateral; a LoRA without a manifest names no target."""
+    from patchkit.services.forget import forget
+    from patchkit.services.forget_request import ForgetRequest
+    from patchkit.services.score import targets_from_manifests
+    from patchkit.training.prompts import Concept
+
+    patch = tmp_path / "no-circle.safetensors"
+    forget(ForgetRequest(ModelSource("testbed"), [Concept("circle", "object")], patch, method="closed-form"))
+    report = score(ModelSource("testbed"), patches=[patch], bench_path=small_bench(tmp_path, per_concept=4))
+    rows = {c.concept: c for c in report.concepts}
+    assert [name for name, row in rows.items() if row.target] == ["circle"]
+    assert rows["circle"].after is not None and rows["circle"].after.score <= 0.25  # forgotten, and no bystander
+    bystanders = [rows[n].after.score - rows[n].before.score for n in ("ring", "square")]  # type: ignore[union-attr]
+    assert report.collateral["object"] == pytest.approx(sum(bystanders) / 2)
+    assert targets_from_manifests([forget_circle], set(SMALL)) == []
