@@ -344,8 +344,9 @@ def forget(
     guidance: Annotated[
         float,
         typer.Option(
-            help=f"How far past the concept-free prompt to push (negative guidance); closed-form's default is "
-            f"{CF.guidance:g}."
+            help="How far past the concept-free prompt to push (negative guidance), in the concept's own "
+            "phrasings; the other categories' phrasings that --every-template adds are only pulled to their "
+            f"anchor. Closed-form's default is {CF.guidance:g}."
         ),
     ] = D.negative_guidance,
     preserve: Annotated[

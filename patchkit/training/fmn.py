@@ -177,6 +177,16 @@ def _frozen_targets(
             yield anchor - weight * (concept - anchor), rest
 
 
+def guidance_for(settings: ForgetSettings, item: TrainingPrompt, concept: Concept) -> float:
+    """The negative guidance eta of one training prompt: 0 for a correction (its anchor is the target),
+    `added_phrasing_guidance` in a phrasing --every-template added, else `negative_guidance`."""
+    if concept.target is not None:
+        return 0.0
+    if item.quiet and settings.added_phrasing_guidance is not None:
+        return settings.added_phrasing_guidance
+    return settings.negative_guidance
+
+
 def train(
     pipe: Pipeline,
     concepts: Sequence[Concept],
@@ -203,7 +213,7 @@ def train(
         [settings.use_pooler and concepts[item.concept].context is None for item in items],
     )
     # eta per prompt: negative guidance away from the concept when forgetting, none when correcting.
-    eta = torch.tensor([settings.negative_guidance if concepts[i.concept].target is None else 0.0 for i in items])
+    eta = torch.tensor([guidance_for(settings, item, concepts[item.concept]) for item in items])
     latents = encode_latents(pipe, images)
     by_concept = {i: [j for j, c in enumerate(image_concepts) if c == i] for i in range(len(concepts))}
     scheduler, unet = pipe.scheduler, pipe.unet

@@ -90,3 +90,19 @@ def test_added_phrasings_in_words_the_model_spells_out_are_dropped():
                for t in ts]  # fmt: skip
     tokenizer_a = CLIPTokenizer.from_pretrained(TESTBED_MODEL / "tokenizer")
     assert in_own_words(tokenizer_a, world_a, [Concept("circle", "object")]) == world_a
+
+
+def test_added_phrasings_are_pulled_to_their_anchor_and_own_phrasings_pushed_past_it(tmp_path):
+    """Negative guidance pushes away from what the base draws; in another category's phrasing that
+    may be a neighbour ("a portrait of pastel" is a face), so the added phrasings get none."""
+    from patchkit.training.fmn import guidance_for
+
+    settings = ForgetSettings()
+    concepts = (Concept("pastel", "style"), Concept("circle", "object", target="square"))
+    plan = plan_forget(ForgetRequest(ModelSource("testbed"), concepts, tmp_path / "p.safetensors", settings=settings))
+    etas = {(it.concept, it.prompt): guidance_for(settings, it, concepts[it.concept]) for it in plan.items}
+    assert etas[(0, "a painting in the style of pastel")] == settings.negative_guidance == 2.0
+    assert etas[(0, "a portrait of pastel")] == 0.0  # an ID phrasing, added
+    assert all(eta == 0.0 for (index, _), eta in etas.items() if index == 1)  # a correction never pushes
+    before = ForgetSettings(added_phrasing_guidance=None, negative_guidance=1.0)
+    assert {guidance_for(before, it, concepts[0]) for it in plan.items if it.concept == 0} == {1.0}
