@@ -49,11 +49,16 @@ CATEGORIES = {
 }  # fmt: skip
 
 
+# threads per process: 2, the machine's cores; BENCH_THREADS=1 beside another job (timings then
+# are not comparable with the README's)
+THREADS = os.environ.get("BENCH_THREADS", "2")
+
+
 def run(args: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB) of one process; its output goes to a file, never a full pipe."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ, "OMP_NUM_THREADS": "2"})
+        process = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ, "OMP_NUM_THREADS": THREADS})
         _, status, usage = os.wait4(process.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             log.seek(0)
