@@ -212,7 +212,7 @@ def train(
         # disentanglement that re-steered them would lose the context too (docs/forget.md)
         [settings.use_pooler and concepts[item.concept].context is None for item in items],
     )
-    # eta per prompt: negative guidance away from the concept when forgetting, none when correcting.
+    # eta per prompt (guidance_for): how far past its anchor the target is pushed, away from the concept
     eta = torch.tensor([guidance_for(settings, item, concepts[item.concept]) for item in items])
     latents = encode_latents(pipe, images)
     by_concept = {i: [j for j, c in enumerate(image_concepts) if c == i] for i in range(len(concepts))}
