@@ -5,7 +5,10 @@ Loss per step (docs/forget.md has the why and the measured trade-off):
     anchor    = MSE( patched(x_t, concept prompt),
                      frozen(x_t, anchor) - eta * (frozen(x_t, concept prompt) - frozen(x_t, anchor)) )
     preserve  = MSE( patched(x_t, retain prompt), frozen(x_t, retain prompt) )
+    held      = mean over adapted projections W of || dW C ||_F^2 / || W C ||_F^2,
+                C every retain prompt's text states, every position (held_state_drift)
     loss      = attention_weight * attention + anchor_weight * anchor + preserve_weight * preserve
+                + held_state_weight * held
 For a correction eta is 0 and the anchor is the prompt with the target concept in place.
 Only adapters on the chosen projections train; images are VAE-encoded once.
 """
@@ -177,6 +180,39 @@ def _frozen_targets(
             yield anchor - weight * (concept - anchor), rest
 
 
+class HeldStates:
+    """The retain prompts' text states as a second moment, for the held-states term.
+
+    What a projection W makes of states C is held when dW C is small; ||dW C||_F^2 is
+    tr(dW S dW^T) with S = C^T C, so one (width x width) matrix stands for every retain
+    prompt at every position, whatever their number, and each step costs rank x width^2 per
+    projection. Each projection's drift is relative to ||W C||_F^2, so layers of different
+    scale weigh alike.
+    """
+
+    def __init__(self, states: torch.Tensor, adapters: dict[str, lora_layers.Adapter]) -> None:
+        flat = states.reshape(-1, states.shape[-1]).double()
+        self.moment = (flat.T @ flat / flat.shape[0]).float()
+        self.energy = {name: float(_quadratic(a.base.weight.detach(), self.moment)) for name, a in adapters.items()}
+
+    def drift(self, adapters: dict[str, lora_layers.Adapter]) -> torch.Tensor:
+        total = torch.zeros(())
+        for name, adapter in adapters.items():
+            if isinstance(adapter, lora_layers.LoRALinear):
+                # tr(B A S A^T B^T) through the small r x r matrix A S A^T
+                inner = adapter.lora_A @ self.moment @ adapter.lora_A.T
+                change = ((adapter.lora_B @ inner) * adapter.lora_B).sum()
+            else:
+                change = _quadratic(adapter.delta, self.moment)
+            total = total + change / max(self.energy[name], 1e-12)
+        return total / max(1, len(adapters))
+
+
+def _quadratic(weight: torch.Tensor, moment: torch.Tensor) -> torch.Tensor:
+    """tr(W S W^T): the mean squared output of W over the states S is the second moment of."""
+    return ((weight @ moment) * weight).sum()
+
+
 def guidance_for(settings: ForgetSettings, item: TrainingPrompt, concept: Concept) -> float:
     """The negative guidance eta of one training prompt: 0 for a correction (its anchor is the target),
     `added_phrasing_guidance` in a phrasing --every-template added, else `negative_guidance`."""
@@ -202,7 +238,9 @@ def train(
     generator = torch.Generator().manual_seed(training_noise_seed(settings.seed))
     prompts = conditioning.encode(pipe, [item.prompt for item in items])
     anchors = conditioning.encode(pipe, [item.anchor for item in items])
-    retain = conditioning.encode(pipe, retain_prompts) if retain_prompts and settings.preserve_weight > 0 else None
+    holding = settings.preserve_weight > 0 or settings.held_state_weight > 0
+    retained = conditioning.encode(pipe, retain_prompts) if retain_prompts and holding else None
+    retain = retained if settings.preserve_weight > 0 else None  # the UNet-side preserve term's prompts
     mask = position_mask(
         pipe.tokenizer,
         prompts.ids,
@@ -219,6 +257,7 @@ def train(
     scheduler, unet = pipe.scheduler, pipe.unet
     unet.requires_grad_(False)
     adapters = lora_layers.inject(unet, settings.modules, settings.rank, settings.seed, full=settings.full)
+    held = HeldStates(retained.states, adapters) if retained is not None and settings.held_state_weight > 0 else None
     batch = settings.batch_size
     draws = _draw_steps(settings.steps, batch, items, by_concept, 0 if retain is None else retain.ids.shape[0],
                         latents.shape[1:], scheduler.config.num_train_timesteps, generator)  # fmt: skip
@@ -237,6 +276,11 @@ def train(
             loss = settings.attention_weight * attention + settings.anchor_weight * anchor
             if frozen_rest is not None:
                 loss = loss + settings.preserve_weight * F.mse_loss(out[batch:], frozen_rest)
+            shown = {"attention": float(attention.detach())}
+            if held is not None:
+                drift = held.drift(adapters)
+                loss = loss + settings.held_state_weight * drift
+                shown["held drift"] = float(drift.detach())
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -245,7 +289,7 @@ def train(
             if step == 0:
                 first = last
             if progress:
-                progress("forgetting", step + 1, settings.steps, {"loss": last, "attention": float(attention.detach())})
+                progress("forgetting", step + 1, settings.steps, {"loss": last, **shown})
         tensors, error = lora_layers.peft_state(adapters, settings.rank)
     finally:
         lora_layers.remove(unet, adapters)

@@ -186,6 +186,7 @@ def test_testbed_forgets_circle_and_keeps_square(tmp_path):
         (["--images", "."], "--images trains Forget-Me-Not"),
         (["--ti"], "--ti trains Forget-Me-Not"),
         (["--own-templates"], "--every-template/--own-templates trains Forget-Me-Not"),
+        (["--hold-states", "1"], "--hold-states trains Forget-Me-Not"),
         (["--ridge", "nan"], "--ridge nan is outside"),
         (["--preserve", "-1"], "--preserve -1.0 is outside"),
         (["--rank", "0"], "rank 0 is outside"),

@@ -183,6 +183,20 @@ BAD_INPUTS = {
         "--guidance inf",
     ),
     "blank-concept": ([Concept("  ", "object")], TINY, None, UsageError, "name is empty"),
+    "hold-states-negative": (
+        CIRCLE,
+        ForgetSettings(steps=1, held_state_weight=-1.0, images_per_concept=1),
+        None,
+        UsageError,
+        "--hold-states -1",
+    ),
+    "hold-states-nan": (
+        CIRCLE,
+        ForgetSettings(steps=1, held_state_weight=float("nan"), images_per_concept=1),
+        None,
+        UsageError,
+        "--hold-states nan",
+    ),
 }
 
 
