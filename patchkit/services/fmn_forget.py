@@ -27,7 +27,7 @@ from patchkit.services.preservation import RetainSet
 from patchkit.training.capacity import erase_capacity
 from patchkit.training.fmn import ForgetOutcome, train
 from patchkit.training.prompts import Concept, TrainingPrompt, with_placeholders
-from patchkit.training.settings import CapacitySettings, ForgetSettings, training_image_seeds
+from patchkit.training.settings import NOT_USED_BY_ROBUST, CapacitySettings, ForgetSettings, training_image_seeds
 
 
 def images_digest(images: Sequence[Image.Image]) -> str:
@@ -131,7 +131,7 @@ def run(plan: ForgetPlan, progress: Progress | None = None, warn: Callable[[str]
     return ForgetResult(
         output=output,
         manifest=manifest,
-        steps=settings.steps,
+        steps=request.capacity.steps if request.robust else settings.steps,
         seconds=outcome.seconds,
         bytes=output.stat().st_size,
         first_loss=outcome.first_loss,
@@ -154,8 +154,11 @@ def _manifest(
     concepts = list(request.concepts)
     created, seconds = clock(outcome.seconds)
     modules = request.capacity.modules if request.robust else settings.modules
+    fmn_record = asdict(settings)
+    if request.robust:  # what --robust does not train with is not recorded as if it had been
+        fmn_record = {k: v for k, v in fmn_record.items() if k not in NOT_USED_BY_ROBUST}
     settings_record = {
-        **asdict(settings),
+        **fmn_record,
         "modules": list(modules),
         "retain_prompts": retain.prompts,
         "retain_sources": retain.sources,

@@ -97,6 +97,15 @@ class CapacitySettings:
     )  # fmt: skip
 
 
+# ForgetSettings fields that `forget --robust` (training/capacity.py) never reads: its steps,
+# rate and image count are CapacitySettings', and its loss has no re-steering, anchor weight,
+# pooler positions, added-phrasing guidance or held-states term
+NOT_USED_BY_ROBUST = frozenset({
+    "steps", "learning_rate", "attention_weight", "anchor_weight", "negative_guidance", "added_phrasing_guidance",
+    "use_pooler", "held_state_weight", "full", "images_per_concept",
+})  # fmt: skip
+
+
 def correction_settings(**overrides: Any) -> ForgetSettings:
     """Defaults for `correct`: preservation 1, because a correction must move A's prompts a long
     way (to B), and at 3 square -> circle reached only 27% of prompts (bench/correct.py; 81% at 1)."""

@@ -24,7 +24,7 @@ from patchkit.services.forget import forget
 from patchkit.services.forget_request import CapacitySettings, ForgetRequest
 from patchkit.services.sources import PatchSource
 from patchkit.training.prompts import Concept
-from patchkit.training.settings import ForgetSettings
+from patchkit.training.settings import NOT_USED_BY_ROBUST, ForgetSettings
 from tests.cli.test_cli import run_cli
 
 # a few steps of everything: one round, a two-step inversion, two images a concept, three retain images
@@ -34,8 +34,9 @@ SETTINGS = ForgetSettings(batch_size=2)
 
 def _robust(folder: Path, out: Path, capacity: CapacitySettings = QUICK, seed: int = 0) -> Path:
     settings = ForgetSettings(batch_size=2, seed=seed)
-    forget(ForgetRequest(ModelSource(str(folder)), (Concept("circle", "object"),), out, settings=settings,
-                         robust=True, capacity=capacity))  # fmt: skip
+    result = forget(ForgetRequest(ModelSource(str(folder)), (Concept("circle", "object"),), out, settings=settings,
+                                  robust=True, capacity=capacity))  # fmt: skip
+    assert result.steps == capacity.steps  # what it trained, not FMN's 60 (the summary line says it)
     return out
 
 
@@ -56,6 +57,9 @@ def test_robust_trains_the_image_pathway_and_loads_in_diffusers(tiny_models, tmp
     recorded = manifest["method"]["settings"]
     assert recorded["robust"] is True and recorded["capacity"]["rounds"] == 1
     assert recorded["capacity"]["modules"] == list(QUICK.modules)
+    # FMN's settings that --robust never reads are not recorded as if they had trained it
+    assert not NOT_USED_BY_ROBUST & recorded.keys()
+    assert recorded["rank"] == SETTINGS.rank and recorded["preserve_weight"] == SETTINGS.preserve_weight
     pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
 
     def image():
