@@ -6,7 +6,7 @@ Loss per step (docs/forget.md has the why and the measured trade-off):
                      frozen(x_t, anchor) - eta * (frozen(x_t, concept prompt) - frozen(x_t, anchor)) )
     preserve  = MSE( patched(x_t, retain prompt), frozen(x_t, retain prompt) )
     held      = mean over adapted projections W of || dW C ||_F^2 / || W C ||_F^2,
-                C every retain prompt's text states, every position (held_state_drift)
+                C every retain prompt's text states, every position (HeldStates)
     loss      = attention_weight * attention + anchor_weight * anchor + preserve_weight * preserve
                 + held_state_weight * held
 For a correction eta is 0 and the anchor is the prompt with the target concept in place.
@@ -209,7 +209,7 @@ class HeldStates:
 
 
 def _quadratic(weight: torch.Tensor, moment: torch.Tensor) -> torch.Tensor:
-    """tr(W S W^T): the mean squared output of W over the states S is the second moment of."""
+    """tr(W S W^T): with S the second moment of some states, the mean squared norm of W's outputs on them."""
     return ((weight @ moment) * weight).sum()
 
 
