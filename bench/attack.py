@@ -10,6 +10,7 @@ its own process with 2 threads (wall time and peak RSS from wait4()):
   --own-templates`: no anchor loss, no preservation, only the category's own templates);
 - fmn: `patchkit forget testbed -c C --category K`, the defaults;
 - fmn-ti: the defaults with `--ti` (forget through a token learnt on the concept's images too);
+- fmn-held: the defaults with `--hold-states 0.5` (the held-states term the tuning split picked);
 - closed-form: the same with `--method closed-form`;
 - fmn-robust, closed-form-robust: the same with `--robust`.
 The patches are trained first (not timed here; bench/forget.py and bench/closed_form.py time
@@ -32,13 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ARMS = ("base", "fmn-plain", "fmn", "fmn-ti", "closed-form", "fmn-robust", "closed-form-robust")
+ARMS = ("base", "fmn-plain", "fmn", "fmn-ti", "fmn-held", "closed-form", "fmn-robust", "closed-form-robust")
 ATTACKS = ("composition", "misspelling", "paraphrase", "search", "inversion")
 ARM_FLAGS = {
     "fmn-plain": ["--method", "fmn", "--anchor", "0", "--preserve", "0", "--own-templates"],
     "fmn": ["--method", "fmn"],
     "closed-form": ["--method", "closed-form"],
     "fmn-ti": ["--method", "fmn", "--ti"],
+    "fmn-held": ["--method", "fmn", "--hold-states", "0.5"],  # the held-states term the split picked
     "fmn-robust": ["--method", "fmn", "--robust"],
     "closed-form-robust": ["--method", "closed-form", "--robust"],
 }
