@@ -251,7 +251,7 @@ def _capacity(ctx: typer.Context, settings: ForgetSettings) -> CapacitySettings:
     for param in _NOT_CAPACITY:
         if _given(ctx, param):
             option = "--" + param.replace("_", "-")
-            raise UsageError(f"{option} is part of the re-steering loss, which --robust does not train with",
+            raise UsageError(f"{option} belongs to the default forget's loss, which --robust does not train with",
                              hint=f"drop {option}; docs/attack.md has --robust's loss")  # fmt: skip
     own = CapacitySettings()
     return replace(

@@ -124,9 +124,9 @@ def test_a_robust_patch_applies_to_both_layouts_reverts_merges_and_exports(tiny_
         (["--context", "noir"], "--context keeps it outside its context"),
         (["--full"], "--full trains full deltas"),
         (["--no-default-retain"], "--no-default-retain leaves none"),
-        (["--attention", "0.5"], "--attention is part of the re-steering loss"),
-        (["--anchor", "2"], "--anchor is part of the re-steering loss"),
-        (["--hold-states", "1"], "--hold-states is part of the re-steering loss"),
+        (["--attention", "0.5"], "--attention belongs to the default forget's loss"),
+        (["--anchor", "2"], "--anchor belongs to the default forget's loss"),
+        (["--hold-states", "1"], "--hold-states belongs to the default forget's loss"),
     ],
 )
 def test_what_robust_cannot_do_is_refused_before_any_work(tmp_path, extra, message):
