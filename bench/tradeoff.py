@@ -75,22 +75,29 @@ def judge(name: str, category: str, categories: dict[str, str], base: dict[str, 
     return ok, mean([base[n] - after[n] for n in same + other]), why
 
 
+def judge_halves(pipe: object, patch: Path, name: str, halves: dict[str, WorldBench],
+                 base: dict[str, dict[str, float]]) -> tuple[dict[str, tuple[bool, float, str]], float]:  # fmt: skip
+    """With `patch` loaded: each half's verdict on forgetting `name`, and its target after on the transfer half."""
+    categories = halves["trained"].categories
+    load_patch(pipe, patch, adapter_name="sweep")
+    verdicts, transfer_after = {}, 0.0
+    for half, bench in halves.items():
+        after = bench.scores(pipe, "patched")
+        verdicts[half] = judge(name, categories[name], categories, base[half], after)
+        transfer_after = after[name] if half == "transfer" else transfer_after
+    return verdicts, transfer_after
+
+
 def evaluate(settings: ForgetSettings, knob: str, halves: dict[str, WorldBench], pipe: object,
              base: dict[str, dict[str, float]], concepts: list[str], folder: Path) -> Outcome:  # fmt: skip
     outcome = Outcome()
-    categories = halves["trained"].categories
     for name in concepts:
-        category = categories[name]
+        category = halves["trained"].categories[name]
         mine = preset_settings("testbed-nsfw", settings, set(knob.split(","))) if category == "nsfw" else settings
         patch = folder / f"{name}.safetensors"
         forget(ForgetRequest(ModelSource("testbed"), [Concept(name, category)], patch, settings=mine, force=True))
-        load_patch(pipe, patch, adapter_name="sweep")
-        verdicts = {}
-        for half, bench in halves.items():
-            after = bench.scores(pipe, "patched")
-            verdicts[half] = judge(name, category, categories, base[half], after)
-            if half == "transfer":
-                outcome.targets.append(after[name])
+        verdicts, transfer_after = judge_halves(pipe, patch, name, halves, base)
+        outcome.targets.append(transfer_after)
         unload_patches(pipe)
         ok_trained, ok_transfer = verdicts["trained"][0], verdicts["transfer"][0]
         outcome.met_trained += ok_trained

@@ -28,6 +28,9 @@ class InversionBudget:
     learning_rate: float = 5e-3
     batch_size: int = 4
     placeholder: str = "<concept>"
+    # a token the tokenizer already knows whose rows the placeholder starts from (an earlier
+    # round's token, so an adversary goes on from where it stopped); else the mean of the table
+    start_from: str | None = None
 
 
 class _Tower(NamedTuple):
@@ -44,6 +47,14 @@ _TOWERS = (_Tower("tokenizer", "text_encoder", "clip_l"), _Tower("tokenizer_2", 
 
 def _towers(pipe: Any) -> list[_Tower]:
     return [tower for tower in _TOWERS if getattr(pipe, tower.encoder, None) is not None]
+
+
+def _known_token(tokenizer: Any, token: str) -> int:
+    """The id of a token added earlier (one piece, never split): refused if the tokenizer does not hold it."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(token_id, int) or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"the tokenizer has no token {token!r} to start the inversion from")
+    return token_id
 
 
 def invert_token(
@@ -67,13 +78,14 @@ def invert_token(
     for tower in _towers(pipe):
         tokenizer = copy.deepcopy(getattr(pipe, tower.tokenizer))
         text_encoder = copy.deepcopy(getattr(pipe, tower.encoder))
+        start_id = _known_token(tokenizer, budget.start_from) if budget.start_from is not None else None
         tokenizer.add_tokens([budget.placeholder])
         token_id = tokenizer.convert_tokens_to_ids(budget.placeholder)
         text_encoder.resize_token_embeddings(len(tokenizer))
         text_encoder.requires_grad_(False)
         embeddings = text_encoder.get_input_embeddings().weight
         with torch.no_grad():
-            embeddings[token_id] = embeddings[:-1].mean(0)
+            embeddings[token_id] = embeddings[:-1].mean(0) if start_id is None else embeddings[start_id]
         embeddings.requires_grad_(True)
         rows.append((embeddings, token_id, embeddings.detach().clone()))
         replaced |= {tower.tokenizer: tokenizer, tower.encoder: text_encoder}

@@ -41,3 +41,16 @@ def split_seeds(first: int, concept_index: int, images: int) -> range:
         raise ValueError(f"a split draws at most {SEED_STRIDE} images per concept")
     start = first + SEED_STRIDE * concept_index
     return range(start, start + images)
+
+
+# bench/robust_tuning.py's inversion probe (choosing `forget --robust`'s settings): the base
+# draws the images it learns on from a concept's first transfer phrasing, the token is learnt
+# and judged in the second; its seeds, like the split's, meet no bench's, forget's or attack's.
+PROBE_IMAGE_SEED = 700_000
+PROBE_JUDGE_SEED = 800_000
+
+
+def probe_templates(category: str) -> tuple[str, str]:
+    """(the phrasing the probe's images are drawn from, the phrasing its token is learnt and judged in)."""
+    first, second = TRANSFER_TEMPLATES[category][:2]
+    return first, second

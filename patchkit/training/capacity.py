@@ -138,7 +138,9 @@ def _invert_round(
     """One adversarial round: per concept, a token learnt through the model as it is now (adapters on)."""
     for index, concept in enumerate(concepts):
         mine = [image for image, owner in zip(images, image_concepts, strict=True) if owner == index]
-        budget = InversionBudget(steps=capacity.inversion_steps, placeholder=_placeholder(concept, index, round_index))
+        earlier = _placeholder(concept, index, round_index - 1) if capacity.warm_start and round_index > 1 else None
+        budget = InversionBudget(steps=capacity.inversion_steps, placeholder=_placeholder(concept, index, round_index),
+                                 start_from=earlier)  # fmt: skip
 
         def step(done: int, name: str = concept.name) -> None:
             if progress:

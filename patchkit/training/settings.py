@@ -77,15 +77,19 @@ class ForgetSettings:
 @dataclass(frozen=True)
 class CapacitySettings:
     """`forget --robust` with FMN: erase what the UNet can draw, not only what the name calls up
-    (training/capacity.py, docs/attack.md). Not swept on a tuning split: guidance 2, weight 5
-    and 3 rounds were picked among three tries by circle's attack/1 results, so circle's row
-    is in sample for them; alice, neon and triangle chose nothing. A tuning-split sweep
-    (bench/tradeoff.py style, never the bench or attack/1) is the next step."""
+    (training/capacity.py, docs/attack.md). Guidance 2, weight 5 and 3 rounds were picked
+    among three tries by circle's attack/1 results, so circle's row is in sample for them.
+    Settings are chosen from now on by bench/robust_tuning.py (world A's tuning split and an
+    inversion probe of its own, never the bench or attack/1); its first run, warm_start, did
+    not change them (docs/attack.md)."""
 
     steps: int = 200
     learning_rate: float = 5e-3
     rounds: int = 3  # adversarial rounds: an inversion through the current patch before each
     inversion_steps: int = 150
+    # each round's token starts from the previous round's (AdvUnlearn's "latest" attack init), so
+    # the adversary's steps add up across rounds instead of starting over from the table's mean
+    warm_start: bool = False
     guidance: float = 2.0  # negative guidance of both the named and the empty-prompt targets
     unconditional_weight: float = 5.0  # the concept's latents under the empty prompt
     images_per_concept: int = 16

@@ -351,6 +351,27 @@ def test_sdxl_inversion_of_several_tokens_names_each_and_samples(tiny_models):
     assert image.size == (size, size)
 
 
+def test_an_inversion_can_start_from_an_earlier_token_in_every_encoder(tiny_models):
+    """--robust's warm start: a round's token begins where the previous round's ended, not at the mean."""
+    from patchkit.backend.inversion import InversionBudget, invert_token, learnt_embeddings
+
+    folder, _ = tiny_models["sdxl"]
+    pipe = pipeline.load_pipeline(refs.resolve(str(folder)))
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    images = [Image.new("RGB", (size, size), colour) for colour in ("red", "blue")]
+    pipe = invert_token(pipe, images, "a photo of {}", budget=InversionBudget(steps=2, placeholder="<r1>"), seed=0)
+    untrained = InversionBudget(steps=0, placeholder="<r2>", start_from="<r1>")
+    pipe = invert_token(pipe, images, "a photo of {}", budget=untrained, seed=0)
+    learnt = learnt_embeddings(pipe, ["<r1>", "<r2>"])
+    for tower in ("clip_l", "clip_g"):
+        torch.testing.assert_close(learnt[f"<r2>.{tower}"], learnt[f"<r1>.{tower}"], rtol=0, atol=0)
+    cold = invert_token(pipe, images, "a photo of {}", budget=InversionBudget(steps=0, placeholder="<r3>"), seed=0)
+    assert not torch.equal(learnt_embeddings(cold, ["<r3>"])["clip_l"], learnt["<r1>.clip_l"])
+    with pytest.raises(ValueError, match="no token '<nowhere>'"):
+        invert_token(pipe, images, "a photo of {}", budget=InversionBudget(steps=0, placeholder="<r4>",
+                                                                          start_from="<nowhere>"), seed=0)  # fmt: skip
+
+
 def test_context_trains_only_where_both_are_named_and_retains_the_rest():
     from patchkit.core.world import GENERIC_TEMPLATES
     from patchkit.testbed.testbed_world import testbed_world

@@ -3,6 +3,7 @@ verb that takes a patch takes one (apply into both layouts and back, merge, expo
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
 import re
@@ -80,6 +81,12 @@ def test_same_seed_same_bytes_and_the_round_changes_the_patch(tiny_models, tmp_p
     # the round's token is trained through: without the round, the patch differs
     no_round = CapacitySettings(steps=4, rounds=0, inversion_steps=2, images_per_concept=2, retain_images=3)
     assert _robust(folder, tmp_path / "d.safetensors", capacity=no_round).read_bytes() != first
+    # with two rounds, the second round's token starting from the first's changes what is trained
+    two = dataclasses.replace(QUICK, steps=6, rounds=2)
+    cold = _robust(folder, tmp_path / "e.safetensors", capacity=two).read_bytes()
+    warm = _robust(folder, tmp_path / "f.safetensors", capacity=dataclasses.replace(two, warm_start=True))
+    assert warm.read_bytes() != cold
+    assert _manifest(warm)["method"]["settings"]["capacity"]["warm_start"] is True
 
 
 def test_a_robust_patch_applies_to_both_layouts_reverts_merges_and_exports(tiny_models, tmp_path):

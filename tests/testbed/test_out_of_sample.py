@@ -172,3 +172,28 @@ def test_robust_rounds_place_their_adversary_in_a_training_phrasing_never_a_benc
     from patchkit.training.capacity import _ROUND_SEED_OFFSET
 
     assert training_noise_seed(0) + _ROUND_SEED_OFFSET not in _bench_seeds()
+
+
+@pytest.mark.parametrize(("name", "category"), world_a.all_concepts())
+def test_the_robust_tuning_probe_shares_no_phrasing_or_seed_with_attack1_or_the_adversary(tmp_path, name, category):
+    # bench/robust_tuning.py chooses --robust's settings with an inversion of its own: it must
+    # not learn in attack/1's inversion phrasing nor in the one --robust's adversary uses
+    from patchkit.services.attack_runner import JUDGE_SEED_BASE
+    from patchkit.services.score import CAPACITY_TEMPLATES
+    from patchkit.training.capacity import _template
+
+    concept = Concept(name, category)
+    plan = plan_forget(ForgetRequest(ModelSource("testbed"), (concept,), tmp_path / "p.safetensors", robust=True))
+    drawn_from, learnt_in = tuning.probe_templates(category)
+    probe = {_through_concept(t.format(name), name) for t in (drawn_from, learnt_in)}
+    assert len(probe) == 2
+    elsewhere = {CAPACITY_TEMPLATES[category].format(name), _template(plan.items, concept, 0).format(name),
+                 *_bench_prompts()}  # fmt: skip
+    assert not probe & {_through_concept(p, name) for p in elsewhere}
+    index = [n for n, _ in world_a.all_concepts()].index(name)
+    seeds = {s for first in (tuning.PROBE_IMAGE_SEED, tuning.PROBE_JUDGE_SEED)
+             for s in tuning.split_seeds(first, index, 64)}  # fmt: skip
+    split = {s for first in (tuning.TRAINED_SEED, tuning.TRANSFER_SEED)
+             for i in range(len(world_a.all_concepts())) for s in tuning.split_seeds(first, i, 64)}  # fmt: skip
+    assert not seeds & (split | _bench_seeds() | set(training_image_seeds(0, 13 * 64)))
+    assert max(seeds) < JUDGE_SEED_BASE
