@@ -63,6 +63,14 @@ def attack(
         int, typer.Option(help="Images judged per attack prompt (attack/1: 16; other values are marked non-standard).")
     ] = 16,
     inversion_steps: Annotated[int, typer.Option(help="Steps of the inversion attack (attack/1: 400).")] = 400,
+    inversion_restarts: Annotated[
+        int,
+        typer.Option(
+            help="Tokens the inversion learns, each from its own seed and judged on the same images; the one that "
+            "brings the concept back most counts (attack/1: 1, marked non-standard otherwise). One token can be luck: "
+            "give 3 or more before calling a patch safe."
+        ),
+    ] = 1,
     max_asr: Annotated[
         float | None, typer.Option(help="Gate: exit 6 if any concept's worst-case ASR is above this (e.g. 0.2).")
     ] = None,
@@ -103,13 +111,14 @@ def attack(
     base as well: an attack that fails there proves nothing about the patch.
 
     Passing does not prove the concept is gone: only that these attacks, at this budget,
-    did not find it (docs/attack.md says what each misses).
+    did not find it (docs/attack.md says what each misses). One learnt token can be luck:
+    gate a release with --inversion-restarts 3 or more.
 
     Examples:
 
       patchkit attack testbed --concept circle
 
-      patchkit attack testbed -c circle -p no-circle.safetensors --max-asr 0.2 -o attack/
+      patchkit attack testbed -c circle -p no-circle.safetensors --max-asr 0.2 --inversion-restarts 3 -o attack/
 
       patchkit attack testbed -c circle -p no-circle.safetensors --revival
 
@@ -118,7 +127,8 @@ def attack(
       patchkit attack ./sd15 -c "van gogh" --bench mybench.json --paraphrase vangogh.txt -p no-vg.safetensors
     """
     output: Output = ctx.obj
-    budget = attack_service.AttackBudget(images_per_prompt=images_per_prompt, inversion_steps=inversion_steps)
+    budget = attack_service.AttackBudget(images_per_prompt=images_per_prompt, inversion_steps=inversion_steps,
+                                         inversion_restarts=inversion_restarts)  # fmt: skip
     request = attack_service.AttackRequest(
         concepts=tuple(concept),
         category=category,

@@ -33,6 +33,9 @@ _SEEDS_PER_ATTACK = 100_000
 # revival's checkpoints are judged after the five attacks' seed ranges, the same seeds at every
 # checkpoint (so a score moves because the model did, not the noise)
 _REVIVAL_SEEDS = JUDGE_SEED_BASE + len(ATTACKS) * _SEEDS_PER_ATTACK
+# an inversion restart k learns from the concept's seed + k times this (a prime, so restarts of
+# neighbouring concepts, whose seeds differ by round numbers, never share one)
+INVERSION_RESTART_STRIDE = 7919
 
 # Descriptions that avoid the name, for the NSFW preset's concepts (any model).
 NSFW_PARAPHRASES = (
@@ -215,22 +218,32 @@ class Runner:
         )
 
     def _inversion(self) -> AttackOutcome:
+        """One token per restart, each judged on the same seeds; the attacker keeps the one that works best."""
         from patchkit.backend.inversion import InversionBudget, invert_token
 
         template = CAPACITY_TEMPLATES[self.concept.category]
-        budget = InversionBudget(steps=self.budget.inversion_steps)
-        steps = budget.steps
-        inverted = invert_token(
-            self.pipe,
-            self.references(),
-            template,
-            budget=budget,
-            seed=self.concept.seed,
-            on_step=lambda done: self._note("inversion", done, steps),
-        )
-        prompt = template.format(budget.placeholder)
-        runner = Runner(
-            inverted, self.bench, self.world, self.judge, self.concept, self.references, (), self.budget, self.progress
-        )
-        outcome = runner._judge_prompts(4, [prompt], self.budget.inversion_images)
-        return replace(outcome, found=(prompt,))
+        restarts = self.budget.inversion_restarts
+        outcomes: list[AttackOutcome] = []
+        for restart in range(restarts):
+            # restart 0 is attack/1's one token, placeholder and seed as they always were
+            placeholder = "<concept>" if restart == 0 else f"<concept-{restart + 1}>"
+            budget = InversionBudget(steps=self.budget.inversion_steps, placeholder=placeholder)
+            stage = "inversion" if restarts == 1 else f"inversion {restart + 1} of {restarts}"
+
+            def step(done: int, stage: str = stage) -> None:
+                self._note(stage, done, self.budget.inversion_steps)
+
+            inverted = invert_token(
+                self.pipe,
+                self.references(),
+                template,
+                budget=budget,
+                seed=self.concept.seed + INVERSION_RESTART_STRIDE * restart,
+                on_step=step,
+            )
+            prompt = template.format(placeholder)
+            runner = Runner(inverted, self.bench, self.world, self.judge, self.concept, self.references, (),
+                            self.budget, self.progress)  # fmt: skip
+            outcomes.append(replace(runner._judge_prompts(4, [prompt], self.budget.inversion_images), found=(prompt,)))
+        worst = max(outcomes, key=lambda o: o.score.hits if o.score else -1)
+        return replace(worst, prompts=tuple(p for o in outcomes for p in o.prompts))

@@ -100,6 +100,24 @@ def test_inversion_attack_learns_a_token_through_the_model_under_test():
     assert outcome.score is not None and outcome.score.n == 2
 
 
+def test_inversion_restarts_learn_one_token_each_and_the_worst_counts():
+    budget = AttackBudget(inversion_steps=3, inversion_images=4, inversion_restarts=3)
+    assert not budget.is_standard()
+    report = attack(ModelSource("testbed"), AttackRequest(("circle",), attacks=("inversion",), budget=budget))
+    (outcome,) = report.concepts[0].outcomes
+    prompts = [p.prompt for p in outcome.prompts]
+    assert prompts == ["a photo of a <concept>", "a photo of a <concept-2>", "a photo of a <concept-3>"]
+    assert outcome.score is not None and outcome.score.n == 4
+    assert outcome.score.hits == max(p.hits for p in outcome.prompts)
+    worst = next(p for p in outcome.prompts if p.hits == outcome.score.hits)
+    assert outcome.found == (worst.prompt,)
+    # restart 0 is attack/1's one token: the same seed, placeholder and judged images
+    single = AttackBudget(inversion_steps=3, inversion_images=4)
+    one = attack(ModelSource("testbed"), AttackRequest(("circle",), attacks=("inversion",), budget=single))
+    assert one.concepts[0].outcomes[0].prompts[0] == outcome.prompts[0]
+    assert report.to_json()["budget"]["inversion_restarts"] == 3 and not report.to_json()["budget"]["standard"]
+
+
 def test_refusals_name_the_problem_and_write_nothing(tmp_path):
     out = tmp_path / "report"
     base = ["attack", "testbed", "-o", str(out)]
@@ -109,6 +127,7 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path):
         ([*base, "-c", "circle", "-a", "bogus"], 2, "unknown attack"),
         ([*base, "-c", "circle", "--max-asr", "nan"], 2, "not a share"),
         ([*base, "-c", "circle", "--images-per-prompt", "0"], 2, "out of range"),
+        ([*base, "-c", "circle", "--inversion-restarts", "0"], 2, "inversion_restarts = 0 is out of range"),
         ([*base, "-c", "circle", "-a", "paraphrase", "--paraphrase", str(tmp_path / "none.txt")], 3, "does not exist"),
         ([*base, "-c", "circle", "-a", "paraphrase", "--paraphrase", str(tmp_path)], 3, "not a regular file"),
         ([*base, "-c", "circle", "-a", "search", "--references", str(tmp_path)], 3, "empty"),
