@@ -182,6 +182,8 @@ def render_report(output: Output, report: AttackReport) -> None:
                 continue
             best = max(o.prompts, key=lambda p: p.hits / p.n) if o.prompts else None
             shown = f"{best.prompt} ({best.hits}/{best.n})" if best else ""
+            if o.attack == "inversion" and len(o.prompts) > 1:  # the spread is the point of restarts
+                shown += "; every restart: " + ", ".join(f"{p.hits / p.n:.2f}" for p in o.prompts)
             interval = o.score.interval
             table.add_row(
                 o.attack,

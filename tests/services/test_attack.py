@@ -118,6 +118,19 @@ def test_inversion_restarts_learn_one_token_each_and_the_worst_counts():
     assert report.to_json()["budget"]["inversion_restarts"] == 3 and not report.to_json()["budget"]["standard"]
 
 
+def test_the_attack_table_shows_every_restart_and_marks_the_budget(tmp_path):
+    from tests.cli.test_cli import run_cli
+
+    result = run_cli("attack", "testbed", "-c", "circle", "-a", "inversion", "--inversion-steps", "2",
+                     "--inversion-restarts", "2", "-o", str(tmp_path / "report"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    assert "every restart:" in flat and "<concept-2>" in json.dumps(
+        json.loads((tmp_path / "report" / "report.json").read_text())["concepts"][0]["attacks"][0]["prompts"]
+    )
+    assert "non-standard budget" in result.stderr
+
+
 def test_refusals_name_the_problem_and_write_nothing(tmp_path):
     out = tmp_path / "report"
     base = ["attack", "testbed", "-o", str(out)]
