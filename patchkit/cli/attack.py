@@ -66,9 +66,9 @@ def attack(
     inversion_restarts: Annotated[
         int,
         typer.Option(
-            help="Tokens the inversion learns, each from its own seed and judged on the same images; the one that "
-            "brings the concept back most counts (attack/1: 1, marked non-standard otherwise). One token can be luck: "
-            "give 3 or more before calling a patch safe."
+            help="Tokens the inversion learns, each from its own seed and judged on the same image seeds; the one "
+            "that brings the concept back most counts (attack/1: 1, marked non-standard otherwise). One token can "
+            "be luck: give 3 or more before calling a patch safe."
         ),
     ] = 1,
     max_asr: Annotated[

@@ -223,6 +223,7 @@ class Runner:
 
         template = CAPACITY_TEMPLATES[self.concept.category]
         restarts = self.budget.inversion_restarts
+        references = self.references()  # read once: every restart learns on the same images
         outcomes: list[AttackOutcome] = []
         for restart in range(restarts):
             # restart 0 is attack/1's one token, placeholder and seed as they always were
@@ -235,7 +236,7 @@ class Runner:
 
             inverted = invert_token(
                 self.pipe,
-                self.references(),
+                references,
                 template,
                 budget=budget,
                 seed=self.concept.seed + INVERSION_RESTART_STRIDE * restart,
